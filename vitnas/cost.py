@@ -1,0 +1,105 @@
+"""Closed-form parameter and FLOP counts of any arch.
+
+Pure functions of (space, arch): no model is built, so the searcher can cost millions
+of candidates. Tests hold them to ``sum(p.numel())`` of the extracted model (exactly)
+and to `torch.utils.flop_counter` (within 1%).
+
+FLOPs are counted as **multiply-accumulates (MACs) of matrix products and
+convolutions**, per image: the convention behind "DeiT-S: 4.6 G". LayerNorm, GELU,
+softmax, pooling and the token gather are left out, as `torch.utils.flop_counter`
+leaves them out (it reports 2 FLOPs per MAC). `block_shapes` exposes the per-block
+shapes the counts are built from, for latency tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitnas.arch import Arch
+from vitnas.layers.token_reduction import tokens_after_reduction
+from vitnas.space import SearchSpace
+from vitnas.space_spec import mlp_hidden, stage_grid
+
+__all__ = ["BlockShape", "block_shapes", "count_params", "count_flops"]
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """What one transformer block of an arch computes on, per image."""
+
+    stage: int
+    tokens: int  # sequence length entering the block (class token included)
+    tokens_after: int  # sequence length after its token reduction (== tokens if none)
+    embed_dim: int
+    num_heads: int
+    head_dim: int
+    mlp_hidden: int
+    keep_rate: float  # < 1.0: the block scores tokens by class attention and may drop some
+
+    @property
+    def attn_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+
+def block_shapes(space: SearchSpace, arch: Arch) -> list[BlockShape]:
+    """Shapes of every block of `arch`, in order."""
+    space.validate(arch)
+    base_grid = arch.img_size // arch.patch_size
+    shapes = []
+    for index, (spec, stage) in enumerate(zip(space.stages, arch.stages)):
+        tokens = 1 + stage_grid(base_grid, index) ** 2
+        for heads, ratio, rate in zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate):
+            after = tokens_after_reduction(tokens, rate)
+            shapes.append(
+                BlockShape(
+                    stage=index,
+                    tokens=tokens,
+                    tokens_after=after,
+                    embed_dim=stage.embed_dim,
+                    num_heads=heads,
+                    head_dim=spec.head_width(stage.embed_dim, heads),
+                    mlp_hidden=mlp_hidden(stage.embed_dim, ratio),
+                    keep_rate=rate,
+                )
+            )
+            tokens = after
+    return shapes
+
+
+def count_params(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> int:
+    """Parameters of the standalone model of `arch` (as `vitnas.extract` builds it)."""
+    classes = space.num_classes if num_classes is None else num_classes
+    base_grid = arch.img_size // arch.patch_size
+    first, last = arch.stages[0].embed_dim, arch.stages[-1].embed_dim
+    total = first * space.in_chans * arch.patch_size**2 + first  # patch embedding
+    total += first  # class token
+    for index, stage in enumerate(arch.stages):
+        dim = stage.embed_dim
+        total += (1 + stage_grid(base_grid, index) ** 2) * dim  # position embedding
+        if index:
+            prev = arch.stages[index - 1].embed_dim
+            total += 2 * prev + dim * prev * 9 + dim + prev * dim + dim  # norm, conv, class-token linear
+    for shape in block_shapes(space, arch):
+        dim, attn, hidden = shape.embed_dim, shape.attn_dim, shape.mlp_hidden
+        total += 4 * dim  # two LayerNorms
+        total += 3 * attn * dim + 3 * attn + attn * dim + dim  # qkv, proj
+        total += 2 * hidden * dim + hidden + dim  # fc1, fc2
+    return total + 2 * last + last * classes + classes  # final norm, head
+
+
+def count_flops(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> int:
+    """Multiply-accumulates per image of the sub-network `arch` (see the module docstring)."""
+    classes = space.num_classes if num_classes is None else num_classes
+    base_grid = arch.img_size // arch.patch_size
+    first = arch.stages[0].embed_dim
+    total = base_grid**2 * first * space.in_chans * arch.patch_size**2  # patch embedding
+    for index in range(1, len(arch.stages)):
+        prev, dim = arch.stages[index - 1].embed_dim, arch.stages[index].embed_dim
+        total += stage_grid(base_grid, index) ** 2 * dim * prev * 9 + prev * dim  # conv, class-token linear
+    for shape in block_shapes(space, arch):
+        n, dim, attn = shape.tokens, shape.embed_dim, shape.attn_dim
+        total += n * dim * 3 * attn + 2 * n * n * attn + n * attn * dim  # qkv, q@k^T and attn@v, proj
+        if shape.keep_rate < 1.0:
+            total += n * attn  # class-token scores q_cls @ k^T
+        total += 2 * shape.tokens_after * dim * shape.mlp_hidden  # fc1, fc2
+    return total + arch.stages[-1].embed_dim * classes  # head

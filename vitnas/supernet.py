@@ -1,0 +1,263 @@
+"""SuperViT: one set of shared weights that runs any sub-network of a search space.
+
+`model(x, arch)` runs the sub-network `arch`. There is no per-module "active config":
+the arch is an argument, and every super-module turns it into weight slices through
+one `weights(...)` method. `forward` computes with those slices and
+`sliced_state_dict` copies them out for `vitnas.extract`, so a sub-network and its
+standalone export cannot drift apart. Slices keep the first k channels, heads or
+blocks of each stored tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import drop_path, trunc_normal_
+from timm.layers.patch_embed import PatchEmbedResamplerFixedOrigSize
+from torch import Tensor, nn
+
+from vitnas.arch import Arch, StageArch
+from vitnas.layers import (
+    fuse_inattentive_tokens,
+    multi_head_attention,
+    patchify,
+    resample_pos_embed,
+    resize_input,
+    spatial_reduction,
+)
+from vitnas.layers.slicing import slice_qkv, slice_rows_cols, slice_vector
+from vitnas.space import SearchSpace
+from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
+from vitnas.vit import NORM_EPS
+
+__all__ = ["SuperViT"]
+
+Weights = dict[str, Tensor]
+
+
+class SuperPatchEmbed(nn.Module):
+    """One stored kernel; flexi spaces PI-resample it to each patch size (FlexiViT)."""
+
+    def __init__(self, in_chans: int, max_dim: int, kernel_size: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(max_dim, in_chans, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(max_dim))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Conv2d's default
+        self.resampler = PatchEmbedResamplerFixedOrigSize((kernel_size, kernel_size))
+
+    def weights(self, embed_dim: int, patch_size: int) -> Weights:
+        weight = slice_rows_cols(self.weight, embed_dim, self.weight.shape[1])
+        if patch_size != self.kernel_size:
+            weight = self.resampler(weight, [patch_size, patch_size])
+        return {"proj.weight": weight, "proj.bias": slice_vector(self.bias, embed_dim)}
+
+
+class SuperPosEmbed(nn.Module):
+    """Position embeddings of one stage for every grid it can have.
+
+    Flexi spaces store one table at the largest grid and resample it; resize spaces
+    store one table per grid (SuperViT), so no grid's embedding is a compromise.
+    """
+
+    def __init__(self, grids: list[int], max_dim: int, per_grid: bool) -> None:
+        super().__init__()
+        stored = grids if per_grid else [max(grids)]
+        self.tables = nn.ParameterDict(
+            {str(g): nn.Parameter(trunc_normal_(torch.zeros(1, 1 + g * g, max_dim), std=0.02)) for g in stored}
+        )
+
+    def weights(self, embed_dim: int, grid: int) -> Tensor:
+        table = self.tables[str(grid)] if str(grid) in self.tables else self.tables[max(self.tables, key=int)]
+        return resample_pos_embed(table[..., :embed_dim], grid).contiguous()
+
+
+class SuperBlock(nn.Module):
+    """A transformer block at maximal width; any narrower block is a slice of it."""
+
+    def __init__(self, max_dim: int, max_attn_dim: int, max_hidden: int, drop_path_rate: float) -> None:
+        super().__init__()
+        self.drop_path_rate = drop_path_rate
+        self.norm1 = nn.LayerNorm(max_dim, eps=NORM_EPS)
+        self.qkv = nn.Linear(max_dim, 3 * max_attn_dim)
+        self.proj = nn.Linear(max_attn_dim, max_dim)
+        self.norm2 = nn.LayerNorm(max_dim, eps=NORM_EPS)
+        self.fc1 = nn.Linear(max_dim, max_hidden)
+        self.fc2 = nn.Linear(max_hidden, max_dim)
+
+    def weights(self, embed_dim: int, attn_dim: int, hidden: int) -> Weights:
+        qkv_weight, qkv_bias = slice_qkv(self.qkv.weight, self.qkv.bias, attn_dim, embed_dim)
+        return {
+            "norm1.weight": slice_vector(self.norm1.weight, embed_dim),
+            "norm1.bias": slice_vector(self.norm1.bias, embed_dim),
+            "attn.qkv.weight": qkv_weight,
+            "attn.qkv.bias": qkv_bias,
+            "attn.proj.weight": slice_rows_cols(self.proj.weight, embed_dim, attn_dim),
+            "attn.proj.bias": slice_vector(self.proj.bias, embed_dim),
+            "norm2.weight": slice_vector(self.norm2.weight, embed_dim),
+            "norm2.bias": slice_vector(self.norm2.bias, embed_dim),
+            "mlp.fc1.weight": slice_rows_cols(self.fc1.weight, hidden, embed_dim),
+            "mlp.fc1.bias": slice_vector(self.fc1.bias, hidden),
+            "mlp.fc2.weight": slice_rows_cols(self.fc2.weight, embed_dim, hidden),
+            "mlp.fc2.bias": slice_vector(self.fc2.bias, embed_dim),
+        }
+
+    def forward(self, x: Tensor, w: Weights, num_heads: int, keep_rate: float) -> Tensor:
+        dim = x.shape[-1]
+        reduces = keep_rate < 1.0
+        normed = F.layer_norm(x, (dim,), w["norm1.weight"], w["norm1.bias"], NORM_EPS)
+        attended, class_attention = multi_head_attention(
+            normed, w["attn.qkv.weight"], w["attn.qkv.bias"], w["attn.proj.weight"], w["attn.proj.bias"],
+            num_heads, need_class_attention=reduces,
+        )
+        x = x + drop_path(attended, self.drop_path_rate, self.training)
+        if reduces:
+            x = fuse_inattentive_tokens(x, class_attention, keep_rate)
+        normed = F.layer_norm(x, (dim,), w["norm2.weight"], w["norm2.bias"], NORM_EPS)
+        hidden = F.gelu(F.linear(normed, w["mlp.fc1.weight"], w["mlp.fc1.bias"]))
+        mlp_out = F.linear(hidden, w["mlp.fc2.weight"], w["mlp.fc2.bias"])
+        return x + drop_path(mlp_out, self.drop_path_rate, self.training)
+
+
+class SuperSpatialReduction(nn.Module):
+    def __init__(self, max_in: int, max_out: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(max_in, eps=NORM_EPS)
+        self.conv = nn.Conv2d(max_in, max_out, kernel_size=3, stride=2, padding=1)
+        self.cls_proj = nn.Linear(max_in, max_out)
+
+    def weights(self, in_dim: int, out_dim: int) -> Weights:
+        return {
+            "norm.weight": slice_vector(self.norm.weight, in_dim),
+            "norm.bias": slice_vector(self.norm.bias, in_dim),
+            "conv.weight": slice_rows_cols(self.conv.weight, out_dim, in_dim),
+            "conv.bias": slice_vector(self.conv.bias, out_dim),
+            "cls_proj.weight": slice_rows_cols(self.cls_proj.weight, out_dim, in_dim),
+            "cls_proj.bias": slice_vector(self.cls_proj.bias, out_dim),
+        }
+
+    def forward(self, x: Tensor, w: Weights, grid: int) -> Tensor:
+        return spatial_reduction(
+            x, grid, w["norm.weight"], w["norm.bias"], w["conv.weight"], w["conv.bias"],
+            w["cls_proj.weight"], w["cls_proj.bias"], NORM_EPS,
+        )
+
+
+class SuperStage(nn.Module):
+    def __init__(
+        self, spec: StageSpec, prev: StageSpec | None, grids: list[int], per_grid_pos: bool, drop_path_rates: list[float]
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        max_dim = max(spec.embed_dims)
+        self.reduction = SuperSpatialReduction(max(prev.embed_dims), max_dim) if prev is not None else None
+        self.pos_embed = SuperPosEmbed(grids, max_dim, per_grid_pos)
+        self.blocks = nn.ModuleList(
+            SuperBlock(max_dim, spec.max_attn_dim(), spec.max_mlp_hidden(), rate) for rate in drop_path_rates
+        )
+
+    def block_weights(self, index: int, stage: StageArch) -> Weights:
+        heads = stage.num_heads[index]
+        attn_dim = heads * self.spec.head_width(stage.embed_dim, heads)
+        return self.blocks[index].weights(stage.embed_dim, attn_dim, mlp_hidden(stage.embed_dim, stage.mlp_ratio[index]))
+
+    def forward(self, x: Tensor, stage: StageArch, grid: int, previous: tuple[int, int] | None) -> Tensor:
+        """Runs the stage; `previous` is the (embed_dim, grid) of the stage before, None for the first."""
+        if self.reduction is not None:
+            in_dim, in_grid = previous
+            x = self.reduction(x, self.reduction.weights(in_dim, stage.embed_dim), in_grid)
+        x = x + self.pos_embed.weights(stage.embed_dim, grid)
+        for index in range(stage.depth):
+            x = self.blocks[index](x, self.block_weights(index, stage), stage.num_heads[index], stage.keep_rate[index])
+        return x
+
+
+class SuperViT(nn.Module):
+    """The weight-shared super-network of a search space.
+
+    Args:
+        space: the search space (its class count is the default head size).
+        num_classes: override the space's class count.
+        drop_path_rate: stochastic depth at the deepest block, increasing linearly with
+            depth as in timm (0 disables it; it is inactive in eval mode anyway).
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int | None = None, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.space = space
+        self.num_classes = num_classes if num_classes is not None else space.num_classes
+        spec, patch = space.spec, space.spec.patch
+        first, last = spec.stages[0], spec.stages[-1]
+        self.patch_embed = SuperPatchEmbed(spec.in_chans, max(first.embed_dims), patch.kernel_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, max(first.embed_dims)))
+        nn.init.normal_(self.cls_token, std=1e-6)
+        base_grids = sorted({r // p for r in patch.img_sizes for p in patch.sizes})
+        depths = [s.max_depth for s in spec.stages]
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        for index, stage in enumerate(spec.stages):
+            grids = sorted({stage_grid(g, index) for g in base_grids})
+            start = sum(depths[:index])
+            prev = spec.stages[index - 1] if index else None
+            self.stages.append(
+                SuperStage(stage, prev, grids, patch.mode == "resize", rates[start : start + stage.max_depth])
+            )
+        self.norm = nn.LayerNorm(max(last.embed_dims), eps=NORM_EPS)
+        self.head = nn.Linear(max(last.embed_dims), self.num_classes)
+        self.apply(_init_linear)
+
+    def forward(self, x: Tensor, arch: Arch) -> Tensor:
+        """Logits of sub-network `arch` for images x of shape (B, C, H, W)."""
+        self.space.validate(arch)
+        return self.forward_head(self.forward_features(x, arch), arch)
+
+    def forward_features(self, x: Tensor, arch: Arch) -> Tensor:
+        x = resize_input(x, arch.img_size)
+        patch = self.patch_embed.weights(arch.stages[0].embed_dim, arch.patch_size)
+        x = patchify(x, patch["proj.weight"], patch["proj.bias"])  # (B, N, D)
+        cls = self.cls_token[..., : arch.stages[0].embed_dim].expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        base_grid = arch.img_size // arch.patch_size
+        previous = None
+        for index, (stage, stage_arch) in enumerate(zip(self.stages, arch.stages)):
+            grid = stage_grid(base_grid, index)
+            x = stage(x, stage_arch, grid, previous)
+            previous = (stage_arch.embed_dim, grid)
+        dim = arch.stages[-1].embed_dim
+        return F.layer_norm(x, (dim,), self.norm.weight[:dim], self.norm.bias[:dim], NORM_EPS)
+
+    def forward_head(self, x: Tensor, arch: Arch) -> Tensor:
+        dim = arch.stages[-1].embed_dim
+        return F.linear(x[:, 0], slice_rows_cols(self.head.weight, self.num_classes, dim), self.head.bias)
+
+    @torch.no_grad()
+    def sliced_state_dict(self, arch: Arch) -> dict[str, Tensor]:
+        """The weights of sub-network `arch`, named as in `vitnas.vit.ViT`, as fresh contiguous copies."""
+        self.space.validate(arch)
+        first_dim = arch.stages[0].embed_dim
+        state = {f"patch_embed.{k}": v for k, v in self.patch_embed.weights(first_dim, arch.patch_size).items()}
+        state["cls_token"] = self.cls_token[..., :first_dim]
+        grid = arch.img_size // arch.patch_size
+        for index, (stage, stage_arch) in enumerate(zip(self.stages, arch.stages)):
+            prefix = f"stages.{index}."
+            if stage.reduction is not None:
+                reduction = stage.reduction.weights(arch.stages[index - 1].embed_dim, stage_arch.embed_dim)
+                state.update({f"{prefix}reduction.{k}": v for k, v in reduction.items()})
+            state[f"{prefix}pos_embed"] = stage.pos_embed.weights(stage_arch.embed_dim, stage_grid(grid, index))
+            for block in range(stage_arch.depth):
+                weights = stage.block_weights(block, stage_arch)
+                state.update({f"{prefix}blocks.{block}.{k}": v for k, v in weights.items()})
+        dim = arch.stages[-1].embed_dim
+        state.update({
+            "norm.weight": self.norm.weight[:dim], "norm.bias": self.norm.bias[:dim],
+            "head.weight": self.head.weight[:, :dim], "head.bias": self.head.bias,
+        })
+        return {name: tensor.detach().clone().contiguous() for name, tensor in state.items()}
+
+
+def _init_linear(module: nn.Module) -> None:
+    """timm's ViT initialisation: truncated normal (std 0.02) weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -8,6 +8,7 @@ from vitnas.arch import Arch, StageArch
 from vitnas.cost import block_shapes, count_flops, count_params
 from vitnas.errors import ArchError, ExportError, SpaceError, VitnasError
 from vitnas.export import extract, timm_state_dict, vit_config
+from vitnas.pipeline import run
 from vitnas.space import SearchSpace, load_space, shipped_spaces
 from vitnas.supernet import SuperViT
 from vitnas.vit import ViT, ViTConfig
@@ -30,6 +31,7 @@ __all__ = [
     "count_params",
     "extract",
     "load_space",
+    "run",
     "shipped_spaces",
     "timm_state_dict",
     "vit_config",

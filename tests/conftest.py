@@ -1,0 +1,60 @@
+"""Shared fixtures: shipped spaces, a test-only resize-mode space, seeded supernets."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import vitnas
+
+# Three stages, SuperViT-style resized input with one position table per grid, and odd
+# grids (5 -> 3 -> 2, 7 -> 4 -> 2) entering the spatial reductions.
+RESIZE3 = {
+    "name": "resize3",
+    "img_size": 32,
+    "in_chans": 3,
+    "num_classes": 7,
+    "patch": {"mode": "resize", "sizes": [4], "img_sizes": [20, 28, 32]},
+    "stages": [
+        {"depth": [1, 2], "embed_dim": [16, 24], "num_heads": [2, 4], "mlp_ratio": [2.0, 3.0]},
+        {"depth": [1, 2], "embed_dim": [24, 32], "num_heads": [[2], [2, 4]], "mlp_ratio": [1.5, 2.0], "head_dim": 12},
+        {
+            "depth": [2, 3],
+            "embed_dim": [32, 48],
+            "num_heads": [2, 4],
+            "mlp_ratio": [2.0, 4.0],
+            "token_reduction": {"blocks": [0, 2], "keep_rates": [0.5, 0.75, 1.0]},
+        },
+    ],
+}
+
+SPACE_NAMES = ["tiny32", "deit", "resnas", "resize3"]
+
+
+def space_dict(**changes) -> dict:
+    """A deep copy of RESIZE3 with top-level keys replaced."""
+    data = copy.deepcopy(RESIZE3)
+    data.update(changes)
+    return data
+
+
+@pytest.fixture(scope="session")
+def spaces() -> dict[str, vitnas.SearchSpace]:
+    loaded = {name: vitnas.load_space(name) for name in SPACE_NAMES if name != "resize3"}
+    loaded["resize3"] = vitnas.load_space(RESIZE3)
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def supernets(spaces) -> dict[str, vitnas.SuperViT]:
+    """One eval-mode supernet per space, built once (deit and resnas take a second or two)."""
+    torch.manual_seed(0)
+    return {name: vitnas.SuperViT(space).eval() for name, space in spaces.items()}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

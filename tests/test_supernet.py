@@ -1,0 +1,95 @@
+"""SuperViT behaviour beyond extraction: precision, gradients, devices, options."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vitnas
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_bf16_autocast_forward_and_backward_on_cpu(spaces, rng):
+    space = spaces["resize3"]
+    supernet = vitnas.SuperViT(space).train()
+    x = torch.randn(4, 3, 32, 32)
+    for _ in range(5):
+        arch = space.sample(rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = supernet(x, arch)
+        assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+        logits.float().logsumexp(-1).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in supernet.parameters() if p.grad is not None)
+
+
+def test_gradients_reach_exactly_the_active_slices(spaces):
+    space = spaces["tiny32"]
+    supernet = vitnas.SuperViT(space)
+    arch = space.arch(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2.0, patch_size=4)
+    supernet(torch.randn(2, 3, 32, 32), arch).sum().backward()
+    fc1 = supernet.stages[0].blocks[0].fc1.weight.grad
+    assert fc1[:64, :32].abs().sum() > 0 and fc1[64:].abs().sum() == 0 and fc1[:, 32:].abs().sum() == 0
+    qkv = supernet.stages[0].blocks[0].qkv.weight.grad.view(3, 64, 64)  # 4 heads x 16 max, 64 max dim
+    assert qkv[:, :32, :32].abs().sum() > 0 and qkv[:, 32:].abs().sum() == 0
+    assert supernet.stages[0].blocks[2].fc1.weight.grad is None  # beyond depth: untouched
+    assert supernet.patch_embed.weight.grad[:32].abs().sum() > 0  # reached through the PI-resampling
+
+
+def test_drop_path_only_in_training(spaces):
+    space = spaces["tiny32"]
+    torch.manual_seed(0)
+    supernet = vitnas.SuperViT(space, drop_path_rate=0.5)
+    x = torch.randn(4, 3, 32, 32)
+    arch = space.largest()
+    supernet.eval()
+    with torch.no_grad():
+        assert torch.equal(supernet(x, arch), supernet(x, arch))
+        supernet.train()
+        assert not torch.equal(supernet(x, arch), supernet(x, arch))
+
+
+def test_num_classes_override(spaces):
+    supernet = vitnas.SuperViT(spaces["tiny32"], num_classes=3).eval()
+    arch = spaces["tiny32"].smallest()
+    assert supernet(torch.randn(2, 3, 32, 32), arch).shape == (2, 3)
+    model = vitnas.extract(supernet, arch)
+    assert model.head.out_features == 3
+    assert sum(p.numel() for p in model.parameters()) == vitnas.count_params(spaces["tiny32"], arch, num_classes=3)
+
+
+def test_resize_space_resizes_inputs_of_other_sizes(spaces, supernets):
+    space, supernet = spaces["resize3"], supernets["resize3"]
+    arch = space.arch(img_size=20)
+    model = vitnas.extract(supernet, arch)
+    x = torch.randn(2, 3, 32, 32)
+    small = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(small), rtol=0, atol=0)
+        torch.testing.assert_close(supernet(x, arch), supernet(small, arch), rtol=0, atol=0)
+
+
+def test_import_does_not_pull_in_ray():
+    code = "import sys, vitnas; assert 'ray' not in sys.modules, 'ray imported'; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("name", ["deit", "resnas", "resize3"])
+def test_cuda_supernet_matches_extract_in_fp32_and_bf16(spaces, name, rng):
+    space = spaces[name]
+    supernet = vitnas.SuperViT(space).cuda().eval()
+    x = torch.randn(8, 3, space.img_size, space.img_size, device="cuda")
+    for arch in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(4)]:
+        model = vitnas.extract(supernet, arch)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), supernet(x, arch), rtol=1e-4, atol=1e-4)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                expected, got = supernet(x, arch), model(x)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), expected.float(), rtol=0.05, atol=0.05)

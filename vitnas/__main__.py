@@ -1,0 +1,5 @@
+import sys
+
+from vitnas.cli import main
+
+sys.exit(main())

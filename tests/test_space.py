@@ -193,3 +193,13 @@ def test_unreadable_or_missing_space_files(tmp_path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(vitnas.SpaceError, match=r"list\.yaml: top level: expected a mapping"):
         vitnas.load_space(listed)
+
+
+def test_keep_rate_given_per_stage_or_per_block(spaces):
+    space = spaces["resize3"]
+    per_stage = space.arch(depth=(2, 2, 3), keep_rate=(1.0, 1.0, 0.5))
+    assert per_stage.stages[2].keep_rate == (0.5, 1.0, 0.5)  # blocks 0 and 2 reduce tokens
+    per_block = space.arch(depth=(2, 2, 3), keep_rate=((1.0, 1.0), (1.0, 1.0), (0.75, 1.0, 0.5)))
+    assert per_block.stages[2].keep_rate == (0.75, 1.0, 0.5)
+    with pytest.raises(vitnas.ArchError, match=r"stages\[2\]\.keep_rate\[1\]: block 1 drops no tokens"):
+        space.arch(depth=(2, 2, 3), keep_rate=((1.0, 1.0), (1.0, 1.0), (0.5, 0.5, 0.5)))

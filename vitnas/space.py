@@ -156,11 +156,12 @@ class SearchSpace:
             d = int(depths[index])
             heads = _per_block(num_heads, index, num_stages, d, "num_heads", stage_top.num_heads)
             ratios = _per_block(mlp_ratio, index, num_stages, d, "mlp_ratio", stage_top.mlp_ratio)
-            if keep_rate is None or np.isscalar(keep_rate):
-                rate = 1.0 if keep_rate is None else float(keep_rate)
-                rates = tuple(rate if len(stage_spec.keep_rates_at(i)) > 1 else 1.0 for i in range(d))
+            stage_rate = 1.0 if keep_rate is None else _per_stage(keep_rate, num_stages, "keep_rate", [])[index]
+            if np.isscalar(stage_rate):  # one rate: for the blocks that reduce tokens
+                sites = stage_spec.token_reduction.blocks if stage_spec.token_reduction else ()
+                rates = tuple(float(stage_rate) if i in sites else 1.0 for i in range(d))
             else:
-                rates = _per_block(keep_rate, index, num_stages, d, "keep_rate", (1.0,) * d)
+                rates = _per_block([stage_rate] * num_stages, index, num_stages, d, "keep_rate", ())
             stages.append(StageArch(dims[index], heads, ratios, rates))
         arch = Arch(
             img_size=top.img_size if img_size is None else img_size,

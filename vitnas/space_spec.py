@@ -144,7 +144,8 @@ class _Fields:
         path = f"{self.where}.{field}" if self.where and field else (field or self.where or "top level")
         raise SpaceError(f"{self.source}: {path}: {reason}")
 
-    def get(self, key: str, default: Any = ..., *, required: bool = True) -> Any:
+    def get(self, key: str, default: Any = ...) -> Any:
+        """The value of `key`; without a default, a missing key is an error."""
         self.seen.add(key)
         if key in self.data:
             return self.data[key]

@@ -62,13 +62,15 @@ class SuperPosEmbed(nn.Module):
 
     def __init__(self, grids: list[int], max_dim: int, per_grid: bool) -> None:
         super().__init__()
-        stored = grids if per_grid else [max(grids)]
+        self.per_grid = per_grid
+        self.base_grid = max(grids)
+        stored = grids if per_grid else [self.base_grid]
         self.tables = nn.ParameterDict(
             {str(g): nn.Parameter(trunc_normal_(torch.zeros(1, 1 + g * g, max_dim), std=0.02)) for g in stored}
         )
 
     def weights(self, embed_dim: int, grid: int) -> Tensor:
-        table = self.tables[str(grid)] if str(grid) in self.tables else self.tables[max(self.tables, key=int)]
+        table = self.tables[str(grid if self.per_grid else self.base_grid)]
         return resample_pos_embed(table[..., :embed_dim], grid).contiguous()
 
 

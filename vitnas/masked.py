@@ -1,0 +1,274 @@
+"""Several sub-networks in one forward-backward pass by channel masks (ViT-ResNAS's idea, written anew).
+
+The batch is split into consecutive sub-batches, one architecture each. The supernet
+runs once at its full stored width, and each sample zeroes the channels, heads, MLP
+units and whole blocks its own sub-network lacks. Every sub-network therefore gets
+its gradients from one backward, and the graph has the same shapes whichever
+architectures were drawn. The price: every sample costs a full-width supernet step,
+where the sliced multi pass (``supernet(x_i, arch_i)`` per sub-batch, losses summed)
+costs only what each sub-network costs. `benchmarks/multi_arch_pass.py` times both.
+
+**Token shape and grouping.** Width, heads, MLP width and depth may differ freely
+between the archs of one pass; the sequence length may not. `masked_forward` accepts
+any archs and runs one masked pass per *token-shape group* (`token_shape_groups`),
+scattering the logits back into batch order. Two archs share a pass when they have
+the same ``img_size`` and ``patch_size``, the same token reductions in every stage but
+the last, and, in the last stage, agree on the keep rate of every block both have.
+A block beyond a shorter arch's depth may reduce tokens for its samples too: in the
+last stage nothing follows but blocks whose residual branches are masked to zero, and
+a reduction never moves the class token, so those samples' class token, logits and
+gradients are exactly those of their own sub-network even though their sequence
+changed. A reduction in an earlier stage would change what the next stage sees, so
+there a missing block counts as keeping every token.
+
+**Heads.** Masks drop whole heads of one width. A stage with ``head_dim`` set (all
+shipped spaces) always qualifies; in a stage without it a head is
+``embed_dim / num_heads`` wide, and archs whose heads would differ in width at one
+block cannot share a pass: `masked_forward` raises `ArchError` and the sliced multi
+pass is the way to train them together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import drop_path
+from torch import Tensor
+
+from vitnas.arch import Arch, StageArch
+from vitnas.errors import ArchError, VitnasError
+from vitnas.layers import fuse_inattentive_tokens, patchify, resize_input
+from vitnas.layers.masked import masked_layer_norm, masked_multi_head_attention, masked_spatial_reduction
+from vitnas.layers.slicing import slice_qkv
+from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
+from vitnas.supernet import SuperBlock, SuperStage, SuperViT
+from vitnas.vit import NORM_EPS
+
+__all__ = ["masked_forward", "token_shape_groups"]
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """One block of a masked pass: what all its samples share, and their per-sample masks."""
+
+    keep_rate: float  # the pass's keep rate here (every arch that has the block agrees on it)
+    head_width: int  # width of one head, the same for every sample
+    attn_dim: int  # q/k/v width of the pass: a whole number of heads, at most the stored width
+    gate: Tensor  # (B, 1, 1) bool: the sample's sub-network has this block
+    head_mask: Tensor  # (B, H, 1, 1) bool: the sample's first h heads
+    hidden_mask: Tensor  # (B, 1, F) bool: the sample's first MLP hidden units
+
+
+@dataclass(frozen=True)
+class _StagePlan:
+    mask: Tensor  # (B, 1, D) bool: the sample's first embed_dim channels
+    width: Tensor  # (B, 1, 1) fp32: its embed_dim, for the masked LayerNorm
+    blocks: tuple[_BlockPlan, ...]  # up to the deepest arch of the pass in this stage
+
+
+def token_shape_groups(archs: Sequence[Arch]) -> list[list[int]]:
+    """Partitions archs into groups that can share one masked pass (see the module docstring).
+
+    Archs are placed deepest-last-stage first, each into the first group it fits, so the
+    groups are as few as the prefix rule allows and the result is deterministic.
+
+    Returns:
+        Lists of indices into `archs`, each ascending; the groups are ordered by their
+        first index.
+    """
+    order = sorted(range(len(archs)), key=lambda i: -archs[i].stages[-1].depth)
+    groups: list[tuple[tuple, tuple[float, ...], list[int]]] = []
+    for index in order:
+        fixed, last = _shape_key(archs[index])
+        for key, pattern, members in groups:
+            if key == fixed and pattern[: len(last)] == last:
+                members.append(index)
+                break
+        else:
+            groups.append((fixed, last, [index]))
+    return sorted((sorted(members) for _, _, members in groups), key=lambda members: members[0])
+
+
+def masked_forward(supernet: SuperViT, x: Tensor, archs: Sequence[Arch], sizes: Sequence[int]) -> Tensor:
+    """Logits of several sub-networks, each on its own consecutive sub-batch, by channel masks.
+
+    Sub-batch i (``sizes[i]`` samples, in order) runs ``archs[i]``. Archs sharing a token
+    shape run in one full-width masked pass of the stored weights; the others in one
+    pass per group (`token_shape_groups`). One backward of any loss on the result gives
+    each sub-network the gradients its sliced forward ``supernet(x_i, archs[i])`` would.
+    Drop path is drawn per sample, at each block's rate, in training mode only, as in the
+    sliced blocks.
+
+    Args:
+        supernet: the weight-shared supernet.
+        x: images (B, C, H, W); each group is resized to its ``img_size``.
+        archs: one arch of ``supernet.space`` per sub-batch.
+        sizes: sub-batch sizes, positive, summing to B.
+
+    Returns:
+        (B, num_classes) logits in batch order.
+
+    Raises:
+        VitnasError: sizes do not match the archs or the batch.
+        ArchError: an arch lies outside the space, or archs of one group would need
+            heads of different widths at one block (a stage without ``head_dim``).
+    """
+    sizes = _check_call(supernet, x, archs, sizes)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    groups = token_shape_groups(archs)
+    # plan every group before computing anything, so a head-width error costs no compute
+    plans = [_plan_group(supernet, [archs[i] for i in g], [sizes[i] for i in g], x.device) for g in groups]
+    if len(groups) == 1:  # the usual case: one pass over the batch as it is
+        return _group_forward(supernet, x, archs[0], plans[0])
+    pieces: dict[int, Tensor] = {}  # sub-batch index -> its logits
+    for members, plan in zip(groups, plans):
+        inputs = torch.cat([x[starts[i] : starts[i] + sizes[i]] for i in members])  # (B_g, C, H, W)
+        logits = _group_forward(supernet, inputs, archs[members[0]], plan)  # (B_g, classes)
+        pieces.update(zip(members, logits.split([sizes[i] for i in members])))
+    return torch.cat([pieces[index] for index in range(len(archs))])  # (B, classes), batch order
+
+
+def _check_call(supernet: SuperViT, x: Tensor, archs: Sequence[Arch], sizes: Sequence[int]) -> list[int]:
+    if not archs or len(archs) != len(sizes):
+        raise VitnasError(f"masked_forward: got {len(archs)} archs and {len(sizes)} sub-batch sizes; "
+                          "give one size per arch, at least one")
+    sizes = [int(size) for size in sizes]
+    for index, size in enumerate(sizes):
+        if size < 1:
+            raise VitnasError(f"masked_forward: sizes[{index}] is {size}; every sub-batch needs a sample")
+    if sum(sizes) != x.shape[0]:
+        raise VitnasError(f"masked_forward: sub-batch sizes sum to {sum(sizes)}, the batch has {x.shape[0]} samples")
+    for index, arch in enumerate(archs):
+        try:
+            supernet.space.validate(arch)
+        except ArchError as error:
+            raise ArchError(f"archs[{index}]: {error}") from None
+    return sizes
+
+
+def _shape_key(arch: Arch) -> tuple[tuple, tuple[float, ...]]:
+    """What must match exactly, and the last stage's keep rates (which must agree as prefixes)."""
+    earlier = []
+    for stage in arch.stages[:-1]:
+        rates = list(stage.keep_rate)
+        while rates and rates[-1] == 1.0:  # a missing block keeps every token, like a rate of 1.0
+            rates.pop()
+        earlier.append(tuple(rates))
+    return (arch.img_size, arch.patch_size, tuple(earlier)), arch.stages[-1].keep_rate
+
+
+def _plan_group(supernet: SuperViT, archs: list[Arch], sizes: list[int], device: torch.device) -> list[_StagePlan]:
+    """Per-sample masks of one group, built from one small integer table sent to the device once."""
+    rows: list[list[int]] = [[] for _ in archs]  # per arch: embed dims and per-block (active, heads, hidden)
+    shared = []  # per stage: per block (keep rate, head width, attn dim)
+    for s, (stage, spec) in enumerate(zip(supernet.stages, supernet.space.stages)):
+        stages = [arch.stages[s] for arch in archs]
+        for row, stage_arch in zip(rows, stages):
+            row.append(stage_arch.embed_dim)
+        depth = max(stage_arch.depth for stage_arch in stages)
+        shared.append([_block_columns(stage, spec, s, i, stages, rows) for i in range(depth)])
+    repeats = torch.tensor(sizes, device=device)
+    table = torch.tensor(rows, device=device).repeat_interleave(repeats, dim=0, output_size=sum(sizes))  # (B, F)
+    plans, column = [], 0
+    for stage, blocks in zip(supernet.stages, shared):
+        dims = table[:, column]
+        mask = _prefix_mask(dims, stage.blocks[0].norm1.weight.shape[0]).unsqueeze(1)  # (B, 1, D_max)
+        block_plans = _block_plans(stage, blocks, table, column + 1)
+        plans.append(_StagePlan(mask, dims.float().view(-1, 1, 1), block_plans))
+        column += 1 + 3 * len(blocks)
+    return plans
+
+
+def _block_columns(
+    stage: SuperStage, spec: StageSpec, s: int, index: int, stages: list[StageArch], rows: list[list[int]]
+) -> tuple[float, int, int]:
+    """Appends each arch's (has block, heads, MLP hidden) at one block; returns what the pass shares there."""
+    active = [stage_arch for stage_arch in stages if index < stage_arch.depth]
+    widths = sorted({spec.head_width(st.embed_dim, st.num_heads[index]) for st in active})
+    if len(widths) > 1:
+        raise ArchError(
+            f"stages[{s}].num_heads[{index}]: the archs of one masked pass need heads {widths} channels wide "
+            "(this stage sets no head_dim, so a head is embed_dim / num_heads wide) and masks drop whole heads "
+            "of one width only; set head_dim in the space or use the sliced multi pass"
+        )
+    max_attn = stage.blocks[index].qkv.weight.shape[0] // 3
+    heads = max_attn // widths[0]
+    for row, st in zip(rows, stages):
+        if index < st.depth:
+            row += [1, st.num_heads[index], mlp_hidden(st.embed_dim, st.mlp_ratio[index])]
+        else:  # absent: its branches are gated to zero; all heads keep the class attention finite
+            row += [0, heads, 0]
+    return active[0].keep_rate[index], widths[0], heads * widths[0]
+
+
+def _block_plans(
+    stage: SuperStage, blocks: list[tuple[float, int, int]], table: Tensor, column: int
+) -> tuple[_BlockPlan, ...]:
+    """Turns the per-sample (has block, heads, hidden) columns starting at `column` into masks."""
+    plans = []
+    for index, (keep_rate, head_width, attn_dim) in enumerate(blocks):
+        has, heads, hidden = table[:, column], table[:, column + 1], table[:, column + 2]
+        gate = has.bool().view(-1, 1, 1)
+        head_mask = _prefix_mask(heads, attn_dim // head_width)[:, :, None, None]
+        hidden_mask = _prefix_mask(hidden, stage.blocks[index].fc1.weight.shape[0]).unsqueeze(1)
+        plans.append(_BlockPlan(keep_rate, head_width, attn_dim, gate, head_mask, hidden_mask))
+        column += 3
+    return tuple(plans)
+
+
+def _prefix_mask(counts: Tensor, total: int) -> Tensor:
+    """(B, total) bool: True on each row's first counts[b] entries."""
+    return torch.arange(total, device=counts.device) < counts[:, None]
+
+
+def _group_forward(supernet: SuperViT, x: Tensor, arch: Arch, plans: list[_StagePlan]) -> Tensor:
+    """One masked pass; `arch` is any member of the group (they share img_size and patch_size)."""
+    first = plans[0]
+    x = resize_input(x, arch.img_size)
+    patch = supernet.patch_embed.weights(first.mask.shape[-1], arch.patch_size)
+    x = patchify(x, patch["proj.weight"], patch["proj.bias"])  # (B, N, D)
+    x = torch.cat([supernet.cls_token.expand(x.shape[0], -1, -1), x], dim=1) * first.mask  # (B, 1 + N, D)
+    base_grid = arch.img_size // arch.patch_size
+    for s, (stage, plan) in enumerate(zip(supernet.stages, plans)):
+        previous = (plans[s - 1], stage_grid(base_grid, s - 1)) if s else None
+        x = _stage_forward(stage, x, plan, stage_grid(base_grid, s), previous)
+    last = plans[-1]
+    cls = masked_layer_norm(x[:, :1], last.mask, last.width, supernet.norm.weight, supernet.norm.bias, NORM_EPS)
+    return F.linear(cls[:, 0], supernet.head.weight, supernet.head.bias)  # (B, classes)
+
+
+def _stage_forward(
+    stage: SuperStage, x: Tensor, plan: _StagePlan, grid: int, previous: tuple[_StagePlan, int] | None
+) -> Tensor:
+    """`previous` is the (plan, grid) of the stage before, None for the first stage."""
+    if stage.reduction is not None:
+        before, in_grid = previous
+        r = stage.reduction
+        weights = (r.norm.weight, r.norm.bias, r.conv.weight, r.conv.bias, r.cls_proj.weight, r.cls_proj.bias)
+        x = masked_spatial_reduction(x, in_grid, before.mask, before.width, plan.mask, weights, NORM_EPS)
+    x = x + stage.pos_embed.weights(plan.mask.shape[-1], grid) * plan.mask  # (B, 1 + g*g, D)
+    for block, block_plan in zip(stage.blocks, plan.blocks):
+        x = _block_forward(block, x, plan, block_plan)
+    return x
+
+
+def _block_forward(block: SuperBlock, x: Tensor, stage: _StagePlan, plan: _BlockPlan) -> Tensor:
+    """`SuperBlock.forward` at full width with per-sample masks; an absent block adds exactly zero."""
+    keep = stage.mask & plan.gate  # (B, 1, D)
+    reduces = plan.keep_rate < 1.0
+    qkv_weight, qkv_bias = slice_qkv(block.qkv.weight, block.qkv.bias, plan.attn_dim, x.shape[-1])
+    normed = masked_layer_norm(x, stage.mask, stage.width, block.norm1.weight, block.norm1.bias, NORM_EPS)
+    attended, class_attention = masked_multi_head_attention(
+        normed, qkv_weight, qkv_bias, block.proj.weight[:, : plan.attn_dim], block.proj.bias,
+        plan.head_width, plan.head_mask, need_class_attention=reduces,
+    )
+    x = x + drop_path(attended * keep, block.drop_path_rate, block.training)
+    if reduces:
+        x = fuse_inattentive_tokens(x, class_attention, plan.keep_rate)
+    normed = masked_layer_norm(x, stage.mask, stage.width, block.norm2.weight, block.norm2.bias, NORM_EPS)
+    hidden = F.gelu(F.linear(normed, block.fc1.weight, block.fc1.bias)) * plan.hidden_mask  # (B, N, F)
+    mlp_out = F.linear(hidden, block.fc2.weight, block.fc2.bias)
+    return x + drop_path(mlp_out * keep, block.drop_path_rate, block.training)

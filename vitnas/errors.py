@@ -23,3 +23,18 @@ class ArchError(VitnasError):
 
 class ExportError(VitnasError):
     """A model cannot be put into the requested form (e.g. an arch timm cannot express)."""
+
+
+class LatencyError(VitnasError):
+    """A latency measurement cannot be made as asked (unknown dtype, absent device, bad settings)."""
+
+
+class ProfileError(LatencyError):
+    """A device profile file is unreadable or malformed, or was made on a different device."""
+
+
+class BudgetError(VitnasError):
+    """A hardware budget is malformed, or asks for something it cannot check (latency without a profile)."""
+
+
+__all__ += ["LatencyError", "ProfileError", "BudgetError"]

@@ -1,0 +1,168 @@
+"""`vitnas latency measure | profile | verify`: argument parsing and printing only.
+
+`register` adds the verb to the `vitnas` command's subparsers; each handler calls one
+library function of `vitnas.latency`. Errors are `VitnasError`s, which the `vitnas`
+command prints as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from vitnas.arch import Arch
+from vitnas.errors import ArchError
+from vitnas.latency.measure import DTYPES
+from vitnas.space import SearchSpace
+
+__all__ = ["register", "read_archs"]
+
+_NAMED = ("largest", "smallest")
+
+
+def register(subparsers: Any) -> None:
+    """Adds ``latency`` and its sub-verbs to the `vitnas` command's subparsers."""
+    latency = subparsers.add_parser("latency", help="measure latency, build device profiles, verify predictions")
+    verbs = latency.add_subparsers(dest="latency_verb", required=True, metavar="{measure,profile,verify}")
+
+    measure = verbs.add_parser("measure", help="time archs' standalone models on a device")
+    measure.add_argument("--space", required=True, help="shipped space name or YAML path")
+    measure.add_argument("--arch", required=True, nargs="+", metavar="ARCH.json",
+                         help="arch files (a JSON arch, a JSON list or JSON lines), or 'largest' / 'smallest'")
+    _add_target(measure, batch=1)
+    _add_timing(measure, warmup=10, repeats=50)
+    measure.add_argument("--throughput", action="store_true",
+                         help="report images/s with batches back to back instead of per-request latency")
+    measure.set_defaults(handler=_measure)
+
+    profile = verbs.add_parser("profile", help="measure sampled archs, fit a latency predictor, save the profile")
+    profile.add_argument("--space", required=True, help="shipped space name or YAML path")
+    _add_target(profile, batch=1)
+    profile.add_argument("--samples", type=int, default=200, help="archs to measure (default: 200)")
+    profile.add_argument("--holdout", type=float, default=0.2, help="fraction held out to score the fit (default: 0.2)")
+    profile.add_argument("--seed", type=int, default=0)
+    _add_timing(profile, warmup=10, repeats=30)
+    profile.add_argument("--rounds", type=int, default=3,
+                         help="interleaved passes over the archs that share the repeats (default: 3)")
+    profile.add_argument("--out", default=None, metavar="PROFILE.json",
+                         help="file or directory (default: profile_<device>_<space>_<dtype>_b<batch>.json here)")
+    profile.set_defaults(handler=_profile)
+
+    verify = verbs.add_parser("verify", help="measure archs for real and compare with a profile's predictions")
+    verify.add_argument("--profile", required=True, metavar="PROFILE.json")
+    verify.add_argument("--arch", required=True, nargs="+", metavar="ARCH.json",
+                        help="arch files (a JSON arch, a JSON list or JSON lines), or 'largest' / 'smallest'")
+    verify.add_argument("--device", default=None, help="default: the profile's kind of device")
+    verify.add_argument("--warmup", type=int, default=None, help="default: the profile's")
+    verify.add_argument("--repeats", type=int, default=None, help="default: the profile's")
+    verify.add_argument("--no-check-device", action="store_true", help="measure even on a device of another name")
+    verify.set_defaults(handler=_verify)
+
+
+def read_archs(sources: list[str], space: SearchSpace) -> list[Arch]:
+    """Archs from files (one JSON arch, a JSON list, or JSON lines) or the names 'largest' / 'smallest'.
+
+    Raises:
+        ArchError: a file is missing or unreadable, or holds no valid arch (naming the file).
+    """
+    archs = []
+    for source in sources:
+        if source in _NAMED and not Path(source).is_file():
+            archs.append(space.largest() if source == "largest" else space.smallest())
+            continue
+        try:
+            text = Path(source).read_text()
+        except OSError as error:
+            raise ArchError(f"{source}: cannot be read ({error.strerror or error})") from None
+        for arch in _parse_archs(text, source):
+            try:
+                space.validate(arch)
+            except ArchError as error:
+                raise ArchError(f"{source}: not in space {space.name}: {error}") from None
+            archs.append(arch)
+    return archs
+
+
+def _parse_archs(text: str, source: str) -> list[Arch]:
+    """One JSON arch, a JSON list of archs, or JSON lines (as `vitnas space --sample` prints)."""
+    try:
+        data = json.loads(text)
+        entries, label = (data, "entry") if isinstance(data, list) else ([data], "")
+    except json.JSONDecodeError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        entries, label = ([_json_line(line, source, number) for number, line in enumerate(lines, 1)], "line")
+    if not entries:
+        raise ArchError(f"{source}: holds no arch")
+    archs = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            archs.append(Arch.from_dict(entry))
+        except ArchError as error:
+            where = f" {label} {number}" if label else ""
+            raise ArchError(f"{source}{where}: {error}") from None
+    return archs
+
+
+def _json_line(line: str, source: str, number: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ArchError(f"{source} line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
+
+
+def _add_target(parser: argparse.ArgumentParser, batch: int) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--batch", type=int, default=batch, help=f"images per forward pass (default: {batch})")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="default: fp32")
+
+
+def _add_timing(parser: argparse.ArgumentParser, warmup: int, repeats: int) -> None:
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed calls first (default: {warmup})")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"timed calls (default: {repeats})")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile'd models")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC input and convolution weights")
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from vitnas.latency.measure import measure_arch, throughput_arch
+    from vitnas.space import load_space
+
+    space = load_space(args.space)
+    for arch in read_archs(args.arch, space):
+        if args.throughput:
+            speed = throughput_arch(space, arch, args.device, args.batch, args.dtype, warmup=args.warmup,
+                                    rounds=args.repeats, compile=args.compile, channels_last=args.channels_last)
+            print(f"{speed:.1f} images/s at batch {args.batch} {args.dtype} on {args.device}  {arch}")
+        else:
+            measured = measure_arch(space, arch, args.device, args.batch, args.dtype, warmup=args.warmup,
+                                    repeats=args.repeats, compile=args.compile, channels_last=args.channels_last)
+            print(f"{measured}  {arch}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from vitnas.latency.profile import build_profile
+
+    profile = build_profile(
+        args.space, device=args.device, batch=args.batch, dtype=args.dtype, samples=args.samples, seed=args.seed,
+        holdout_fraction=args.holdout, warmup=args.warmup, repeats=args.repeats, rounds=args.rounds,
+        compile=args.compile,
+        channels_last=args.channels_last, progress=True,
+    )
+    print(profile)
+    print(f"saved to {profile.save(args.out)}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from vitnas.latency.profile import load_profile
+    from vitnas.latency.verify import format_verification, verify
+
+    profile = load_profile(args.profile, check_device=not args.no_check_device)
+    archs = read_archs(args.arch, profile.space)
+    results = verify(profile, profile.space, archs, device=args.device, warmup=args.warmup, repeats=args.repeats,
+                     check_device=not args.no_check_device, progress=True)
+    print(format_verification(results))
+    return 0

@@ -1,0 +1,102 @@
+"""The work terms a latency predictor weighs: what an arch computes, counted per image.
+
+Latency is modelled as a non-negative combination of terms whose cost each kernel
+scales with: matrix-product MACs (by kind, because attention's batched products,
+the projections and the MLP reach different efficiencies), elements the memory-bound
+ops read and write (LayerNorm, residual adds, GELU, softmax, the token gather), the
+weights each pass reads (at batch 1 with few tokens a projection is bound by reading
+its weights, not by its MACs), and fixed per-call overheads (kernel launches: one
+constant per block, per reducing block, per spatial reduction and per model).
+Activation terms are counted per image and weight terms per pass; either way a
+profile is fitted at one batch size, whose factor the coefficients absorb.
+
+Block terms depend only on a block's shape, so a predictor caches one row per
+distinct shape; arch terms depend on the patch grid and the stage widths.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from vitnas.arch import Arch
+from vitnas.cost import BlockShape, block_shapes
+from vitnas.space import SearchSpace
+from vitnas.space_spec import stage_grid
+
+__all__ = ["ARCH_FEATURES", "BLOCK_FEATURES", "FEATURES", "arch_row", "block_row", "feature_row", "feature_matrix"]
+
+ARCH_FEATURES: tuple[str, ...] = (
+    "constant",  # per forward pass: input handling, class token, final norm, head launches
+    "patch_embed_macs",  # the patchifying convolution
+    "embed_memory",  # tokens x width entering the first stage (flatten, concat, position add)
+    "stage_reductions",  # spatial reductions between stages (a few launches each)
+    "reduction_macs",  # their strided convolution and class-token linear
+    "head_memory",  # final norm over the last tokens, and the classifier
+)
+BLOCK_FEATURES: tuple[str, ...] = (
+    "blocks",  # per block: its fixed launch overhead
+    "qkv_proj_macs",  # q/k/v and output projections
+    "attention_macs",  # q @ k^T and attention @ v
+    "attention_scores",  # heads x tokens^2 softmax elements
+    "mlp_macs",  # fc1 and fc2 on the tokens left after any reduction
+    "token_memory",  # LayerNorms and residual adds over tokens x width
+    "mlp_memory",  # GELU over tokens x hidden
+    "weight_memory",  # weights the projections and MLP read once per pass: dominant when there are few token rows
+    "reducing_blocks",  # per block with keep rate < 1: class-attention row, argsort, gather launches
+    "reduction_memory",  # tokens x width those ops read and write
+)
+FEATURES: tuple[str, ...] = ARCH_FEATURES + BLOCK_FEATURES
+
+
+def block_row(shape: BlockShape) -> np.ndarray:
+    """The block terms of one block, in `BLOCK_FEATURES` order."""
+    n, after, dim, attn = shape.tokens, shape.tokens_after, shape.embed_dim, shape.attn_dim
+    reduces = 1.0 if shape.keep_rate < 1.0 else 0.0
+    return np.array(
+        [
+            1.0,
+            4.0 * n * dim * attn,
+            2.0 * n * n * attn,
+            float(shape.num_heads * n * n),
+            2.0 * after * dim * shape.mlp_hidden,
+            float((n + after) * dim),
+            float(after * shape.mlp_hidden),
+            float(4 * dim * attn + 2 * dim * shape.mlp_hidden),
+            reduces,
+            reduces * n * dim,
+        ]
+    )
+
+
+def arch_row(space: SearchSpace, arch: Arch, final_tokens: int) -> np.ndarray:
+    """The arch terms, in `ARCH_FEATURES` order; `final_tokens` is the last block's output length."""
+    grid = arch.img_size // arch.patch_size
+    dims = [stage.embed_dim for stage in arch.stages]
+    reduction_macs = sum(
+        stage_grid(grid, index) ** 2 * dims[index] * dims[index - 1] * 9 + dims[index - 1] * dims[index]
+        for index in range(1, len(dims))
+    )
+    return np.array(
+        [
+            1.0,
+            float(grid * grid * dims[0] * space.in_chans * arch.patch_size**2),
+            float((1 + grid * grid) * dims[0]),
+            float(len(dims) - 1),
+            float(reduction_macs),
+            float(final_tokens * dims[-1] + dims[-1] * space.num_classes),
+        ]
+    )
+
+
+def feature_row(space: SearchSpace, arch: Arch) -> np.ndarray:
+    """All terms of `arch`, in `FEATURES` order: the reference the fast predictor path must equal."""
+    shapes = block_shapes(space, arch)
+    blocks = np.sum([block_row(shape) for shape in shapes], axis=0)
+    return np.concatenate([arch_row(space, arch, shapes[-1].tokens_after), blocks])
+
+
+def feature_matrix(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
+    """One `feature_row` per arch: shape (len(archs), len(FEATURES))."""
+    return np.stack([feature_row(space, arch) for arch in archs]) if archs else np.zeros((0, len(FEATURES)))

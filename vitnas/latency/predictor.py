@@ -1,0 +1,206 @@
+"""Predicting an arch's latency from its work terms, fast enough that search never waits.
+
+The model is linear in the terms of `vitnas.latency.features` with non-negative
+coefficients (each term can only cost time), fitted by non-negative least squares on
+*relative* residuals, ``(predicted - measured) / measured``: a budget is a relative
+promise, and plain least squares would trade the small archs' accuracy for the
+large ones'. Columns are scaled to [0, 1] before solving so that MAC counts in the
+billions and per-block constants are weighed alike, and a tiny ridge keeps the
+solution unique when there are fewer archs than terms.
+
+Prediction never builds feature matrices: it walks the arch's blocks and looks up
+each distinct block shape's cached contribution in milliseconds (a few hundred
+entries cover a whole space), which predicts tens of thousands of archs per second.
+`features.feature_row` is the reference that this fast path equals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+from scipy.stats import kendalltau
+
+from vitnas.arch import Arch
+from vitnas.cost import BlockShape
+from vitnas.errors import LatencyError
+from vitnas.latency.features import ARCH_FEATURES, FEATURES, arch_row, block_row, feature_matrix, feature_row
+from vitnas.layers.token_reduction import tokens_after_reduction
+from vitnas.space import SearchSpace
+from vitnas.space_spec import mlp_hidden, stage_grid
+
+__all__ = ["LatencyPredictor", "PredictionError", "prediction_error"]
+
+_HEAD = ARCH_FEATURES.index("head_memory")
+
+
+class LatencyPredictor:
+    """Milliseconds of any arch of one space, at the device, batch and dtype it was fitted on.
+
+    Attributes:
+        space: the space whose archs it predicts.
+        coefficients: milliseconds per unit of each term of `FEATURES` (read-only).
+    """
+
+    kind = "linear-nnls"
+
+    def __init__(self, space: SearchSpace, coefficients: Sequence[float]) -> None:
+        weights = np.array(coefficients, dtype=np.float64)
+        if weights.shape != (len(FEATURES),) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise LatencyError(f"coefficients: expected {len(FEATURES)} finite non-negative numbers")
+        weights.setflags(write=False)
+        self.space = space
+        self.coefficients = weights
+        self._arch_weights = weights[: len(ARCH_FEATURES)]
+        self._block_weights = weights[len(ARCH_FEATURES) :]
+        self._bases: dict[tuple[int, int, tuple[int, ...]], float] = {}  # arch terms but the head's token part
+        self._blocks: dict[tuple[int, int, int, int, float, float], tuple[float, int]] = {}  # ms, tokens after
+        self._tokens: dict[tuple[int, int], int] = {}  # (patch grid, stage) -> tokens entering the stage
+
+    @classmethod
+    def fit(cls, space: SearchSpace, archs: Sequence[Arch], latencies_ms: Sequence[float],
+            ridge: float = 1e-6) -> LatencyPredictor:
+        """Fits the coefficients to measured latencies (see the module docstring).
+
+        Raises:
+            LatencyError: fewer than two archs, lengths differ, or a latency is not positive.
+        """
+        measured = np.asarray(latencies_ms, dtype=np.float64)
+        if len(archs) != len(measured) or len(measured) < 2:
+            raise LatencyError(f"fit: need as many latencies as archs, at least 2 (got {len(archs)}, {len(measured)})")
+        if not np.all(np.isfinite(measured) & (measured > 0)):
+            raise LatencyError("fit: every measured latency must be a positive number of milliseconds")
+        features = feature_matrix(space, archs)
+        scale = np.abs(features).max(axis=0)
+        scale[scale == 0] = 1.0
+        system = features / scale / measured[:, None]  # relative residuals: (X c - y) / y
+        target = np.ones(len(measured))
+        if ridge > 0:
+            system = np.vstack([system, math.sqrt(ridge) * np.eye(len(FEATURES))])
+            target = np.concatenate([target, np.zeros(len(FEATURES))])
+        solution, _ = nnls(system, target, maxiter=100 * len(FEATURES))
+        return cls(space, solution / scale)
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted milliseconds of one forward pass of `arch`.
+
+        Raises:
+            ArchError: `arch` is not in the predictor's space.
+        """
+        self.space.validate(arch)
+        return self._predict_valid(arch)
+
+    def predict_many(self, archs: Iterable[Arch]) -> np.ndarray:
+        """`predict` of each arch, as an array."""
+        return np.array([self.predict(arch) for arch in archs], dtype=np.float64)
+
+    def contributions(self, arch: Arch) -> dict[str, float]:
+        """Milliseconds each term contributes to `predict(arch)`: where the time goes."""
+        return dict(zip(FEATURES, (feature_row(self.space, arch) * self.coefficients).tolist()))
+
+    def __repr__(self) -> str:
+        used = [name for name, weight in zip(FEATURES, self.coefficients) if weight > 0]
+        return f"LatencyPredictor({self.space.name!r}, {self.kind}, terms used: {', '.join(used) or 'none'})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "features": list(FEATURES), "coefficients": self.coefficients.tolist()}
+
+    @classmethod
+    def from_dict(cls, space: SearchSpace, data: Mapping[str, Any]) -> LatencyPredictor:
+        """Rebuilds a predictor saved by `to_dict`.
+
+        Raises:
+            LatencyError: the data is of another kind or another set of terms.
+        """
+        if data.get("kind") != cls.kind:
+            raise LatencyError(f"predictor.kind: {data.get('kind')!r} is not {cls.kind!r}")
+        if data.get("features") != list(FEATURES):
+            raise LatencyError("predictor.features: made with other terms than this vitnas uses; rebuild the profile")
+        coefficients = data.get("coefficients")
+        if not isinstance(coefficients, list) or not all(_is_number(c) for c in coefficients):
+            raise LatencyError("predictor.coefficients: expected a list of numbers")
+        return cls(space, coefficients)
+
+    # -- the fast path -------------------------------------------------------------------------
+    def _predict_valid(self, arch: Arch) -> float:
+        grid = arch.img_size // arch.patch_size
+        last_dim = arch.stages[-1].embed_dim
+        total = self._base(arch)
+        tokens = 0
+        for index, stage in enumerate(arch.stages):
+            tokens = self._tokens.get((grid, index)) or self._stage_tokens(grid, index)
+            dim = stage.embed_dim
+            for heads, ratio, rate in zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate):
+                key = (index, tokens, dim, heads, ratio, rate)
+                entry = self._blocks.get(key) or self._block(key)
+                total += entry[0]
+                tokens = entry[1]
+        return total + self._arch_weights[_HEAD] * tokens * last_dim
+
+    def _base(self, arch: Arch) -> float:
+        key = (arch.img_size, arch.patch_size, tuple(stage.embed_dim for stage in arch.stages))
+        base = self._bases.get(key)
+        if base is None:
+            base = self._bases[key] = float(self._arch_weights @ arch_row(self.space, arch, final_tokens=0))
+        return base
+
+    def _stage_tokens(self, grid: int, index: int) -> int:
+        tokens = self._tokens[(grid, index)] = 1 + stage_grid(grid, index) ** 2
+        return tokens
+
+    def _block(self, key: tuple[int, int, int, int, float, float]) -> tuple[float, int]:
+        """A block's milliseconds and output length, from the shape `vitnas.block_shapes` would give."""
+        index, tokens, dim, heads, ratio, rate = key
+        shape = BlockShape(
+            stage=index,
+            tokens=tokens,
+            tokens_after=tokens_after_reduction(tokens, rate),
+            embed_dim=dim,
+            num_heads=heads,
+            head_dim=self.space.stages[index].head_width(dim, heads),
+            mlp_hidden=mlp_hidden(dim, ratio),
+            keep_rate=rate,
+        )
+        entry = self._blocks[key] = (float(self._block_weights @ block_row(shape)), shape.tokens_after)
+        return entry
+
+
+@dataclass(frozen=True)
+class PredictionError:
+    """How far predictions are from measurements."""
+
+    mape: float  # mean of |predicted - measured| / measured: a fraction, 0.05 is 5%
+    max_error: float  # largest |predicted - measured| / measured, a fraction
+    kendall_tau: float | None  # rank agreement in [-1, 1]; None under 2 archs or if either side is constant
+    count: int  # archs compared
+
+    def __str__(self) -> str:
+        tau = "n/a" if self.kendall_tau is None else f"{self.kendall_tau:.3f}"
+        return (f"MAPE {100 * self.mape:.2f}%, max error {100 * self.max_error:.2f}%, "
+                f"Kendall tau {tau} over {self.count} archs")
+
+
+def prediction_error(predicted: Sequence[float], measured: Sequence[float]) -> PredictionError:
+    """Relative errors and rank agreement of predictions against measurements.
+
+    Raises:
+        LatencyError: the sequences are empty or differ in length.
+    """
+    guess, truth = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if guess.shape != truth.shape or guess.size == 0:
+        raise LatencyError(f"prediction_error: need equal, non-empty sequences (got {guess.size}, {truth.size})")
+    relative = np.abs(guess - truth) / truth
+    tau = float(kendalltau(guess, truth).statistic) if guess.size >= 2 else math.nan
+    return PredictionError(
+        mape=float(relative.mean()),
+        max_error=float(relative.max()),
+        kendall_tau=None if math.isnan(tau) else tau,
+        count=int(guess.size),
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

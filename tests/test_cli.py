@@ -25,9 +25,19 @@ def test_bad_space_is_one_line_error(capsys, tmp_path):
     assert err.count("\n") == 1 and err.startswith(f"vitnas: error: {path}: patch.sizes:")
 
 
-def test_run_checks_extraction_on_digits(capsys):
-    assert main(["run"]) == 0
-    out = capsys.readouterr().out
-    assert "checked on 359 digits validation images" in out
-    differences = [float(line.split()[3]) for line in out.splitlines() if line.startswith(("largest", "smallest"))]
-    assert len(differences) == 2 and max(differences) <= 1e-5
+def test_run_trains_then_checks_extraction_on_digits(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "epochs=1", "sampler.name=single"]) == 0
+    report = capsys.readouterr().out
+    assert "extracted models score the same" in report and (out / "latest").is_file()
+    rows = [line.split() for line in report.splitlines() if line.startswith(("largest", "smallest"))]
+    assert len(rows) == 2 and all(float(row[4]) <= 1e-5 for row in rows)
+    assert main(["run", "--out", str(out)]) == 0  # a finished run is resumed, not retrained
+
+
+def test_train_verb_takes_overrides_after_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "tiny32_digits", "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 1
+    assert main(argv) == 2 and "already holds a run" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -15,7 +16,11 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.verb in ("train", "run") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides = list(args.overrides) + extra  # key=value overrides may follow --out
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.handler(args)
@@ -34,9 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     space.add_argument("--seed", type=int, default=0)
     space.set_defaults(handler=_space)
 
+    train = verbs.add_parser("train", help="train a supernet from a recipe")
+    train.add_argument("recipe", help="recipe YAML (or shipped name: tiny32_digits, deit_small_supervit, resnas_tiny)")
+    train.add_argument("--out", required=True, help="run directory: checkpoints and metrics.jsonl")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. epochs=5")
+    train.set_defaults(handler=_train)
+
+    evaluate = verbs.add_parser("eval", help="top-1 of a sub-network of a trained supernet")
+    evaluate.add_argument("run", help="run or checkpoint directory")
+    evaluate.add_argument("--arch", default="largest", help="arch JSON file, or largest / smallest")
+    evaluate.add_argument("--data", default="digits", help="digits, cifar10:/path, cifar100:/path or an ImageFolder root")
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--ema", action="store_true", help="use the EMA weights")
+    evaluate.set_defaults(handler=_eval)
+
+    from vitnas.latency.cli import register as register_latency
+
+    register_latency(verbs)
+
     run = verbs.add_parser("run", help="the whole pipeline on the built-in digits data")
-    run.add_argument("--space", default="tiny32", help="search space (default: tiny32)")
+    run.add_argument("--recipe", default="tiny32_digits", help="training recipe (default: tiny32_digits)")
+    run.add_argument("--out", default="runs/tiny32_digits", help="run directory; resumed if it holds a run")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. epochs=5")
     run.set_defaults(handler=_run)
     return parser
 
@@ -56,8 +82,43 @@ def _space(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from vitnas.train import train
+
+    metrics = train(args.recipe, args.out, resume=args.resume, overrides=args.overrides)
+    print(json.dumps(metrics))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vitnas.checkpoint import load_supernet
+    from vitnas.evaluate import evaluate
+
+    supernet, space = load_supernet(args.run, use_ema=args.ema)
+    arch = read_arch(args.arch, space)
+    print(json.dumps({"arch": arch.to_dict(), "top1": evaluate(supernet, arch, data=args.data, split=args.split)}))
+    return 0
+
+
+def read_arch(text: str, space):
+    """An arch from a JSON file, or a space's largest / smallest."""
+    from pathlib import Path
+
+    from vitnas.arch import Arch
+    from vitnas.errors import ArchError
+
+    if text in ("largest", "smallest"):
+        return getattr(space, text)()
+    path = Path(text)
+    if not path.is_file():
+        raise ArchError(f"{text}: no such arch file (or say largest / smallest)")
+    arch = Arch.from_json(path.read_text())
+    space.validate(arch)
+    return arch
+
+
 def _run(args: argparse.Namespace) -> int:
     from vitnas.pipeline import run
 
-    print(run(space=args.space, seed=args.seed))
+    print(run(recipe=args.recipe, out=args.out, overrides=args.overrides, seed=args.seed))
     return 0

@@ -1,26 +1,99 @@
-"""Built-in data: scikit-learn's handwritten digits, no download.
+"""Data sets: built-in digits, ImageFolder directories, local CIFAR-10/100. Nothing downloads.
 
-1,797 real 8x8 scans of the digits 0-9 (they ship inside scikit-learn), upscaled
-bilinearly to the space's resolution and repeated over its input channels. The
-train/val split is fixed (a seeded permutation), so accuracies are comparable across
-runs and machines.
+- ``digits``: scikit-learn's 1,797 real 8x8 scans of handwritten digits (they ship with
+  scikit-learn), upscaled bilinearly to the space's resolution; a fixed train/val split.
+- ``imagefolder``: ``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*``.
+- ``synthetic``: random pixels and labels, for smoke tests and throughput benchmarks.
+- ``cifar10`` / ``cifar100``: the "python version" folders (``cifar-10-batches-py``,
+  ``cifar-100-python``), read with an unpickler that only rebuilds numpy arrays.
+
+A path that is missing is a `DataError` naming it, never a download attempt.
 """
 
 from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["load_digits", "DIGITS_VAL_FRACTION"]
+from vitnas.errors import VitnasError
+
+__all__ = ["DataConfig", "DataError", "build_dataset", "load_digits", "parse_data"]
 
 DIGITS_VAL_FRACTION = 0.2
 _SPLIT_SEED = 20211121  # fixed forever: changing it changes every reported digits accuracy
+KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "synthetic")
+
+
+class DataError(VitnasError):
+    """A data set cannot be found or read."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how training images are augmented (timm's `create_transform` options)."""
+
+    name: str = "digits"  # one of digits, imagefolder, cifar10, cifar100, synthetic
+    root: str | None = None  # folder of an imagefolder / cifar data set
+    synthetic_size: int = 512  # synthetic: images per split (random pixels, for smoke tests and benchmarks)
+    num_classes: int = 10  # synthetic: label range
+    augment: dict[str, Any] = field(default_factory=dict)  # extra kwargs for timm.data.create_transform
+
+    def __post_init__(self) -> None:
+        if self.name not in KINDS:
+            raise DataError(f"data.name: expected one of {', '.join(KINDS)}, got {self.name!r}")
+        if self.name not in ("digits", "synthetic") and not self.root:
+            raise DataError(f"data.root: the {self.name} data set needs a root folder")
+
+
+def parse_data(spec: str | DataConfig) -> DataConfig:
+    """"digits", "cifar10:/path", "cifar100:/path", "imagefolder:/path" or a bare folder path (ImageFolder)."""
+    if isinstance(spec, DataConfig):
+        return spec
+    kind, _, root = spec.partition(":")
+    if kind in KINDS:
+        return DataConfig(name=kind, root=root or None)
+    return DataConfig(name="imagefolder", root=spec)
+
+
+def build_dataset(config: DataConfig, split: str, img_size: int, in_chans: int = 3) -> Dataset:
+    """The `split` ("train" or "val") of a data set, as (image tensor, label) pairs.
+
+    Training splits of image data sets get timm's training transform (random resized
+    crop, flip, and whatever `config.augment` adds); validation splits a resize and
+    centre crop. Digits are tensors already and are not augmented.
+    """
+    if split not in ("train", "val"):
+        raise DataError(f"split: expected 'train' or 'val', got {split!r}")
+    if config.name == "digits":
+        return TensorDataset(*load_digits(split, img_size, in_chans))
+    if config.name == "synthetic":
+        generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+        images = torch.randn(config.synthetic_size, in_chans, img_size, img_size, generator=generator)
+        labels = torch.randint(config.num_classes, (config.synthetic_size,), generator=generator)
+        return TensorDataset(images, labels)
+    transform = _transform(config, split, img_size)
+    root = Path(config.root)
+    if config.name == "imagefolder":
+        from torchvision.datasets import ImageFolder
+
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"imagefolder: {folder} not found (expected {root}/train/<class>/ and {root}/val/<class>/)")
+        return ImageFolder(str(folder), transform=transform)
+    return CifarDataset(root, config.name, split, transform)
 
 
 def load_digits(split: str, img_size: int = 32, in_chans: int = 3) -> tuple[Tensor, Tensor]:
-    """Images (N, in_chans, img_size, img_size), normalised to mean 0 / std 1 per pixel range, and labels (N,).
+    """Digits images (N, in_chans, img_size, img_size) scaled to [-1, 1], and labels (N,).
 
     Args:
         split: "train" (1,438 images) or "val" (359 images).
@@ -28,7 +101,7 @@ def load_digits(split: str, img_size: int = 32, in_chans: int = 3) -> tuple[Tens
     from sklearn.datasets import load_digits as sklearn_digits
 
     if split not in ("train", "val"):
-        raise ValueError(f"digits: split must be 'train' or 'val', got {split!r}")
+        raise DataError(f"digits: split must be 'train' or 'val', got {split!r}")
     digits = sklearn_digits()
     order = np.random.default_rng(_SPLIT_SEED).permutation(len(digits.target))
     num_val = round(len(order) * DIGITS_VAL_FRACTION)
@@ -37,3 +110,74 @@ def load_digits(split: str, img_size: int = 32, in_chans: int = 3) -> tuple[Tens
     images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
     images = images.sub(0.5).div(0.5).expand(-1, in_chans, -1, -1).contiguous()
     return images, torch.from_numpy(digits.target[chosen]).long()
+
+
+def num_classes_of(config: DataConfig) -> int | None:
+    """Class count a data set implies, where it is fixed (None for ImageFolder)."""
+    return {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": config.num_classes}.get(config.name)
+
+
+def _transform(config: DataConfig, split: str, img_size: int):
+    from timm.data import create_transform
+
+    if split == "train":
+        return create_transform(img_size, is_training=True, **config.augment)
+    return create_transform(img_size, is_training=False, crop_pct=1.0 if img_size <= 64 else None)
+
+
+class CifarDataset(Dataset):
+    """CIFAR-10/100 from the python-version folder, without executing pickled code."""
+
+    FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+    FILES = {
+        ("cifar10", "train"): [f"data_batch_{i}" for i in range(1, 6)],
+        ("cifar10", "val"): ["test_batch"],
+        ("cifar100", "train"): ["train"],
+        ("cifar100", "val"): ["test"],
+    }
+
+    def __init__(self, root: Path, name: str, split: str, transform) -> None:
+        folder = root / self.FOLDERS[name] if (root / self.FOLDERS[name]).is_dir() else root
+        images, labels = [], []
+        for file_name in self.FILES[(name, split)]:
+            path = folder / file_name
+            if not path.is_file():
+                raise DataError(f"{name}: {path} not found (expected the python version of {name.upper()} in {root})")
+            batch = _safe_unpickle(path)
+            label_key = b"labels" if name == "cifar10" else b"fine_labels"
+            if b"data" not in batch or label_key not in batch:
+                raise DataError(f"{name}: {path} is not a CIFAR batch (no data / labels)")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.extend(int(label) for label in batch[label_key])
+        self.images = np.concatenate(images)
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and plain containers; refuses every other class."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _safe_unpickle(path: Path) -> dict:
+    try:
+        return _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise DataError(f"{path}: not a readable CIFAR batch ({error})") from None

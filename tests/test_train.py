@@ -1,0 +1,170 @@
+"""Training: one optimizer step per plan, exact resume, atomic and safe checkpoints, recipes, DDP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+import vitnas
+from vitnas.checkpoint import CheckpointError, load_checkpoint
+from vitnas.recipe import RecipeError, load_recipe
+from vitnas.train import train
+
+TINY = {
+    "space": "tiny32",
+    "data": {"name": "synthetic", "synthetic_size": 48},
+    "epochs": 2,
+    "batch_size": 16,
+    "optimizer": {"lr": 1e-3, "lr_per_512": None},
+    "schedule": {"warmup_epochs": 1},
+    "sampler": {"name": "sandwich", "num_random": 1},
+    "drop_path": 0.1,
+    "log_every": 1,
+}
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    folder = run / (run / "latest").read_text().strip()
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("sampler", ["single", "sandwich", "multi", "supervit"])
+def test_each_step_takes_exactly_one_optimizer_step(tmp_path, monkeypatch, sampler):
+    steps = []
+    original = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    recipe = dict(TINY, epochs=1, sampler={"name": sampler})
+    train(recipe, tmp_path / "run")
+    assert len(steps) == 48 // 16
+    assert load_checkpoint(tmp_path / "run")["meta"]["step"] == 3
+
+
+def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
+    train(TINY, tmp_path / "straight")
+    resumed_run = tmp_path / "resumed"
+    train(TINY, resumed_run)
+    # What a kill during epoch 2 leaves behind: the epoch-1 checkpoint is the latest one.
+    first = sorted(p.name for p in resumed_run.glob("ckpt-*"))[0]
+    (resumed_run / "latest").write_text(first + "\n")
+    for later in resumed_run.glob("ckpt-*"):
+        if later.name != first:
+            shutil.rmtree(later)
+    train(TINY, resumed_run, resume=True)
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_metrics_log_and_checkpoint_layout(tmp_path):
+    train(dict(TINY, epochs=1), tmp_path / "run")
+    run = tmp_path / "run"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert any('"val_top1_largest"' in line for line in lines) and any('"images_per_s"' in line for line in lines)
+    folder = run / (run / "latest").read_text().strip()
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "space.yaml", "recipe.yaml", "state.pt",
+                                                  "meta.json"}
+    supernet, space = vitnas.load_supernet(run)
+    assert space.name == "tiny32" and not supernet.training
+    assert 0.0 <= vitnas.evaluate(supernet, space.smallest(), data="synthetic") <= 1.0
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
+    run = tmp_path / "run"
+    train(dict(TINY, epochs=1), run)
+    folder = run / (run / "latest").read_text().strip()
+    model = folder / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors|cannot be read"):
+        vitnas.load_supernet(run)
+    (folder / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match=r"incomplete or missing"):
+        vitnas.load_supernet(run)
+    with pytest.raises(CheckpointError, match=r"no such directory"):
+        vitnas.load_supernet(tmp_path / "nowhere")
+
+
+def test_state_file_with_code_is_refused(tmp_path):
+    run = tmp_path / "run"
+    train(dict(TINY, epochs=1), run)
+    folder = run / (run / "latest").read_text().strip()
+    torch.save({"evil": os.system}, folder / "state.pt")  # a pickle that would import a function
+    with pytest.raises(CheckpointError, match=r"state\.pt|cannot be read"):
+        load_checkpoint(run)
+
+
+def test_recipe_errors_name_the_field(tmp_path):
+    with pytest.raises(RecipeError, match=r"<dict>: sampler\.name: expected one of single, sandwich"):
+        load_recipe(dict(TINY, sampler={"name": "zigzag"}))
+    with pytest.raises(RecipeError, match=r"<dict>: optimizer\.lrr: unknown key"):
+        load_recipe(dict(TINY, optimizer={"lrr": 1.0}))
+    with pytest.raises(RecipeError, match=r"epochs: expected int, got 'many'"):
+        load_recipe(TINY, overrides=["epochs=many"])
+    with pytest.raises(RecipeError, match=r"override 'epochs': expected key=value"):
+        load_recipe(TINY, overrides=["epochs"])
+    with pytest.raises(RecipeError, match=r"no such recipe file"):
+        load_recipe(tmp_path / "missing.yaml")
+    with pytest.raises(vitnas.VitnasError, match=r"cifar10: .* not found"):
+        train(dict(TINY, data={"name": "cifar10", "root": str(tmp_path)}), tmp_path / "run")
+    with pytest.raises(RecipeError, match=r"data: synthetic has 3 classes but space tiny32 has 10"):
+        train(dict(TINY, data={"name": "synthetic", "num_classes": 3}), tmp_path / "run")
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    train(dict(TINY, epochs=1), tmp_path / "run")
+    with pytest.raises(RecipeError, match=r"already holds a run: pass --resume"):
+        train(dict(TINY, epochs=1), tmp_path / "run")
+    assert train(dict(TINY, epochs=1), tmp_path / "run", resume=True)["epoch"] == 1  # finished: nothing to do
+
+
+@pytest.mark.parametrize("name", ["tiny32_digits", "deit_small_supervit", "resnas_tiny"])
+def test_shipped_recipes_validate_and_take_steps(tmp_path, name):
+    """Each shipped recipe loads and trains two steps on tiny synthetic data (no checkpoint: deit's is 2 GB)."""
+    from vitnas.train import _build, _train_epoch
+
+    classes = vitnas.load_space(load_recipe(name).space).num_classes
+    overrides = ["batch_size=2", "num_workers=0", f"data={{name: synthetic, synthetic_size: 4, num_classes: {classes}}}"]
+    recipe = load_recipe(name, overrides)
+    context = _build(recipe)
+    before = {k: v.clone() for k, v in context.model.state_dict().items()}
+    assert _train_epoch(context, 0, 0, tmp_path) == 2
+    assert any(not torch.equal(before[k], v) for k, v in context.model.state_dict().items())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from vitnas.train import _build, _train_epoch
+
+    recipe = load_recipe(dict(TINY, sampler={"name": "multi", "subnets": 3}, batch_size=12))
+    context = _build(recipe)
+    _train_epoch(context, 0, 0, Path(out))
+    torch.save(context.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_replicas_stay_identical(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    first = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    second = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    initial = vitnas.SuperViT(vitnas.load_space("tiny32"), drop_path_rate=0.1)
+    changed = [k for k in first if not torch.equal(first[k], initial.state_dict()[k])]
+    assert changed, "training changed nothing"
+    assert all(torch.equal(first[k], second[k]) for k in first)

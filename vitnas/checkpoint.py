@@ -1,0 +1,152 @@
+"""Supernet checkpoints: written atomically, loaded without unpickling arbitrary objects.
+
+A run directory holds versioned checkpoint folders and a one-line ``latest`` file::
+
+    RUN/latest                  -> "ckpt-000030"
+    RUN/ckpt-000030/model.safetensors   supernet weights
+                    ema.safetensors     EMA weights (if EMA is on)
+                    space.yaml          the search space, so the checkpoint stands alone
+                    recipe.yaml         the resolved recipe
+                    state.pt            optimizer / scheduler / scaler / RNG state (tensors and plain data only)
+                    meta.json           epoch, step, last metrics; written last
+
+A folder is written under a temporary name and renamed when complete, then ``latest``
+is replaced with `os.replace`: a kill at any moment leaves the previous good
+checkpoint in place. Older folders beyond `keep` are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vitnas.errors import VitnasError
+from vitnas.recipe import Recipe, load_recipe
+from vitnas.space import SearchSpace, load_space
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_supernet", "latest_checkpoint"]
+
+
+class CheckpointError(VitnasError):
+    """A checkpoint is missing, incomplete or corrupt."""
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    space: SearchSpace,
+    recipe: Recipe,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    ema_state: dict[str, torch.Tensor] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Writes checkpoint `step` into `run_dir` atomically and points ``latest`` at it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = f"ckpt-{step:07d}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir))
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(staging / "model.safetensors"))
+    if ema_state is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(staging / "ema.safetensors"))
+    (staging / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+    (staging / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    torch.save(state, staging / "state.pt")
+    (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+    final = run_dir / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _write_atomically(run_dir / "latest", name + "\n")
+    _prune(run_dir, keep)
+    return final
+
+
+def latest_checkpoint(path: Path) -> Path:
+    """The checkpoint folder `path` names: a run directory (via ``latest``) or a checkpoint folder itself."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    pointer = path / "latest"
+    if not pointer.is_file():
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such directory")
+        raise CheckpointError(f"{path}: no checkpoint here (neither a 'latest' file nor meta.json)")
+    folder = path / pointer.read_text().strip()
+    if not (folder / "meta.json").is_file():
+        raise CheckpointError(f"{folder}: checkpoint named by {pointer} is incomplete or missing")
+    return folder
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Reads every part of a checkpoint; a damaged file is a one-line CheckpointError."""
+    folder = latest_checkpoint(path)
+    try:
+        space = load_space(yaml.safe_load((folder / "space.yaml").read_text()))
+        recipe = load_recipe(yaml.safe_load((folder / "recipe.yaml").read_text()))
+        meta = json.loads((folder / "meta.json").read_text())
+        model = _load_tensors(folder / "model.safetensors", map_location)
+        ema = _load_tensors(folder / "ema.safetensors", map_location) if (folder / "ema.safetensors").exists() else None
+        state = torch.load(folder / "state.pt", map_location=map_location, weights_only=True)
+    except (OSError, ValueError, RuntimeError, yaml.YAMLError, pickle.UnpicklingError) as error:
+        raise CheckpointError(f"{folder}: cannot be read ({type(error).__name__}: {_first_line(error)})") from None
+    return {"folder": folder, "space": space, "recipe": recipe, "meta": meta, "model": model, "ema": ema,
+            "state": state}
+
+
+def load_supernet(path: str | Path, use_ema: bool = False, map_location: str = "cpu"):
+    """The trained supernet of a run (or checkpoint) directory, in eval mode, and its space.
+
+    Returns:
+        (supernet, space).
+    """
+    from vitnas.supernet import SuperViT
+
+    loaded = load_checkpoint(Path(path), map_location)
+    recipe = loaded["recipe"]
+    supernet = SuperViT(loaded["space"], drop_path_rate=recipe.drop_path)
+    weights = loaded["ema"] if use_ema and loaded["ema"] is not None else loaded["model"]
+    try:
+        supernet.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{loaded['folder']}: weights do not fit the space ({_first_line(error)})") from None
+    return supernet.eval(), loaded["space"]
+
+
+def _load_tensors(path: Path, map_location) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=str(map_location))
+    except SafetensorError as error:
+        raise ValueError(f"{path.name}: {error}") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _prune(run_dir: Path, keep: int) -> None:
+    folders = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir())
+    for stale in folders[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+    for leftover in run_dir.glob(".ckpt-*"):  # staging folders of a killed save
+        shutil.rmtree(leftover, ignore_errors=True)

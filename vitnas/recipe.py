@@ -1,0 +1,197 @@
+"""Supernet training recipes: YAML files under `supernets/`, checked into frozen dataclasses.
+
+A recipe names the space, the data, the schedule, the sampler (which sub-networks
+train each step), distillation and precision. Every field has a default and a comment;
+an unknown key or a wrong type fails at load with one line naming the file and field.
+Command-line overrides use dotted keys: ``epochs=5 optimizer.lr=1e-3 sampler.name=single``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from vitnas.errors import VitnasError
+
+__all__ = ["Recipe", "RecipeError", "load_recipe", "SamplerConfig", "OptimizerConfig", "ScheduleConfig"]
+
+_REPO_RECIPES = Path(__file__).resolve().parent.parent / "supernets"
+SAMPLERS = ("single", "sandwich", "multi", "supervit")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class RecipeError(VitnasError):
+    """A recipe file or override is malformed."""
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adamw"  # any timm optimizer name (timm.optim.create_optimizer_v2)
+    lr: float | None = None  # absolute learning rate; or give lr_per_512
+    lr_per_512: float | None = 5e-4  # learning rate per 512 images of global batch (DeiT / SuperViT scaling)
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # for SGD-style optimizers
+    grad_clip: float | None = 5.0  # max global gradient norm; None: no clipping
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "cosine"  # any timm scheduler name (timm.scheduler.create_scheduler_v2)
+    warmup_epochs: int = 5
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "sandwich"  # single | sandwich | multi | supervit
+    num_random: int = 2  # sandwich: random sub-networks per step besides largest and smallest
+    subnets: int = 4  # multi: sub-batches (sub-networks) per pass
+    variant: str = "sliced"  # multi: sliced weights per sub-batch, or masked full-width channels
+    include_largest: bool = True  # multi: sub-batch 0 trains the largest sub-network (the teacher)
+    shared_token_shape: bool = True  # multi: all random sub-batches of a step share patch size and keep rates
+    rank_specific: bool = False  # DDP: each rank draws its own sub-networks (gradients are averaged either way)
+    width_warmup_epochs: int = 0  # ViT-ResNAS: width choices open up from the widest over this many epochs
+    rewire: bool = False  # during width warm-up, re-sort heads and MLP units by importance each epoch
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything one supernet training run needs."""
+
+    space: str = "tiny32"  # shipped space name or YAML path
+    data: dict[str, Any] = field(default_factory=lambda: {"name": "digits"})  # see vitnas.data.DataConfig
+    epochs: int = 100
+    batch_size: int = 128  # global batch: split over ranks under torchrun
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    distill: bool = True  # smaller sub-networks learn from the largest one's detached soft labels
+    distill_warmup_epochs: int = 0  # students learn from labels until the teacher is worth copying
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # Mixup alpha (0: off)
+    cutmix: float = 0.0  # CutMix alpha (0: off)
+    drop_path: float = 0.1  # stochastic depth at the deepest block
+    ema_decay: float | None = None  # weight EMA (e.g. 0.9998); None: off
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0
+    eval_every: int = 1  # epochs between validations of the largest and smallest sub-networks
+    log_every: int = 20  # steps between metric lines
+    num_workers: int = 0  # data-loader workers
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, "epochs", "must be positive")
+        _require(self.batch_size > 0, "batch_size", "must be positive")
+        _require(self.sampler.name in SAMPLERS, "sampler.name", f"expected one of {', '.join(SAMPLERS)}")
+        _require(self.sampler.variant in ("sliced", "masked"), "sampler.variant", "expected sliced or masked")
+        _require(self.sampler.subnets >= 1, "sampler.subnets", "must be at least 1")
+        _require(self.sampler.num_random >= 0, "sampler.num_random", "must be non-negative")
+        _require(self.sampler.width_warmup_epochs >= 0, "sampler.width_warmup_epochs", "must be non-negative")
+        _require(self.distill_warmup_epochs >= 0, "distill_warmup_epochs", "must be non-negative")
+        _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}")
+        _require((self.optimizer.lr is None) != (self.optimizer.lr_per_512 is None), "optimizer.lr",
+                 "give exactly one of lr and lr_per_512")
+        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
+        _require(self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "ema_decay", "must be in (0, 1)")
+        _require(self.eval_every > 0 and self.log_every > 0, "eval_every", "eval_every and log_every must be positive")
+
+    def learning_rate(self) -> float:
+        if self.optimizer.lr is not None:
+            return self.optimizer.lr
+        return self.optimizer.lr_per_512 * self.batch_size / 512
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _require(condition: bool, field_name: str, reason: str) -> None:
+    if not condition:
+        raise RecipeError(f"{field_name}: {reason}")
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(_REPO_RECIPES.glob("*.yaml"))}
+
+
+def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Recipe:
+    """Loads a recipe file (or shipped name, or dict) and applies ``key=value`` overrides.
+
+    Raises:
+        RecipeError: one line naming the file, the field and the problem.
+    """
+    if isinstance(source, Mapping):
+        data, where = dict(source), "<dict>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            shipped = shipped_recipes()
+            if str(source) not in shipped:
+                raise RecipeError(f"{source}: no such recipe file (shipped: {', '.join(shipped)})")
+            path = shipped[str(source)]
+        where = str(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise RecipeError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    for override in overrides:
+        _apply_override(data, override)
+    try:
+        return _build(Recipe, data, "")
+    except RecipeError as error:
+        raise RecipeError(f"{where}: {error}") from None
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"override {override!r}: expected key=value")
+    *parents, leaf = key.split(".")
+    target = data
+    for parent in parents:
+        target = target.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise RecipeError(f"override {override!r}: {parent} is not a section")
+    target[leaf] = yaml.safe_load(text)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Builds dataclass `cls` from a dict, checking keys and value types against the defaults."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{prefix or 'top level'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecipeError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    values = {}
+    for name, value in data.items():
+        default = cls.__dataclass_fields__[name].default
+        if default is dataclasses.MISSING:
+            default = cls.__dataclass_fields__[name].default_factory()
+        if dataclasses.is_dataclass(default):
+            values[name] = _build(type(default), value, f"{prefix}{name}.")
+        else:
+            values[name] = _check_type(value, default, f"{prefix}{name}")
+    try:
+        return cls(**values)
+    except RecipeError as error:
+        raise RecipeError(f"{prefix}{error}") from None
+
+
+def _check_type(value: Any, default: Any, name: str) -> Any:
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if isinstance(default, float) and ok else value
+        ok = ok and (isinstance(default, float) or float(value).is_integer())
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise RecipeError(f"{name}: expected {type(default).__name__}, got {value!r}")
+    return value

@@ -1,0 +1,197 @@
+"""Samplers: which sub-networks train on which rows of each batch.
+
+A sampler turns a step's random generator into a plan: a list of passes, each one
+forward-backward over one autograd graph, made of pieces (an arch and a row range of
+the batch, with a role). Gradients of all passes accumulate into one optimizer step.
+
+The generator is seeded from (run seed, global step), so every DDP rank draws the
+same sub-networks and a resumed run draws what the uninterrupted one would have,
+without any sampler state to save.
+
+Roles:
+- ``supervised``: hard-label loss; a piece marked ``teacher`` also publishes its detached
+  soft labels for its rows;
+- ``distilled``: KL divergence to the latest published soft labels of its rows;
+- ``teacher``: a no-grad forward that only publishes soft labels.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from vitnas.arch import Arch
+from vitnas.recipe import SamplerConfig
+from vitnas.space import SearchSpace
+
+__all__ = ["Piece", "Pass", "Sampler", "build_sampler", "step_rng"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    arch: Arch
+    start: int  # first batch row
+    stop: int  # one past the last batch row
+    role: str  # supervised | distilled | teacher
+    teacher: bool = False  # supervised pieces only: publish soft labels for the following pieces
+
+
+@dataclass(frozen=True)
+class Pass:
+    pieces: tuple[Piece, ...]
+    masked: bool = False  # run the non-teacher pieces as one full-width masked forward
+
+
+def step_rng(seed: int, step: int, rank: int | None = None) -> np.random.Generator:
+    """The generator of one training step: identical on every rank (or per rank) and after resume."""
+    return np.random.default_rng([seed, step] if rank is None else [seed, step, rank])
+
+
+class Sampler(ABC):
+    """Base class: `plan(rng, batch)` returns the passes of one step.
+
+    With ``width_warmup_epochs`` W, width and depth genes (embed dims, heads, MLP ratios,
+    depths) draw at epoch e only from their top ``1 + e * (K - 1) / W`` of K choices, so
+    training opens up from the widest networks (ViT-ResNAS); `set_epoch` moves it on.
+    """
+
+    def __init__(self, space: SearchSpace, config: SamplerConfig, distill: bool) -> None:
+        self.space = space
+        self.config = config
+        self.distill = distill
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def random_arch(self, rng: np.random.Generator) -> Arch:
+        """A random arch within the width choices open at this epoch."""
+        return self._within_warmup(self.space.sample(rng), rng)
+
+    def smallest_arch(self) -> Arch:
+        """The smallest arch within the width choices open at this epoch."""
+        return self._within_warmup(self.space.smallest(), None)
+
+    def _within_warmup(self, arch: Arch, rng: np.random.Generator | None) -> Arch:
+        warmup = self.config.width_warmup_epochs
+        if warmup == 0 or self.epoch >= warmup:
+            return arch
+        genes = self.space.to_sample(arch, rng)
+        for label, categorical in self.space.mutables.items():
+            if not label.endswith(_WIDTH_GENES):
+                continue
+            values = sorted(categorical.values)
+            allowed = values[len(values) - min(1 + self.epoch * (len(values) - 1) // warmup, len(values)):]
+            if genes[label] not in allowed:
+                genes[label] = allowed[rng.integers(len(allowed))] if rng is not None else allowed[0]
+        return self.space.arch_from_sample(genes)
+
+    @abstractmethod
+    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        """The passes of one step over a batch of `batch` rows."""
+
+    def _student(self) -> str:
+        return "distilled" if self.distill else "supervised"
+
+
+class SingleSampler(Sampler):
+    """One uniformly random sub-network per step (AutoFormer, SPOS)."""
+
+    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        return [Pass((Piece(self.random_arch(rng), 0, batch, "supervised"),))]
+
+
+class SandwichSampler(Sampler):
+    """Largest, smallest and `num_random` random sub-networks on the whole batch, one pass each.
+
+    The largest learns from the labels and teaches the others in place (BigNAS, OFA).
+    """
+
+    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        passes = [Pass((Piece(self.space.largest(), 0, batch, "supervised", teacher=self.distill),))]
+        students = [self.smallest_arch()] + [self.random_arch(rng) for _ in range(self.config.num_random)]
+        passes += [Pass((Piece(arch, 0, batch, self._student()),)) for arch in students]
+        return passes
+
+
+class MultiSampler(Sampler):
+    """K sub-networks on K sub-batches in one forward-backward pass (the idea of ViT-ResNAS).
+
+    With ``include_largest`` sub-batch 0 trains the largest sub-network; with distillation
+    the others learn from its soft labels, computed by a no-grad forward of the largest
+    on their rows. With ``shared_token_shape`` the random sub-networks of a step share
+    patch size, resolution and keep rates (one sequence length, as the masked variant needs).
+    """
+
+    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        count = min(self.config.subnets, batch)
+        bounds = np.linspace(0, batch, count + 1).round().astype(int)
+        archs = [self.random_arch(rng) for _ in range(count)]
+        if self.config.shared_token_shape:
+            archs = [_with_token_shape(self.space, arch, archs[0], rng) for arch in archs]
+        largest = self.config.include_largest
+        if largest:
+            archs[0] = self.space.largest()
+        pieces = []
+        if largest and self.distill and count > 1:
+            pieces.append(Piece(archs[0], int(bounds[1]), batch, "teacher"))
+        for index, arch in enumerate(archs):
+            role = "supervised" if (largest and index == 0) or not self.distill or not largest else "distilled"
+            pieces.append(Piece(arch, int(bounds[index]), int(bounds[index + 1]), role))
+        return [Pass(tuple(pieces), masked=self.config.variant == "masked")]
+
+
+class SuperViTSampler(Sampler):
+    """SuperViT's four configurations per step on one sampled width.
+
+    (finest tokens, keep 1) learns from labels and teaches (finest tokens, keep r);
+    (a coarser token grid, keep 1) learns from labels and teaches (that grid, keep r').
+    The width/depth is the largest, as in SuperViT's fixed-width backbone.
+    """
+
+    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        full = self.space.largest()
+        patch = self.space.spec.patch
+        shapes = [(r, p) for r in patch.img_sizes for p in patch.sizes if (r, p) != (full.img_size, full.patch_size)]
+        coarse_shape = shapes[rng.integers(len(shapes))] if shapes else (full.img_size, full.patch_size)
+        coarse = self.space.arch(img_size=coarse_shape[0], patch_size=coarse_shape[1])
+        passes = []
+        for teacher in (full, coarse):
+            passes.append(Pass((Piece(teacher, 0, batch, "supervised", teacher=self.distill),)))
+            passes.append(Pass((Piece(_reduced(self.space, teacher, rng), 0, batch, self._student()),)))
+        return passes
+
+
+_WIDTH_GENES = (".depth", ".embed_dim", ".num_heads", ".mlp_ratio")
+
+
+def _reduced(space: SearchSpace, arch: Arch, rng: np.random.Generator) -> Arch:
+    """`arch` with one keep rate below 1, drawn once, at all its reduction blocks (as is, if none)."""
+    genes = space.to_sample(arch, rng)
+    rate_labels = [label for label in genes if label.endswith(".keep_rate")]
+    rates = sorted({r for label in rate_labels for r in space.mutables[label].values if r < 1.0})
+    if not rates:
+        return arch
+    rate = rates[rng.integers(len(rates))]
+    for label in rate_labels:
+        genes[label] = rate
+    return space.arch_from_sample(genes)
+
+
+def _with_token_shape(space: SearchSpace, arch: Arch, donor: Arch, rng: np.random.Generator) -> Arch:
+    """`arch` with the resolution, patch size and keep-rate genes of `donor`."""
+    genes, donor_genes = space.to_sample(arch, rng), space.to_sample(donor, rng)
+    for label in genes:
+        if label in ("img_size", "patch_size") or label.endswith(".keep_rate"):
+            genes[label] = donor_genes[label]
+    return space.arch_from_sample(genes)
+
+
+SAMPLER_CLASSES = {"single": SingleSampler, "sandwich": SandwichSampler, "multi": MultiSampler,
+                   "supervit": SuperViTSampler}
+
+
+def build_sampler(space: SearchSpace, config: SamplerConfig, distill: bool) -> Sampler:
+    return SAMPLER_CLASSES[config.name](space, config, distill)

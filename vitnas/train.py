@@ -1,0 +1,328 @@
+"""Training a supernet from a recipe: `vitnas train RECIPE --out DIR [--resume] [key=value ...]`.
+
+One step = the sampler's plan (several sub-networks, see `vitnas.sampling`), gradients
+accumulated over its passes, one optimizer step. Under ``torchrun`` every rank trains
+the same sub-networks on its own shard; gradients are averaged with one flat
+all-reduce after the step's passes. Parameters a step did not touch get zero
+gradients first, so there is no DDP unused-parameter hang and no per-step graph
+bookkeeping. Checkpoints are written at the end of each epoch (see `vitnas.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import yaml
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from vitnas.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vitnas.data import DataConfig, build_dataset, num_classes_of, parse_data
+from vitnas.evaluate import evaluate_loader
+from vitnas.recipe import Recipe, RecipeError, load_recipe
+from vitnas.rewire import rewire
+from vitnas.sampling import Pass, build_sampler, step_rng
+from vitnas.space import load_space
+from vitnas.supernet import SuperViT
+
+__all__ = ["train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What the loop needs, built once."""
+
+    recipe: Recipe
+    model: SuperViT
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loader: DataLoader
+    val_loader: DataLoader
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    rank: int
+    world: int
+    mixup: Mixup | None
+    ema: Any
+
+
+def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = ()) -> dict:
+    """Trains a supernet; returns the final metrics (validation top-1 of largest and smallest).
+
+    Args:
+        recipe: recipe file, shipped recipe name or dict.
+        out: run directory (checkpoints, metrics.jsonl).
+        resume: continue from the latest checkpoint in `out`, with the recipe stored in it
+            (`recipe` is then not read; `overrides` still apply, e.g. ``epochs=400`` to extend).
+        overrides: ``key=value`` recipe overrides.
+    """
+    out = Path(out)
+    if resume:
+        stored = yaml.safe_load((latest_checkpoint(out) / "recipe.yaml").read_text())
+        config = load_recipe(stored, overrides)
+    else:
+        config = load_recipe(recipe, overrides)
+    if not resume and (out / "latest").exists():
+        raise RecipeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    context = _build(config)
+    start_epoch, step, metrics = 0, 0, {}
+    if resume:
+        start_epoch, step, metrics = _restore(context, out)
+    for epoch in range(start_epoch, config.epochs):
+        step = _train_epoch(context, epoch, step, out)
+        context.scheduler.step(epoch + 1)
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            metrics = _validate(context, epoch, step)
+            _log_metrics(out, context.rank, metrics)
+        if context.rank == 0:
+            _save(context, out, epoch, step, metrics)
+    if context.world > 1:
+        dist.barrier()
+    return metrics
+
+
+def _build(config: Recipe) -> Context:
+    rank, world, device = _distributed_setup()
+    torch.manual_seed(config.seed)
+    space = load_space(config.space)
+    data = DataConfig(**config.data) if isinstance(config.data, dict) else parse_data(config.data)
+    model = SuperViT(space, drop_path_rate=config.drop_path).to(device)
+    optimizer = create_optimizer_v2(model, opt=config.optimizer.name, lr=config.learning_rate(),
+                                    weight_decay=config.optimizer.weight_decay, momentum=config.optimizer.momentum)
+    loader, val_loader = _loaders(config, data, space, rank, world)
+    schedule = config.schedule
+    scheduler, _ = create_scheduler_v2(optimizer, sched=schedule.name, num_epochs=config.epochs,
+                                       warmup_epochs=schedule.warmup_epochs, warmup_lr=schedule.warmup_lr,
+                                       min_lr=schedule.min_lr, step_on_epochs=False,
+                                       updates_per_epoch=len(loader))
+    mixup = None
+    if config.mixup > 0 or config.cutmix > 0:
+        mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
+                      label_smoothing=config.label_smoothing, num_classes=model.num_classes)
+    ema = None
+    if config.ema_decay is not None:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=config.ema_decay)
+    precision = config.precision if config.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    return Context(config, model, optimizer, scheduler, loader, val_loader, device, dtype, rank, world, mixup, ema)
+
+
+def _distributed_setup() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return dist.get_rank(), world, torch.device("cuda", local_rank)
+    return dist.get_rank(), world, torch.device("cpu")
+
+
+def _loaders(config: Recipe, data: DataConfig, space, rank: int, world: int) -> tuple[DataLoader, DataLoader]:
+    train_set = build_dataset(data, "train", space.img_size, space.in_chans)
+    val_set = build_dataset(data, "val", space.img_size, space.in_chans)
+    if config.batch_size % world:
+        raise RecipeError(f"batch_size: {config.batch_size} does not split over {world} ranks")
+    classes = num_classes_of(data) or len(getattr(train_set, "classes", ())) or None
+    if classes is not None and classes != space.num_classes:
+        raise RecipeError(f"data: {data.name} has {classes} classes but space {space.name} has {space.num_classes} "
+                          "(set num_classes in the space file)")
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
+                                 drop_last=True)
+    loader = DataLoader(train_set, batch_size=config.batch_size // world, sampler=sampler, drop_last=True,
+                        num_workers=config.num_workers, pin_memory=torch.cuda.is_available())
+    val_loader = DataLoader(val_set, batch_size=max(256, config.batch_size), num_workers=config.num_workers)
+    return loader, val_loader
+
+
+def _train_epoch(context: Context, epoch: int, step: int, out: Path) -> int:
+    recipe, model = context.recipe, context.model
+    sampler = build_sampler(model.space, recipe.sampler, recipe.distill and epoch >= recipe.distill_warmup_epochs)
+    sampler.set_epoch(epoch)
+    if recipe.sampler.rewire and epoch < recipe.sampler.width_warmup_epochs:
+        rewire(model, context.optimizer)  # identical weights on every rank give identical permutations
+    context.loader.sampler.set_epoch(epoch)
+    rank = context.rank if recipe.sampler.rank_specific else None
+    model.train()
+    progress = tqdm(context.loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=context.rank != 0,
+                    leave=False, dynamic_ncols=True)
+    started, seen, subnets = time.perf_counter(), 0, 0
+    for images, labels in progress:
+        images, labels = images.to(context.device, non_blocking=True), labels.to(context.device, non_blocking=True)
+        targets = labels
+        if context.mixup is not None:
+            images, targets = context.mixup(images, labels)
+        plan = sampler.plan(step_rng(recipe.seed, step, rank), images.shape[0])
+        loss = _train_step(context, images, targets, plan)
+        step += 1
+        context.scheduler.step_update(num_updates=step)
+        if context.ema is not None:
+            context.ema.update(model, step=step)
+        seen += images.shape[0] * context.world
+        subnets += sum(1 for p in plan for piece in p.pieces if piece.role != "teacher")
+        if step % recipe.log_every == 0:
+            rate = seen / (time.perf_counter() - started)
+            lr = context.optimizer.param_groups[0]["lr"]
+            progress.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
+            _log_metrics(out, context.rank, {"epoch": epoch, "step": step, "loss": loss, "lr": lr,
+                                             "images_per_s": rate, "subnets_per_s": subnets / (time.perf_counter() - started)})
+    return step
+
+
+def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pass]) -> float:
+    """Runs every pass of the plan, averages gradients over ranks, takes one optimizer step."""
+    model, recipe = context.model, context.recipe
+    context.optimizer.zero_grad(set_to_none=True)
+    soft = torch.zeros(images.shape[0], model.num_classes, device=images.device)
+    total = 0.0
+    for step_pass in plan:
+        loss = _pass_loss(context, images, targets, step_pass, soft)
+        loss.backward()
+        total += loss.item()
+    if context.world > 1:
+        _average_gradients(model, context.world)
+    if recipe.optimizer.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.optimizer.grad_clip)
+    context.optimizer.step()
+    return total
+
+
+def _pass_loss(context: Context, images: Tensor, targets: Tensor, step_pass: Pass, soft: Tensor) -> Tensor:
+    """Loss of one pass (one graph), weighted by each piece's share of the batch; fills `soft` for teachers."""
+    model, batch = context.model, images.shape[0]
+    autocast = torch.autocast(context.device.type, dtype=context.dtype, enabled=context.dtype is not None)
+    with autocast:
+        for piece in step_pass.pieces:
+            if piece.role == "teacher":
+                with torch.no_grad():
+                    logits = model(images[piece.start:piece.stop], piece.arch)
+                soft[piece.start:piece.stop] = logits.float().softmax(-1)
+        learners = [p for p in step_pass.pieces if p.role != "teacher"]
+        outputs = _forward_pieces(model, images, learners, step_pass.masked)
+    loss = images.new_zeros(())
+    for piece, logits in zip(learners, outputs):
+        rows = slice(piece.start, piece.stop)
+        logits = logits.float()
+        if piece.role == "distilled":
+            piece_loss = F.kl_div(logits.log_softmax(-1), soft[rows], reduction="batchmean")
+        else:
+            piece_loss = _supervised_loss(logits, targets[rows], context.recipe.label_smoothing)
+            if piece.teacher:
+                soft[rows] = logits.detach().softmax(-1)
+        loss = loss + piece_loss * (piece.stop - piece.start) / batch
+    return loss
+
+
+def _forward_pieces(model: SuperViT, images: Tensor, pieces: list, masked: bool) -> list[Tensor]:
+    if masked and len(pieces) > 1:
+        from vitnas.masked import masked_forward
+
+        start, stop = pieces[0].start, pieces[-1].stop
+        logits = masked_forward(model, images[start:stop], [p.arch for p in pieces],
+                                [p.stop - p.start for p in pieces])
+        return [logits[p.start - start:p.stop - start] for p in pieces]
+    return [model(images[p.start:p.stop], p.arch) for p in pieces]
+
+
+def _supervised_loss(logits: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+    if targets.dim() == 2:  # Mixup / CutMix soft targets (label smoothing already folded in)
+        return torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean()
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+def _average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Averages gradients over ranks with one flat all-reduce; untouched parameters count as zero."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+    flat = torch.cat([p.grad.reshape(-1) for p in parameters])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for parameter in parameters:
+        count = parameter.numel()
+        parameter.grad.copy_(flat[offset:offset + count].view_as(parameter))
+        offset += count
+
+
+def _validate(context: Context, epoch: int, step: int) -> dict[str, Any]:
+    space = context.model.space
+    model = context.ema.module if context.ema is not None else context.model
+    metrics: dict[str, Any] = {"epoch": epoch + 1, "step": step}
+    for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
+        metrics[f"val_top1_{label}"] = evaluate_loader(model, context.val_loader, arch, context.device, context.dtype)
+    if context.rank == 0:
+        log.info("epoch %d: val top-1 largest %.4f, smallest %.4f", epoch + 1,
+                 metrics["val_top1_largest"], metrics["val_top1_smallest"])
+    return metrics
+
+
+def _log_metrics(out: Path, rank: int, metrics: dict[str, Any]) -> None:
+    if rank != 0:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}) + "\n")
+
+
+def _save(context: Context, out: Path, epoch: int, step: int, metrics: dict[str, Any]) -> None:
+    state = {
+        "optimizer": context.optimizer.state_dict(),
+        "scheduler": context.scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_rng": _numpy_global_state(),
+    }
+    meta = {"epoch": epoch + 1, "step": step, "metrics": metrics}
+    ema = context.ema.module.state_dict() if context.ema is not None else None
+    save_checkpoint(out, step, context.model.state_dict(), context.model.space, context.recipe, state, meta, ema)
+
+
+def _restore(context: Context, out: Path) -> tuple[int, int, dict[str, Any]]:
+    loaded = load_checkpoint(out, map_location=context.device)
+    context.model.load_state_dict(loaded["model"], strict=True)
+    if context.ema is not None and loaded["ema"] is not None:
+        context.ema.module.load_state_dict(loaded["ema"], strict=True)
+    state = loaded["state"]
+    context.optimizer.load_state_dict(state["optimizer"])
+    context.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    _set_numpy_global_state(state["numpy_rng"])
+    log.info("resumed from %s (epoch %d, step %d)", loaded["folder"], loaded["meta"]["epoch"], loaded["meta"]["step"])
+    meta = loaded["meta"]
+    return meta["epoch"], meta["step"], meta.get("metrics", {})
+
+
+def _numpy_global_state() -> dict[str, Any]:
+    """timm's Mixup draws from numpy's global generator: keep it for an exact resume."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
+            "has_gauss": has_gauss, "gauss": gauss}
+
+
+def _set_numpy_global_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["position"], state["has_gauss"], state["gauss"]))

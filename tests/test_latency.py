@@ -6,10 +6,8 @@ slower than a clearly smaller one, and that prediction is fast, both with wide m
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 
 import numpy as np
@@ -18,7 +16,7 @@ import torch
 from torch import nn
 
 import vitnas
-from vitnas.errors import ArchError, BudgetError, LatencyError, ProfileError, VitnasError
+from vitnas.errors import ArchError, BudgetError, LatencyError, ProfileError
 from vitnas.latency import (
     Budget,
     LatencyPredictor,
@@ -34,7 +32,8 @@ from vitnas.latency import (
     throughput_arch,
     verify,
 )
-from vitnas.latency.cli import read_archs, register
+from vitnas.cli import main
+from vitnas.latency.cli import read_archs
 from vitnas.latency.device import cpu_name
 from vitnas.latency.features import FEATURES, feature_row
 
@@ -58,18 +57,6 @@ def tiny32() -> vitnas.SearchSpace:
 @pytest.fixture(scope="module")
 def profile(tiny32):
     return build_profile(tiny32, device="cpu", batch=BATCH, samples=12, seed=0, warmup=1, repeats=5)
-
-
-def _cli(argv: list[str]) -> int:
-    """The `vitnas` command's contract around `register`: VitnasError -> one line, exit code 2."""
-    parser = argparse.ArgumentParser(prog="vitnas")
-    register(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except VitnasError as error:
-        print(f"vitnas: error: {error}", file=sys.stderr)
-        return 2
 
 
 # -- measurement ---------------------------------------------------------------------------------
@@ -314,26 +301,26 @@ def test_verify_pairs_predictions_with_measurements(profile, tiny32):
 def test_cli_measure_profile_verify(tiny32, tmp_path, capsys):
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(tiny32.smallest().to_json())
-    assert _cli(["latency", "measure", "--space", "tiny32", "--arch", str(arch_file), "largest",
+    assert main(["latency", "measure", "--space", "tiny32", "--arch", str(arch_file), "largest",
                  "--batch", "2", "--warmup", "1", "--repeats", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all(" ms median " in line and "at batch 2 fp32 on cpu" in line for line in lines)
 
-    assert _cli(["latency", "measure", "--space", "tiny32", "--arch", str(tmp_path / "none.json")]) == 2
+    assert main(["latency", "measure", "--space", "tiny32", "--arch", str(tmp_path / "none.json")]) == 2
     missing = tmp_path / "none.json"
     assert capsys.readouterr().err == f"vitnas: error: {missing}: cannot be read (No such file or directory)\n"
 
     out = tmp_path / "profile.json"
-    assert _cli(["latency", "profile", "--space", "tiny32", "--batch", "2", "--samples", "4", "--warmup", "0",
+    assert main(["latency", "profile", "--space", "tiny32", "--batch", "2", "--samples", "4", "--warmup", "0",
                  "--repeats", "2", "--out", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"saved to {out}"
     assert load_profile(out).samples == 4
 
-    assert _cli(["latency", "verify", "--profile", str(out), "--arch", str(arch_file), "--repeats", "2"]) == 0
+    assert main(["latency", "verify", "--profile", str(out), "--arch", str(arch_file), "--repeats", "2"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("MAPE")
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    assert _cli(["latency", "verify", "--profile", str(bad), "--arch", "largest"]) == 2
+    assert main(["latency", "verify", "--profile", str(bad), "--arch", "largest"]) == 2
     assert capsys.readouterr().err.startswith(f"vitnas: error: {bad}: not a device profile: invalid JSON")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import vitnas
 from vitnas.recipe import SamplerConfig
 from vitnas.sampling import build_sampler, step_rng
 

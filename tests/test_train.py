@@ -168,3 +168,10 @@ def test_ddp_replicas_stay_identical(tmp_path):
     changed = [k for k in first if not torch.equal(first[k], initial.state_dict()[k])]
     assert changed, "training changed nothing"
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_ema_weights_are_saved_and_loadable(tmp_path):
+    train(dict(TINY, epochs=1, ema_decay=0.9), tmp_path / "run")
+    raw, _ = vitnas.load_supernet(tmp_path / "run")
+    ema, _ = vitnas.load_supernet(tmp_path / "run", use_ema=True)
+    assert any(not torch.equal(a, b) for a, b in zip(raw.state_dict().values(), ema.state_dict().values()))

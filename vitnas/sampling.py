@@ -134,21 +134,20 @@ class MultiSampler(Sampler):
         largest = self.config.include_largest
         if largest:
             archs[0] = self.space.largest()
-        pieces = []
-        if largest and self.distill and count > 1:
-            pieces.append(Piece(archs[0], int(bounds[1]), batch, "teacher"))
+        distilled = largest and self.distill and count > 1
+        pieces = [Piece(archs[0], int(bounds[1]), batch, "teacher")] if distilled else []
         for index, arch in enumerate(archs):
-            role = "supervised" if (largest and index == 0) or not self.distill or not largest else "distilled"
+            role = "distilled" if distilled and index > 0 else "supervised"
             pieces.append(Piece(arch, int(bounds[index]), int(bounds[index + 1]), role))
         return [Pass(tuple(pieces), masked=self.config.variant == "masked")]
 
 
 class SuperViTSampler(Sampler):
-    """SuperViT's four configurations per step on one sampled width.
+    """SuperViT's four configurations per step, at the largest width and depth.
 
     (finest tokens, keep 1) learns from labels and teaches (finest tokens, keep r);
-    (a coarser token grid, keep 1) learns from labels and teaches (that grid, keep r').
-    The width/depth is the largest, as in SuperViT's fixed-width backbone.
+    (a random coarser token grid, keep 1) learns from labels and teaches (that grid,
+    keep r'). Width and depth stay the largest, as in SuperViT's fixed-width backbone.
     """
 
     def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:

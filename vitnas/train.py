@@ -181,24 +181,24 @@ def _train_epoch(context: Context, epoch: int, step: int, out: Path) -> int:
         seen += images.shape[0] * context.world
         subnets += sum(1 for p in plan for piece in p.pieces if piece.role != "teacher")
         if step % recipe.log_every == 0:
-            rate = seen / (time.perf_counter() - started)
+            elapsed, value = time.perf_counter() - started, loss.item()
             lr = context.optimizer.param_groups[0]["lr"]
-            progress.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
-            _log_metrics(out, context.rank, {"epoch": epoch, "step": step, "loss": loss, "lr": lr,
-                                             "images_per_s": rate, "subnets_per_s": subnets / (time.perf_counter() - started)})
+            progress.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / elapsed:.0f}", lr=f"{lr:.2e}")
+            _log_metrics(out, context.rank, {"epoch": epoch, "step": step, "loss": value, "lr": lr,
+                                             "images_per_s": seen / elapsed, "subnets_per_s": subnets / elapsed})
     return step
 
 
-def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pass]) -> float:
-    """Runs every pass of the plan, averages gradients over ranks, takes one optimizer step."""
+def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pass]) -> Tensor:
+    """Runs every pass of the plan, averages gradients over ranks, takes one optimizer step; returns the summed loss."""
     model, recipe = context.model, context.recipe
     context.optimizer.zero_grad(set_to_none=True)
     soft = torch.zeros(images.shape[0], model.num_classes, device=images.device)
-    total = 0.0
+    total = torch.zeros((), device=images.device)
     for step_pass in plan:
         loss = _pass_loss(context, images, targets, step_pass, soft)
         loss.backward()
-        total += loss.item()
+        total += loss.detach()  # stays on the device: no synchronisation per pass
     if context.world > 1:
         _average_gradients(model, context.world)
     if recipe.optimizer.grad_clip is not None:
@@ -279,11 +279,35 @@ def _validate(context: Context, epoch: int, step: int) -> dict[str, Any]:
 
 
 def _log_metrics(out: Path, rank: int, metrics: dict[str, Any]) -> None:
+    """Appends one JSON line to OUT/metrics.jsonl and, where TensorBoard is installed, to OUT/tensorboard."""
     if rank != 0:
         return
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}) + "\n")
+    writer = _tensorboard(out)
+    if writer is not None:
+        for key, value in metrics.items():
+            if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                writer.add_scalar(key, value, metrics["step"])
+        writer.flush()
+
+
+_WRITERS: dict[Path, Any] = {}  # one TensorBoard writer per run directory of this process
+
+
+def _tensorboard(out: Path):
+    """A SummaryWriter for `out` if torch's TensorBoard support (or tensorboardX) is installed, else None."""
+    if out not in _WRITERS:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                SummaryWriter = None
+        _WRITERS[out] = SummaryWriter(str(out / "tensorboard")) if SummaryWriter is not None else None
+    return _WRITERS[out]
 
 
 def _save(context: Context, out: Path, epoch: int, step: int, metrics: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ q and k: O(N) instead of materialising the O(N^2) attention matrix.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

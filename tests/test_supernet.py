@@ -93,3 +93,20 @@ def test_cuda_supernet_matches_extract_in_fp32_and_bf16(spaces, name, rng):
                 expected, got = supernet(x, arch), model(x)
         assert got.dtype == torch.bfloat16
         torch.testing.assert_close(got.float(), expected.float(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_multi_equals_separate_sub_networks(spaces, supernets, masked):
+    space, supernet = spaces["tiny32"], supernets["tiny32"]
+    archs = [  # differing width, depth, heads and MLP; one token shape, as a masked pass shares
+        space.arch(patch_size=4, keep_rate=0.5),
+        space.arch(patch_size=4, keep_rate=0.5, depth=2, embed_dim=32, num_heads=2, mlp_ratio=2.0),
+        space.arch(patch_size=4, keep_rate=0.5, depth=3, embed_dim=48, num_heads=[[4, 2, 4]]),
+    ]
+    x = torch.randn(7, 3, 32, 32)
+    with torch.no_grad():
+        together = supernet.forward_multi(x, archs, [2, 3, 2], masked=masked)
+        apart = torch.cat([supernet(chunk, a) for chunk, a in zip(x.split([2, 3, 2]), archs)])
+    torch.testing.assert_close(together, apart, rtol=0, atol=1e-5)
+    with pytest.raises(vitnas.ArchError, match="do not split 7 rows"):
+        supernet.forward_multi(x, archs, [2, 2, 2])

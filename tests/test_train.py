@@ -175,3 +175,13 @@ def test_ema_weights_are_saved_and_loadable(tmp_path):
     raw, _ = vitnas.load_supernet(tmp_path / "run")
     ema, _ = vitnas.load_supernet(tmp_path / "run", use_ema=True)
     assert any(not torch.equal(a, b) for a, b in zip(raw.state_dict().values(), ema.state_dict().values()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sampler", ["sandwich", "multi"])
+def test_cuda_bf16_training_runs_and_checkpoints(tmp_path, sampler):
+    metrics = train(dict(TINY, sampler={"name": sampler}, precision="bf16"), tmp_path / "run")
+    assert metrics["step"] == 6 and 0.0 <= metrics["val_top1_largest"] <= 1.0
+    supernet, _ = vitnas.load_supernet(tmp_path / "run", map_location="cuda")
+    assert next(supernet.parameters()).is_cuda

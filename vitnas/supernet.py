@@ -10,6 +10,8 @@ blocks of each stored tensor.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from timm.layers import drop_path, trunc_normal_
@@ -17,6 +19,7 @@ from timm.layers.patch_embed import PatchEmbedResamplerFixedOrigSize
 from torch import Tensor, nn
 
 from vitnas.arch import Arch, StageArch
+from vitnas.errors import ArchError
 from vitnas.layers import (
     fuse_inattentive_tokens,
     multi_head_attention,
@@ -212,6 +215,22 @@ class SuperViT(nn.Module):
         """Logits of sub-network `arch` for images x of shape (B, C, H, W)."""
         self.space.validate(arch)
         return self.forward_head(self.forward_features(x, arch), arch)
+
+    def forward_multi(self, x: Tensor, archs: Sequence[Arch], sizes: Sequence[int], masked: bool = False) -> Tensor:
+        """Logits of several sub-networks, each on its own consecutive sub-batch, in batch order.
+
+        Sub-batch i (``sizes[i]`` rows) runs ``archs[i]``; one backward of a loss on the result
+        trains them all. ``masked=False`` slices each sub-batch's weights (each costs what its
+        sub-network costs); ``masked=True`` runs full-width passes with per-sample channel
+        masks (`vitnas.masked.masked_forward`, ViT-ResNAS's way). Both give the same numbers.
+        """
+        if masked:
+            from vitnas.masked import masked_forward  # masked builds on this module
+
+            return masked_forward(self, x, archs, sizes)
+        if len(archs) != len(sizes) or sum(sizes) != x.shape[0]:
+            raise ArchError(f"forward_multi: {len(archs)} archs and sizes {list(sizes)} do not split {x.shape[0]} rows")
+        return torch.cat([self(chunk, arch) for chunk, arch in zip(x.split(list(sizes)), archs)])
 
     def forward_features(self, x: Tensor, arch: Arch) -> Tensor:
         x = resize_input(x, arch.img_size)

@@ -234,14 +234,13 @@ def _pass_loss(context: Context, images: Tensor, targets: Tensor, step_pass: Pas
 
 
 def _forward_pieces(model: SuperViT, images: Tensor, pieces: list, masked: bool) -> list[Tensor]:
-    if masked and len(pieces) > 1:
-        from vitnas.masked import masked_forward
-
-        start, stop = pieces[0].start, pieces[-1].stop
-        logits = masked_forward(model, images[start:stop], [p.arch for p in pieces],
-                                [p.stop - p.start for p in pieces])
-        return [logits[p.start - start:p.stop - start] for p in pieces]
-    return [model(images[p.start:p.stop], p.arch) for p in pieces]
+    """Logits of each piece; consecutive pieces (a multi pass) go through one `forward_multi` call."""
+    if len(pieces) == 1:
+        return [model(images[pieces[0].start:pieces[0].stop], pieces[0].arch)]
+    start, stop = pieces[0].start, pieces[-1].stop
+    sizes = [p.stop - p.start for p in pieces]
+    logits = model.forward_multi(images[start:stop], [p.arch for p in pieces], sizes, masked=masked)
+    return list(logits.split(sizes))
 
 
 def _supervised_loss(logits: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:

@@ -185,3 +185,33 @@ def test_cuda_bf16_training_runs_and_checkpoints(tmp_path, sampler):
     assert metrics["step"] == 6 and 0.0 <= metrics["val_top1_largest"] <= 1.0
     supernet, _ = vitnas.load_supernet(tmp_path / "run", map_location="cuda")
     assert next(supernet.parameters()).is_cuda
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(dict(TINY, epochs=200, eval_every=50)))
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "vitnas", "train", str(recipe), "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(run.glob("ckpt-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(run.glob("ckpt-*"))) >= 2, "no checkpoint written in time"
+        time.sleep(0.37)  # land somewhere in the middle of the following epochs and saves
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    supernet, space = vitnas.load_supernet(run)  # the last good checkpoint
+    done = load_checkpoint(run)["meta"]["epoch"]
+    assert 2 <= done < 200
+    metrics = train(recipe, run, resume=True, overrides=[f"epochs={done + 1}"])
+    assert metrics["epoch"] == done + 1 and not list(run.glob(".ckpt-*"))  # staging leftovers cleaned

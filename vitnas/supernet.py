@@ -14,8 +14,12 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import drop_path, trunc_normal_
-from timm.layers.patch_embed import PatchEmbedResamplerFixedOrigSize
+from timm.layers import drop_path, resample_patch_embed, trunc_normal_
+
+try:  # timm >= 1.0.16 caches the pseudo-inverse per target size
+    from timm.layers.patch_embed import PatchEmbedResamplerFixedOrigSize
+except ImportError:  # older timm: recompute it on every call (same numbers, slower)
+    PatchEmbedResamplerFixedOrigSize = None
 from torch import Tensor, nn
 
 from vitnas.arch import Arch, StageArch
@@ -47,12 +51,13 @@ class SuperPatchEmbed(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_dim, in_chans, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(max_dim))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Conv2d's default
-        self.resampler = PatchEmbedResamplerFixedOrigSize((kernel_size, kernel_size))
+        cached = PatchEmbedResamplerFixedOrigSize is not None
+        self.resampler = PatchEmbedResamplerFixedOrigSize((kernel_size, kernel_size)) if cached else resample_patch_embed
 
     def weights(self, embed_dim: int, patch_size: int) -> Weights:
         weight = slice_rows_cols(self.weight, embed_dim, self.weight.shape[1])
         if patch_size != self.kernel_size:
-            weight = self.resampler(weight, [patch_size, patch_size])
+            weight = self.resampler(weight, [patch_size, patch_size])  # bicubic, antialiased PI-resize
         return {"proj.weight": weight, "proj.bias": slice_vector(self.bias, embed_dim)}
 
 

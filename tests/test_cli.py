@@ -41,3 +41,17 @@ def test_train_verb_takes_overrides_after_options(tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 1
     assert main(argv) == 2 and "already holds a run" in capsys.readouterr().err
+
+
+def test_eval_verb_scores_an_arch_of_a_trained_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "tiny32_digits", "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]) == 0
+    capsys.readouterr()
+    space = vitnas.load_space("tiny32")
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(space.arch(embed_dim=32, depth=2).to_json())
+    for arch in ("smallest", str(arch_file)):
+        assert main(["eval", str(out), "--arch", arch, "--data", "synthetic"]) == 0
+        assert 0.0 <= json.loads(capsys.readouterr().out)["top1"] <= 1.0
+    assert main(["eval", str(out), "--arch", str(tmp_path / "none.json")]) == 2
+    assert "none.json: no such arch file" in capsys.readouterr().err

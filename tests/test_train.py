@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 
 import vitnas
 from vitnas.checkpoint import CheckpointError, load_checkpoint
+from vitnas.data import DataConfig
 from vitnas.recipe import RecipeError, load_recipe
 from vitnas.train import train
 
@@ -149,12 +151,14 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from vitnas.train import _build, _train_epoch
+    from vitnas.train import _build, _train_epoch, _validate
 
     recipe = load_recipe(dict(TINY, sampler={"name": "multi", "subnets": 3}, batch_size=12))
     context = _build(recipe)
     _train_epoch(context, 0, 0, Path(out))
     torch.save(context.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    metrics = _validate(context, 0, 1)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(metrics))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -168,6 +172,12 @@ def test_ddp_replicas_stay_identical(tmp_path):
     changed = [k for k in first if not torch.equal(first[k], initial.state_dict()[k])]
     assert changed, "training changed nothing"
     assert all(torch.equal(first[k], second[k]) for k in first)
+    # Validation is sharded over the ranks and summed: both report the single-process accuracy.
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    initial.load_state_dict(first)
+    data = DataConfig(name="synthetic", synthetic_size=TINY["data"]["synthetic_size"])
+    expected = vitnas.evaluate(initial.eval(), initial.space.largest(), data=data)
+    assert reports[0] == reports[1] and reports[0]["val_top1_largest"] == pytest.approx(expected)
 
 
 def test_ema_weights_are_saved_and_loadable(tmp_path):

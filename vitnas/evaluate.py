@@ -13,7 +13,7 @@ from vitnas.data import DataConfig, build_dataset, parse_data
 from vitnas.errors import ArchError
 from vitnas.supernet import SuperViT
 
-__all__ = ["evaluate", "evaluate_loader"]
+__all__ = ["evaluate", "evaluate_loader", "count_correct"]
 
 
 def evaluate(
@@ -46,11 +46,19 @@ def evaluate(
     return evaluate_loader(model, loader, arch, torch.device(device))
 
 
-@torch.no_grad()
 def evaluate_loader(
     model: nn.Module, loader: DataLoader, arch: Arch | None, device: torch.device, dtype: torch.dtype | None = None
 ) -> float:
     """Top-1 over a loader, restoring the model's train/eval mode afterwards."""
+    correct, total = count_correct(model, loader, arch, device, dtype)
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def count_correct(
+    model: nn.Module, loader: DataLoader, arch: Arch | None, device: torch.device, dtype: torch.dtype | None = None
+) -> tuple[int, int]:
+    """(correct top-1 predictions, images) over a loader; ranks sum these to score a sharded set."""
     was_training = model.training
     model.eval()
     correct, total = 0, 0
@@ -61,4 +69,4 @@ def evaluate_loader(
             correct += (logits.argmax(-1) == labels).sum().item()
             total += labels.numel()
     model.train(was_training)
-    return correct / max(total, 1)
+    return correct, total

@@ -27,12 +27,12 @@ from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from vitnas.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vitnas.data import DataConfig, build_dataset, num_classes_of, parse_data
-from vitnas.evaluate import evaluate_loader
+from vitnas.evaluate import count_correct
 from vitnas.recipe import Recipe, RecipeError, load_recipe
 from vitnas.rewire import rewire
 from vitnas.sampling import Pass, build_sampler, step_rng
@@ -151,7 +151,8 @@ def _loaders(config: Recipe, data: DataConfig, space, rank: int, world: int) -> 
                                  drop_last=True)
     loader = DataLoader(train_set, batch_size=config.batch_size // world, sampler=sampler, drop_last=True,
                         num_workers=config.num_workers, pin_memory=torch.cuda.is_available())
-    val_loader = DataLoader(val_set, batch_size=max(256, config.batch_size), num_workers=config.num_workers)
+    val_shard = Subset(val_set, range(rank, len(val_set), world))  # every image exactly once over the ranks
+    val_loader = DataLoader(val_shard, batch_size=max(256, config.batch_size), num_workers=config.num_workers)
     return loader, val_loader
 
 
@@ -270,7 +271,11 @@ def _validate(context: Context, epoch: int, step: int) -> dict[str, Any]:
     model = context.ema.module if context.ema is not None else context.model
     metrics: dict[str, Any] = {"epoch": epoch + 1, "step": step}
     for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
-        metrics[f"val_top1_{label}"] = evaluate_loader(model, context.val_loader, arch, context.device, context.dtype)
+        counts = torch.tensor(count_correct(model, context.val_loader, arch, context.device, context.dtype),
+                              dtype=torch.float64, device=context.device)
+        if context.world > 1:
+            dist.all_reduce(counts)  # the ranks hold disjoint shards of the validation set
+        metrics[f"val_top1_{label}"] = (counts[0] / counts[1].clamp(min=1)).item()
     if context.rank == 0:
         log.info("epoch %d: val top-1 largest %.4f, smallest %.4f", epoch + 1,
                  metrics["val_top1_largest"], metrics["val_top1_smallest"])

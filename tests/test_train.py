@@ -114,6 +114,9 @@ def test_recipe_errors_name_the_field(tmp_path):
         load_recipe(tmp_path / "missing.yaml")
     with pytest.raises(vitnas.VitnasError, match=r"cifar10: .* not found"):
         train(dict(TINY, data={"name": "cifar10", "root": str(tmp_path)}), tmp_path / "run")
+    if not torch.cuda.is_available():
+        with pytest.raises(RecipeError, match=r"precision: fp16 training needs a GPU"):
+            train(dict(TINY, precision="fp16"), tmp_path / "run")
     with pytest.raises(RecipeError, match=r"data: synthetic has 3 classes but space tiny32 has 10"):
         train(dict(TINY, data={"name": "synthetic", "num_classes": 3}), tmp_path / "run")
 
@@ -189,9 +192,9 @@ def test_ema_weights_are_saved_and_loadable(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("sampler", ["sandwich", "multi"])
-def test_cuda_bf16_training_runs_and_checkpoints(tmp_path, sampler):
-    metrics = train(dict(TINY, sampler={"name": sampler}, precision="bf16"), tmp_path / "run")
+@pytest.mark.parametrize("sampler, precision", [("sandwich", "bf16"), ("multi", "bf16"), ("sandwich", "fp16")])
+def test_cuda_amp_training_runs_and_checkpoints(tmp_path, sampler, precision):
+    metrics = train(dict(TINY, sampler={"name": sampler}, precision=precision), tmp_path / "run")
     assert metrics["step"] == 6 and 0.0 <= metrics["val_top1_largest"] <= 1.0
     supernet, _ = vitnas.load_supernet(tmp_path / "run", map_location="cuda")
     assert next(supernet.parameters()).is_cuda
@@ -225,3 +228,19 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
     assert 2 <= done < 200
     metrics = train(recipe, run, resume=True, overrides=[f"epochs={done + 1}"])
     assert metrics["epoch"] == done + 1 and not list(run.glob(".ckpt-*"))  # staging leftovers cleaned
+
+
+def test_fp16_loss_scaling_step_order_on_cpu():
+    """The fp16 path (scale each pass, unscale once, clip, scaler step) on CPU's own GradScaler."""
+    from vitnas.sampling import Pass, Piece
+    from vitnas.train import _build, _train_step
+
+    context = _build(load_recipe(dict(TINY, optimizer={"lr": 1e-3, "lr_per_512": None, "grad_clip": 1.0})))
+    context.dtype, context.scaler = torch.float16, torch.amp.GradScaler("cpu", init_scale=1024.0)
+    space = context.model.space
+    plan = [Pass((Piece(space.largest(), 0, 8, "supervised", teacher=True),)),
+            Pass((Piece(space.smallest(), 0, 8, "distilled"),))]
+    before = {k: v.clone() for k, v in context.model.state_dict().items()}
+    loss = _train_step(context, torch.randn(8, 3, 32, 32), torch.randint(10, (8,)), plan)
+    assert torch.isfinite(loss) and context.scaler.get_scale() == 1024.0  # no overflow: scale kept, step taken
+    assert any(not torch.equal(before[k], v) for k, v in context.model.state_dict().items())

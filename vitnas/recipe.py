@@ -21,7 +21,7 @@ __all__ = ["Recipe", "RecipeError", "load_recipe", "SamplerConfig", "OptimizerCo
 
 _REPO_RECIPES = Path(__file__).resolve().parent.parent / "supernets"
 SAMPLERS = ("single", "sandwich", "multi", "supervit")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class RecipeError(VitnasError):
@@ -77,7 +77,7 @@ class Recipe:
     cutmix: float = 0.0  # CutMix alpha (0: off)
     drop_path: float = 0.1  # stochastic depth at the deepest block
     ema_decay: float | None = None  # weight EMA (e.g. 0.9998); None: off
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (GPU only, with loss scaling)
     seed: int = 0
     eval_every: int = 1  # epochs between validations of the largest and smallest sub-networks
     log_every: int = 20  # steps between metric lines

@@ -60,6 +60,7 @@ class Context:
     world: int
     mixup: Mixup | None
     ema: Any
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
 
 
 def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = ()) -> dict:
@@ -121,8 +122,12 @@ def _build(config: Recipe) -> Context:
 
         ema = ModelEmaV3(model, decay=config.ema_decay)
     precision = config.precision if config.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    dtype = torch.bfloat16 if precision == "bf16" else None
-    return Context(config, model, optimizer, scheduler, loader, val_loader, device, dtype, rank, world, mixup, ema)
+    if precision == "fp16" and device.type != "cuda":
+        raise RecipeError("precision: fp16 training needs a GPU (use bf16 or fp32 on CPU)")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16 gradients underflow unscaled
+    return Context(config, model, optimizer, scheduler, loader, val_loader, device, dtype, rank, world, mixup, ema,
+                   scaler)
 
 
 def _distributed_setup() -> tuple[int, int, torch.device]:
@@ -196,15 +201,22 @@ def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pa
     context.optimizer.zero_grad(set_to_none=True)
     soft = torch.zeros(images.shape[0], model.num_classes, device=images.device)
     total = torch.zeros((), device=images.device)
+    scaler = context.scaler
     for step_pass in plan:
         loss = _pass_loss(context, images, targets, step_pass, soft)
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         total += loss.detach()  # stays on the device: no synchronisation per pass
     if context.world > 1:
         _average_gradients(model, context.world)
+    if scaler is not None:
+        scaler.unscale_(context.optimizer)  # once per step, after every pass (clipping needs true norms)
     if recipe.optimizer.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.optimizer.grad_clip)
-    context.optimizer.step()
+    if scaler is not None:
+        scaler.step(context.optimizer)  # skips the step if an fp16 gradient overflowed
+        scaler.update()
+    else:
+        context.optimizer.step()
     return total
 
 
@@ -321,6 +333,7 @@ def _save(context: Context, out: Path, epoch: int, step: int, metrics: dict[str,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy_rng": _numpy_global_state(),
+        "scaler": context.scaler.state_dict() if context.scaler is not None else {},
     }
     meta = {"epoch": epoch + 1, "step": step, "metrics": metrics}
     ema = context.ema.module.state_dict() if context.ema is not None else None
@@ -339,6 +352,8 @@ def _restore(context: Context, out: Path) -> tuple[int, int, dict[str, Any]]:
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
     _set_numpy_global_state(state["numpy_rng"])
+    if context.scaler is not None and state.get("scaler"):
+        context.scaler.load_state_dict(state["scaler"])
     log.info("resumed from %s (epoch %d, step %d)", loaded["folder"], loaded["meta"]["epoch"], loaded["meta"]["step"])
     meta = loaded["meta"]
     return meta["epoch"], meta["step"], meta.get("metrics", {})

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vitnas.layers.spatial_reduction import reduce_normalised
+
 __all__ = ["masked_layer_norm", "masked_class_attention", "masked_multi_head_attention", "masked_spatial_reduction"]
 
 
@@ -127,21 +129,5 @@ def masked_spatial_reduction(
         (B, 1 + g * g, D_out) with g = ceil(grid / 2), zero outside `out_mask`.
     """
     norm_weight, norm_bias, conv_weight, conv_bias, cls_weight, cls_bias = weights
-    batch, _, dim = x.shape
-    out_dim = conv_weight.shape[0]
     normed = masked_layer_norm(x, in_mask, in_width, norm_weight, norm_bias, eps)
-    image = normed[:, 1:].transpose(1, 2).reshape(batch, dim, grid, grid)  # (B, D_in, g, g)
-    main = F.conv2d(image, conv_weight, conv_bias, stride=2, padding=1)  # (B, D_out, g', g')
-    raw = x[:, 1:].transpose(1, 2).reshape(batch, dim, grid, grid)
-    skip = _fit_channels(F.avg_pool2d(raw, kernel_size=2, stride=2, ceil_mode=True), out_dim, dim=1)
-    patches = (main + skip).flatten(2).transpose(1, 2)  # (B, g'^2, D_out)
-    cls = F.linear(normed[:, :1], cls_weight, cls_bias) + _fit_channels(x[:, :1], out_dim, dim=2)
-    return torch.cat([cls, patches], dim=1) * out_mask
-
-
-def _fit_channels(x: Tensor, width: int, dim: int) -> Tensor:
-    """Zero-pads or crops dimension `dim` of x to `width`."""
-    extra = width - x.shape[dim]
-    if extra <= 0:
-        return x.narrow(dim, 0, width)
-    return F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [0, extra])
+    return reduce_normalised(x, normed, grid, conv_weight, conv_bias, cls_weight, cls_bias) * out_mask

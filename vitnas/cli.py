@@ -101,20 +101,18 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def read_arch(text: str, space):
-    """An arch from a JSON file, or a space's largest / smallest."""
+    """One arch: a JSON file holding exactly one, or a space's largest / smallest."""
     from pathlib import Path
 
-    from vitnas.arch import Arch
     from vitnas.errors import ArchError
+    from vitnas.latency.cli import read_archs
 
-    if text in ("largest", "smallest"):
-        return getattr(space, text)()
-    path = Path(text)
-    if not path.is_file():
+    if text not in ("largest", "smallest") and not Path(text).is_file():
         raise ArchError(f"{text}: no such arch file (or say largest / smallest)")
-    arch = Arch.from_json(path.read_text())
-    space.validate(arch)
-    return arch
+    archs = read_archs([text], space)
+    if len(archs) != 1:
+        raise ArchError(f"{text}: holds {len(archs)} archs; eval takes one")
+    return archs[0]
 
 
 def _run(args: argparse.Namespace) -> int:

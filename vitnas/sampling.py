@@ -130,7 +130,8 @@ class MultiSampler(Sampler):
         bounds = np.linspace(0, batch, count + 1).round().astype(int)
         archs = [self.random_arch(rng) for _ in range(count)]
         if self.config.shared_token_shape:
-            archs = [_with_token_shape(self.space, arch, archs[0], rng) for arch in archs]
+            donor = self.space.to_sample(archs[0], rng)
+            archs = archs[:1] + [_with_token_shape(self.space, arch, donor, rng) for arch in archs[1:]]
         largest = self.config.include_largest
         if largest:
             archs[0] = self.space.largest()
@@ -179,12 +180,12 @@ def _reduced(space: SearchSpace, arch: Arch, rng: np.random.Generator) -> Arch:
     return space.arch_from_sample(genes)
 
 
-def _with_token_shape(space: SearchSpace, arch: Arch, donor: Arch, rng: np.random.Generator) -> Arch:
-    """`arch` with the resolution, patch size and keep-rate genes of `donor`."""
-    genes, donor_genes = space.to_sample(arch, rng), space.to_sample(donor, rng)
+def _with_token_shape(space: SearchSpace, arch: Arch, donor: dict, rng: np.random.Generator) -> Arch:
+    """`arch` with the resolution, patch size and keep-rate genes of the `donor` sample."""
+    genes = space.to_sample(arch, rng)
     for label in genes:
         if label in ("img_size", "patch_size") or label.endswith(".keep_rate"):
-            genes[label] = donor_genes[label]
+            genes[label] = donor[label]
     return space.arch_from_sample(genes)
 
 

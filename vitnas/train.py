@@ -61,6 +61,7 @@ class Context:
     mixup: Mixup | None
     ema: Any
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
+    metrics_log: MetricsLog | None = None  # rank 0's metrics file / TensorBoard writer
 
 
 def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = ()) -> dict:
@@ -90,9 +91,11 @@ def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, over
         context.scheduler.step(epoch + 1)
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             metrics = _validate(context, epoch, step)
-            _log_metrics(out, context.rank, metrics)
+            _log_metrics(context, out, metrics)
         if context.rank == 0:
             _save(context, out, epoch, step, metrics)
+    if context.metrics_log is not None:
+        context.metrics_log.close()
     if context.world > 1:
         dist.barrier()
     return metrics
@@ -190,7 +193,7 @@ def _train_epoch(context: Context, epoch: int, step: int, out: Path) -> int:
             elapsed, value = time.perf_counter() - started, loss.item()
             lr = context.optimizer.param_groups[0]["lr"]
             progress.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / elapsed:.0f}", lr=f"{lr:.2e}")
-            _log_metrics(out, context.rank, {"epoch": epoch, "step": step, "loss": value, "lr": lr,
+            _log_metrics(context, out, {"epoch": epoch, "step": step, "loss": value, "lr": lr,
                                              "images_per_s": seen / elapsed, "subnets_per_s": subnets / elapsed})
     return step
 
@@ -294,36 +297,44 @@ def _validate(context: Context, epoch: int, step: int) -> dict[str, Any]:
     return metrics
 
 
-def _log_metrics(out: Path, rank: int, metrics: dict[str, Any]) -> None:
-    """Appends one JSON line to OUT/metrics.jsonl and, where TensorBoard is installed, to OUT/tensorboard."""
-    if rank != 0:
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}) + "\n")
-    writer = _tensorboard(out)
-    if writer is not None:
-        for key, value in metrics.items():
-            if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                writer.add_scalar(key, value, metrics["step"])
-        writer.flush()
+class MetricsLog:
+    """OUT/metrics.jsonl, plus OUT/tensorboard where TensorBoard (or tensorboardX) is installed."""
 
-
-_WRITERS: dict[Path, Any] = {}  # one TensorBoard writer per run directory of this process
-
-
-def _tensorboard(out: Path):
-    """A SummaryWriter for `out` if torch's TensorBoard support (or tensorboardX) is installed, else None."""
-    if out not in _WRITERS:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                SummaryWriter = None
-        _WRITERS[out] = SummaryWriter(str(out / "tensorboard")) if SummaryWriter is not None else None
-    return _WRITERS[out]
+                return
+        self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, metrics: dict[str, Any]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}))
+            handle.write("\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, metrics["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _log_metrics(context: Context, out: Path, metrics: dict[str, Any]) -> None:
+    """Rank 0 appends `metrics` to the run's log (opened on first use)."""
+    if context.rank != 0:
+        return
+    if context.metrics_log is None or context.metrics_log.out != out:
+        context.metrics_log = MetricsLog(out)
+    context.metrics_log.write(metrics)
 
 
 def _save(context: Context, out: Path, epoch: int, step: int, metrics: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
@@ -48,13 +49,15 @@ def test_extracted_model_reproduces_supernet_and_costs(name, spaces, supernets):
         model = vitnas.extract(supernet, arch)
         with torch.no_grad():
             expected = supernet(x, arch)
-            with FlopCounterMode(display=False) as counter:
-                got = model(x)
+            got = model(x)
+            # The math backend decomposes attention into the matmuls every torch version counts
+            # (some count CPU's fused attention kernel as 0 FLOPs).
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+                model(x)
         assert got.shape == (x.shape[0], space.num_classes)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=lambda m: f"{arch.to_json()}: {m}")
         assert sum(p.numel() for p in model.parameters()) == vitnas.count_params(space, arch), arch.to_json()
-        macs = counter.get_total_flops() / 2 / x.shape[0]
-        assert macs == pytest.approx(vitnas.count_flops(space, arch), rel=0.01), arch.to_json()
+        assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_flops(space, arch), arch.to_json()
 
 
 def test_deit_small_costs_match_published_numbers(spaces):

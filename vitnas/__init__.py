@@ -1,52 +1,64 @@
 """vitnas: neural architecture search for Vision Transformers.
 
 Train one weight-shared supernet, search it under hardware budgets, export the chosen
-sub-networks as standalone ViTs. The core (this package's top level) never imports ray.
+sub-networks as standalone ViTs.
+
+Names are loaded on first use (PEP 562), so ``import vitnas`` and ``vitnas --help``
+cost no torch, timm, nni or scikit-learn import; ``vitnas.SuperViT`` pulls in what the
+supernet needs when it is first touched. The core never imports ray.
 """
 
-from vitnas.arch import Arch, StageArch
-from vitnas.cost import block_shapes, count_flops, count_params
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vitnas._lazy import export_lazily
 from vitnas.errors import ArchError, BudgetError, ExportError, LatencyError, ProfileError, SpaceError, VitnasError
-from vitnas.checkpoint import CheckpointError, load_supernet
-from vitnas.evaluate import evaluate
-from vitnas.export import extract, timm_state_dict, vit_config
-from vitnas.latency import Budget, DeviceProfile, load_profile
-from vitnas.pipeline import run
-from vitnas.space import SearchSpace, load_space, shipped_spaces
-from vitnas.supernet import SuperViT
-from vitnas.train import train
-from vitnas.vit import ViT, ViTConfig
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Arch",
-    "ArchError",
-    "Budget",
-    "BudgetError",
-    "CheckpointError",
-    "DeviceProfile",
-    "ExportError",
-    "LatencyError",
-    "ProfileError",
-    "SearchSpace",
-    "SpaceError",
-    "StageArch",
-    "SuperViT",
-    "ViT",
-    "ViTConfig",
-    "VitnasError",
-    "block_shapes",
-    "count_flops",
-    "count_params",
-    "evaluate",
-    "extract",
-    "load_profile",
-    "load_space",
-    "load_supernet",
-    "run",
-    "shipped_spaces",
-    "timm_state_dict",
-    "train",
-    "vit_config",
-]
+# Public name -> the module that defines it, imported when the name is first asked for.
+_LAZY = {
+    "Arch": "vitnas.arch",
+    "StageArch": "vitnas.arch",
+    "block_shapes": "vitnas.cost",
+    "count_flops": "vitnas.cost",
+    "count_params": "vitnas.cost",
+    "CheckpointError": "vitnas.checkpoint",
+    "load_supernet": "vitnas.checkpoint",
+    "evaluate": "vitnas.evaluate",
+    "extract": "vitnas.export",
+    "timm_state_dict": "vitnas.export",
+    "vit_config": "vitnas.export",
+    "Budget": "vitnas.latency.budget",
+    "DeviceProfile": "vitnas.latency.profile",
+    "load_profile": "vitnas.latency.profile",
+    "run": "vitnas.pipeline",
+    "SearchSpace": "vitnas.space",
+    "load_space": "vitnas.space",
+    "shipped_spaces": "vitnas.space",
+    "SuperViT": "vitnas.supernet",
+    "train": "vitnas.train",
+    "ViT": "vitnas.vit",
+    "ViTConfig": "vitnas.vit",
+}
+
+__all__ = sorted(
+    [*_LAZY, "ArchError", "BudgetError", "ExportError", "LatencyError", "ProfileError", "SpaceError", "VitnasError"]
+)
+
+export_lazily(__name__, _LAZY)
+
+if TYPE_CHECKING:  # what static checkers and IDEs see
+    from vitnas.arch import Arch, StageArch
+    from vitnas.checkpoint import CheckpointError, load_supernet
+    from vitnas.cost import block_shapes, count_flops, count_params
+    from vitnas.evaluate import evaluate
+    from vitnas.export import extract, timm_state_dict, vit_config
+    from vitnas.latency.budget import Budget
+    from vitnas.latency.profile import DeviceProfile, load_profile
+    from vitnas.pipeline import run
+    from vitnas.space import SearchSpace, load_space, shipped_spaces
+    from vitnas.supernet import SuperViT
+    from vitnas.train import train
+    from vitnas.vit import ViT, ViTConfig

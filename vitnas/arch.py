@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vitnas.errors import ArchError
 
-__all__ = ["Arch", "StageArch"]
+if TYPE_CHECKING:
+    from vitnas.space import SearchSpace
+
+__all__ = ["Arch", "StageArch", "read_archs"]
+
+_NAMED = ("largest", "smallest")
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,62 @@ class Arch:
             keep = f" keep {rates}" if rates else ""
             parts.append(f"stage{index}: dim {stage.embed_dim} depth {stage.depth}{keep}")
         return " | ".join(parts)
+
+
+def read_archs(sources: list[str], space: SearchSpace) -> list[Arch]:
+    """Archs from files (one JSON arch, a JSON list, or JSON lines) or the names 'largest' / 'smallest'.
+
+    Raises:
+        ArchError: a file is missing or unreadable, or holds no valid arch (naming the file).
+    """
+    archs = []
+    for source in sources:
+        if source in _NAMED and not Path(source).is_file():
+            archs.append(space.largest() if source == "largest" else space.smallest())
+            continue
+        try:
+            text = Path(source).read_text()
+        except OSError as error:
+            raise ArchError(f"{source}: cannot be read ({error.strerror or error})") from None
+        for arch in _parse_archs(text, source):
+            try:
+                space.validate(arch)
+            except ArchError as error:
+                raise ArchError(f"{source}: not in space {space.name}: {error}") from None
+            archs.append(arch)
+    return archs
+
+
+def _parse_archs(text: str, source: str) -> list[Arch]:
+    """One JSON arch, a JSON list of archs, or JSON lines (as `vitnas space --sample` prints).
+
+    An entry may also be a record holding its arch under ``"arch"`` (a search's
+    ``best.json`` or ``results.jsonl``), so search output feeds every verb directly.
+    """
+    try:
+        data = json.loads(text)
+        entries, label = (data, "entry") if isinstance(data, list) else ([data], "")
+    except json.JSONDecodeError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        entries, label = ([_json_line(line, source, number) for number, line in enumerate(lines, 1)], "line")
+    if not entries:
+        raise ArchError(f"{source}: holds no arch")
+    archs = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            record = isinstance(entry, dict) and "arch" in entry and "stages" not in entry
+            archs.append(Arch.from_dict(entry["arch"] if record else entry))
+        except ArchError as error:
+            where = f" {label} {number}" if label else ""
+            raise ArchError(f"{source}{where}: {error}") from None
+    return archs
+
+
+def _json_line(line: str, source: str, number: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ArchError(f"{source} line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
 
 
 def _check_keys(data: dict, expected: set[str], where: str) -> None:

@@ -7,8 +7,6 @@ import json
 import logging
 import sys
 
-import numpy as np
-
 from vitnas.errors import VitnasError
 
 __all__ = ["main"]
@@ -30,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from vitnas import __version__
+
     parser = argparse.ArgumentParser(prog="vitnas", description="Neural architecture search for Vision Transformers.")
+    parser.add_argument("--version", action="version", version=f"vitnas {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     space = verbs.add_parser("space", help="summarise a search space and sample archs from it")
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _space(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from vitnas.cost import count_flops, count_params
     from vitnas.space import load_space
 
@@ -104,8 +107,8 @@ def read_arch(text: str, space):
     """One arch: a JSON file holding exactly one, or a space's largest / smallest."""
     from pathlib import Path
 
+    from vitnas.arch import read_archs
     from vitnas.errors import ArchError
-    from vitnas.latency.cli import read_archs
 
     if text not in ("largest", "smallest") and not Path(text).is_file():
         raise ArchError(f"{text}: no such arch file (or say largest / smallest)")

@@ -6,46 +6,36 @@
 saves to JSON and `load_profile` refuses it on a device of another name. `Budget`
 states limits on latency, throughput, FLOPs and parameters; `verify` measures the
 archs a search chose against their predictions.
+
+Names load on first use, so the `vitnas latency` verbs can parse arguments without torch.
 """
 
-from vitnas.latency.budget import Budget
-from vitnas.latency.device import device_name
-from vitnas.latency.measure import (
-    Measurement,
-    build_model,
-    measure,
-    measure_arch,
-    measure_archs,
-    summarise,
-    throughput,
-    throughput_arch,
-    time_forward,
-)
-from vitnas.latency.predictor import LatencyPredictor, PredictionError, prediction_error
-from vitnas.latency.profile import DeviceProfile, ProfileSample, build_profile, load_profile, sample_archs
-from vitnas.latency.verify import Verification, format_verification, verify
+from __future__ import annotations
 
-__all__ = [
-    "Budget",
-    "DeviceProfile",
-    "LatencyPredictor",
-    "Measurement",
-    "PredictionError",
-    "ProfileSample",
-    "Verification",
-    "build_model",
-    "build_profile",
-    "device_name",
-    "format_verification",
-    "load_profile",
-    "measure",
-    "measure_arch",
-    "measure_archs",
-    "prediction_error",
-    "sample_archs",
-    "summarise",
-    "throughput",
-    "throughput_arch",
-    "time_forward",
-    "verify",
-]
+from typing import TYPE_CHECKING
+
+from vitnas._lazy import export_lazily
+
+_MODULES = {
+    "budget": ("Budget",),
+    "device": ("device_name",),
+    "measure": ("Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",
+                "throughput_arch", "time_forward"),
+    "predictor": ("LatencyPredictor", "PredictionError", "prediction_error"),
+    "profile": ("DeviceProfile", "ProfileSample", "build_profile", "load_profile", "sample_archs"),
+    "verify": ("Verification", "format_verification", "verify"),
+}
+_LAZY = {name: f"vitnas.latency.{module}" for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_LAZY)
+
+export_lazily(__name__, _LAZY)
+
+if TYPE_CHECKING:
+    from vitnas.latency.budget import Budget
+    from vitnas.latency.device import device_name
+    from vitnas.latency.measure import (Measurement, build_model, measure, measure_arch, measure_archs, summarise,
+                                        throughput, throughput_arch, time_forward)
+    from vitnas.latency.predictor import LatencyPredictor, PredictionError, prediction_error
+    from vitnas.latency.profile import DeviceProfile, ProfileSample, build_profile, load_profile, sample_archs
+    from vitnas.latency.verify import Verification, format_verification, verify

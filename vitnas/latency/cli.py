@@ -12,14 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vitnas.arch import Arch
-from vitnas.errors import ArchError
-from vitnas.latency.measure import DTYPES
-from vitnas.space import SearchSpace
+from vitnas.arch import read_archs
+from vitnas.dtypes import dtype_arg
 
 __all__ = ["register", "read_archs"]
-
-_NAMED = ("largest", "smallest")
 
 
 def register(subparsers: Any) -> None:
@@ -61,61 +57,10 @@ def register(subparsers: Any) -> None:
     verify.set_defaults(handler=_verify)
 
 
-def read_archs(sources: list[str], space: SearchSpace) -> list[Arch]:
-    """Archs from files (one JSON arch, a JSON list, or JSON lines) or the names 'largest' / 'smallest'.
-
-    Raises:
-        ArchError: a file is missing or unreadable, or holds no valid arch (naming the file).
-    """
-    archs = []
-    for source in sources:
-        if source in _NAMED and not Path(source).is_file():
-            archs.append(space.largest() if source == "largest" else space.smallest())
-            continue
-        try:
-            text = Path(source).read_text()
-        except OSError as error:
-            raise ArchError(f"{source}: cannot be read ({error.strerror or error})") from None
-        for arch in _parse_archs(text, source):
-            try:
-                space.validate(arch)
-            except ArchError as error:
-                raise ArchError(f"{source}: not in space {space.name}: {error}") from None
-            archs.append(arch)
-    return archs
-
-
-def _parse_archs(text: str, source: str) -> list[Arch]:
-    """One JSON arch, a JSON list of archs, or JSON lines (as `vitnas space --sample` prints)."""
-    try:
-        data = json.loads(text)
-        entries, label = (data, "entry") if isinstance(data, list) else ([data], "")
-    except json.JSONDecodeError:
-        lines = [line for line in text.splitlines() if line.strip()]
-        entries, label = ([_json_line(line, source, number) for number, line in enumerate(lines, 1)], "line")
-    if not entries:
-        raise ArchError(f"{source}: holds no arch")
-    archs = []
-    for number, entry in enumerate(entries, start=1):
-        try:
-            archs.append(Arch.from_dict(entry))
-        except ArchError as error:
-            where = f" {label} {number}" if label else ""
-            raise ArchError(f"{source}{where}: {error}") from None
-    return archs
-
-
-def _json_line(line: str, source: str, number: int) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ArchError(f"{source} line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
-
-
 def _add_target(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--batch", type=int, default=batch, help=f"images per forward pass (default: {batch})")
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="default: fp32")
+    parser.add_argument("--dtype", default="fp32", type=dtype_arg, help="fp32, bf16 or fp16 (or torch's names; default: fp32)")
 
 
 def _add_timing(parser: argparse.ArgumentParser, warmup: int, repeats: int) -> None:

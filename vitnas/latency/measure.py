@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vitnas.arch import Arch
+from vitnas.dtypes import canonical_dtype, torch_dtype
 from vitnas.errors import LatencyError
 from vitnas.export import vit_config
 from vitnas.latency.device import device_name, resolve_device, synchronize
@@ -41,13 +42,11 @@ from vitnas.space import SearchSpace
 from vitnas.vit import ViT
 
 __all__ = [
-    "DTYPES", "Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",
+    "Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",
     "throughput_arch", "time_forward", "torch_dtype",
 ]
 
 logger = logging.getLogger(__name__)
-
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _COMPILE_WARMUP = 3  # calls that absorb torch.compile's tracing and autotuning before any timing
 
@@ -77,13 +76,6 @@ class Measurement:
             f"trimmed mean {self.mean_ms:.3f} ± {self.std_ms:.3f}; {self.repeats} runs), "
             f"{self.images_per_s:.1f} images/s at batch {self.batch} {self.dtype} on {self.device} ({self.device_name})"
         )
-
-
-def torch_dtype(dtype: str) -> torch.dtype:
-    """The torch dtype of a dtype name; raises LatencyError listing the allowed names."""
-    if dtype not in DTYPES:
-        raise LatencyError(f"dtype: {dtype!r} is not one of {list(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def build_model(space: SearchSpace, arch: Arch, device: str | torch.device = "cpu", dtype: str = "fp32",
@@ -141,7 +133,7 @@ def measure(
         trim: fraction of the fastest and of the slowest timings left out of mean and std.
 
     Raises:
-        LatencyError: a setting is out of range, the dtype is unknown, the device is
+        LatencyError: a setting is out of range, the device is
             absent, or the input size cannot be told.
     """
     _check_settings(trim=trim)
@@ -188,7 +180,7 @@ def summarise(timings: Sequence[float], batch: int, dtype: str, device: str | to
         std_ms=float(kept.std(ddof=1)) if len(kept) > 1 else 0.0,
         repeats=len(ordered),
         batch=batch,
-        dtype=dtype,
+        dtype=canonical_dtype(dtype),
         device=str(target),
         device_name=device_name(target),
         images_per_s=batch * 1000.0 / median,

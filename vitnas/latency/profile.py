@@ -26,7 +26,8 @@ import torch
 from vitnas.arch import Arch
 from vitnas.errors import LatencyError, ProfileError, VitnasError
 from vitnas.latency.device import available_device_names, cuda_version, device_name, resolve_device, slug
-from vitnas.latency.measure import measure_archs, torch_dtype
+from vitnas.dtypes import canonical_dtype
+from vitnas.latency.measure import measure_archs
 from vitnas.latency.predictor import LatencyPredictor, prediction_error
 from vitnas.latency.profile_schema import FORMAT, VERSION, read_profile_fields
 from vitnas.space import SearchSpace, load_space
@@ -191,7 +192,7 @@ def build_profile(
     """
     space = space if isinstance(space, SearchSpace) else load_space(space)
     target = resolve_device(device)
-    torch_dtype(dtype)
+    dtype = canonical_dtype(dtype)
     held_count = _holdout_count(samples, holdout_fraction)
     rng = np.random.default_rng(seed)
     archs = sample_archs(space, samples, rng)

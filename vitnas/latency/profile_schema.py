@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from vitnas.errors import ProfileError
-from vitnas.latency.measure import DTYPES
+from vitnas.dtypes import DTYPE_NAMES
 
 __all__ = ["FORMAT", "VERSION", "read_profile_fields"]
 
@@ -55,8 +55,8 @@ def read_profile_fields(data: Any, where: str) -> dict[str, Any]:
     fields = {key: _typed(data, key, kinds, nullable, where) for key, (kinds, nullable) in _FIELDS.items()}
     if fields["device_type"] not in ("cpu", "cuda"):
         raise ProfileError(f"{where}: device_type: {fields['device_type']!r} is not 'cpu' or 'cuda'")
-    if fields["dtype"] not in DTYPES:
-        raise ProfileError(f"{where}: dtype: {fields['dtype']!r} is not one of {list(DTYPES)}")
+    if fields["dtype"] not in DTYPE_NAMES:
+        raise ProfileError(f"{where}: dtype: {fields['dtype']!r} is not one of {list(DTYPE_NAMES)}")
     if fields["batch"] < 1:
         raise ProfileError(f"{where}: batch: {fields['batch']} must be at least 1")
     if fields["space_config"].get("name") != fields["space"]:

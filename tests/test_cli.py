@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+
+import pytest
 
 import vitnas
 from vitnas.cli import main
@@ -30,9 +34,37 @@ def test_run_trains_then_checks_extraction_on_digits(capsys, tmp_path):
     assert main(["run", "--out", str(out), "epochs=1", "sampler.name=single"]) == 0
     report = capsys.readouterr().out
     assert "extracted models score the same" in report and (out / "latest").is_file()
-    rows = [line.split() for line in report.splitlines() if line.startswith(("largest", "smallest"))]
-    assert len(rows) == 2 and all(float(row[4]) <= 1e-5 for row in rows)
+    rows = {line.split()[0]: line.split() for line in report.splitlines() if line.startswith(("largest", "smallest"))}
+    supernet, space = vitnas.load_supernet(out)
+    for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
+        assert rows[label][1] == f"{vitnas.evaluate(supernet, arch, data='digits'):.1%}"  # the true top-1
+        assert float(rows[label][4]) <= 1e-5
+    files = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
     assert main(["run", "--out", str(out)]) == 0  # a finished run is resumed, not retrained
+    assert capsys.readouterr().out == report
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == files  # nothing written
+
+
+def test_run_refuses_an_extraction_that_does_not_reproduce_the_supernet(capsys, tmp_path, monkeypatch):
+    import torch
+
+    import vitnas.pipeline
+
+    out = tmp_path / "run"
+    assert main(["train", "tiny32_digits", "--out", str(out), "epochs=1", "sampler.name=single"]) == 0
+    capsys.readouterr()
+    real_extract = vitnas.pipeline.extract
+
+    def off_by_a_little(supernet, arch):
+        model = real_extract(supernet, arch)
+        with torch.no_grad():
+            model.head.bias.add_(1e-3)
+        return model
+
+    monkeypatch.setattr(vitnas.pipeline, "extract", off_by_a_little)
+    assert main(["run", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "logits differ from the supernet's by 1.00e-03" in err
 
 
 def test_train_verb_takes_overrides_after_options(tmp_path, capsys):
@@ -50,8 +82,39 @@ def test_eval_verb_scores_an_arch_of_a_trained_run(tmp_path, capsys):
     space = vitnas.load_space("tiny32")
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(space.arch(embed_dim=32, depth=2).to_json())
-    for arch in ("smallest", str(arch_file)):
-        assert main(["eval", str(out), "--arch", arch, "--data", "synthetic"]) == 0
-        assert 0.0 <= json.loads(capsys.readouterr().out)["top1"] <= 1.0
+    supernet, _ = vitnas.load_supernet(out)
+    for arch_text, arch in (("smallest", space.smallest()), (str(arch_file), space.arch(embed_dim=32, depth=2))):
+        assert main(["eval", str(out), "--arch", arch_text, "--data", "synthetic"]) == 0
+        assert json.loads(capsys.readouterr().out)["top1"] == vitnas.evaluate(supernet, arch, data="synthetic")
     assert main(["eval", str(out), "--arch", str(tmp_path / "none.json")]) == 2
     assert "none.json: no such arch file" in capsys.readouterr().err
+
+
+HEAVY = ("torch", "timm", "nni", "sklearn", "ray")
+
+
+def _modules_loaded_by(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_import_help_and_argument_errors_load_no_heavy_library():
+    assert _modules_loaded_by("import vitnas, vitnas.latency") == []
+    calls = [["--help"], ["--version"], ["train"], ["latency", "measure", "--help"],
+             ["latency", "measure", "--space", "tiny32", "--arch", "smallest", "--dtype", "fp8"]]
+    code = "from vitnas.cli import main\n" + "".join(
+        f"try:\n    main({argv!r})\nexcept SystemExit as stop:\n    assert stop.code in (0, 2)\n" for argv in calls)
+    assert _modules_loaded_by(code) == []
+
+
+def test_dtype_takes_torch_names_and_refuses_others_in_one_line(capsys):
+    argv = ["latency", "measure", "--space", "tiny32", "--arch", "smallest", "--warmup", "0", "--repeats", "2"]
+    assert main([*argv, "--dtype", "float32"]) == 0
+    assert " fp32 on cpu" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--dtype", "fp8"])
+    assert stop.value.code == 2
+    assert "argument --dtype: 'fp8' is not one of fp32, bf16, fp16 (or torch's bfloat16, float16, float32)" in \
+        capsys.readouterr().err

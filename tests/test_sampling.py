@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from vitnas.recipe import SamplerConfig
@@ -54,9 +56,15 @@ def test_supervit_four_configurations(spaces):
     assert roles == [("supervised", True), ("distilled", False), ("supervised", True), ("distilled", False)]
     full, full_reduced, coarse, coarse_reduced = (p.pieces[0].arch for p in plan)
     assert full == space.largest()
-    assert full_reduced.stages == tuple(s for s in full_reduced.stages) and full_reduced.patch_size == full.patch_size
-    assert min(full_reduced.stages[0].keep_rate) < 1.0 and min(coarse_reduced.stages[0].keep_rate) < 1.0
-    assert coarse.patch_size != full.patch_size and max(coarse.stages[0].keep_rate) == 1.0
+    assert coarse.patch_size != full.patch_size and coarse.stages == full.stages  # same width and depth, keep 1
+    # Each student is its teacher with one keep rate below 1 at every reduction block, nothing else changed.
+    blocks = space.stages[0].token_reduction.blocks
+    for teacher, student in ((full, full_reduced), (coarse, coarse_reduced)):
+        assert (student.img_size, student.patch_size) == (teacher.img_size, teacher.patch_size)
+        rates = student.stages[0].keep_rate
+        assert {rates[b] for b in blocks} < {0.5, 0.7} and len({rates[b] for b in blocks}) == 1
+        assert all(rate == 1.0 for i, rate in enumerate(rates) if i not in blocks)
+        assert student.stages == tuple(replace(t, keep_rate=rates) for t in teacher.stages)
 
 
 @pytest.mark.parametrize("name", ["single", "sandwich", "multi", "supervit"])

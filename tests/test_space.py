@@ -167,6 +167,9 @@ BAD_SPACES = [
     (space_dict(patch={"mode": "flexi", "sizes": [4], "img_sizes": [8]}, stages=[_stage()] * 3),
      r"patch\.sizes: patch 4 on 8px gives a 2x2 grid, too small for 2 spatial reductions"),
     ({k: v for k, v in RESIZE3.items() if k != "num_classes"}, r"num_classes: missing required field"),
+    # A misspelt required key is named as unknown, not reported as the missing key it should have been.
+    (space_dict(stages=[{("embed_dims" if k == "embed_dim" else k): v for k, v in _stage().items()}]),
+     r"stages\[0\]: unknown key 'embed_dims' \(did you mean 'embed_dim'\?"),
 ]
 
 
@@ -193,6 +196,14 @@ def test_unreadable_or_missing_space_files(tmp_path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(vitnas.SpaceError, match=r"list\.yaml: top level: expected a mapping"):
         vitnas.load_space(listed)
+
+
+def test_duplicate_keys_in_a_space_file_are_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(RESIZE3, sort_keys=False).replace("num_classes: 7\n", "num_classes: 7\nnum_classes: 9\n"))
+    with pytest.raises(vitnas.SpaceError) as error:
+        vitnas.load_space(path)
+    assert str(error.value) == f"{path}: not valid YAML (duplicate key 'num_classes' at line 5)"
 
 
 def test_keep_rate_given_per_stage_or_per_block(spaces):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from safetensors.torch import load_file
 
 import vitnas
 from vitnas.checkpoint import CheckpointError, load_checkpoint
+from vitnas.cli import main
 from vitnas.data import DataConfig
 from vitnas.recipe import RecipeError, load_recipe
 from vitnas.train import train
@@ -74,7 +77,9 @@ def test_metrics_log_and_checkpoint_layout(tmp_path):
                                                   "meta.json"}
     supernet, space = vitnas.load_supernet(run)
     assert space.name == "tiny32" and not supernet.training
-    assert 0.0 <= vitnas.evaluate(supernet, space.smallest(), data="synthetic") <= 1.0
+    final = json.loads([line for line in lines if '"val_top1_smallest"' in line][-1])
+    data = DataConfig(name="synthetic", synthetic_size=TINY["data"]["synthetic_size"])
+    assert final["val_top1_smallest"] == pytest.approx(vitnas.evaluate(supernet, space.smallest(), data=data))
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -119,6 +124,46 @@ def test_recipe_errors_name_the_field(tmp_path):
             train(dict(TINY, precision="fp16"), tmp_path / "run")
     with pytest.raises(RecipeError, match=r"data: synthetic has 3 classes but space tiny32 has 10"):
         train(dict(TINY, data={"name": "synthetic", "num_classes": 3}), tmp_path / "run")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data.rooot=/x"], r"data\.rooot: unknown key \(known: name, root, "),
+    (["data.synthetic_size=abc"], r"data\.synthetic_size: expected int, got 'abc'"),
+    (["data.root=5"], r"data\.root: expected str or null, got 5"),
+    (["data.synthetic_size=0", "data.name=synthetic"], r"data\.synthetic_size: must be positive, got 0"),
+    (["epochs=null"], r"epochs: expected int, got None"),
+    (["sampler.name=multi", "sampler.variant=masked", "space=SPACE"],
+     r"sampler\.variant: masked: stages\[0\] of space resize3 has no head_dim, so its heads are \[4, 6, 8, 12\]"),
+])
+def test_bad_recipe_input_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
+    from tests.conftest import RESIZE3
+
+    import yaml
+
+    space_file = tmp_path / "resize3.yaml"
+    space_file.write_text(yaml.safe_dump(RESIZE3))
+    monkeypatch.setattr(sys.modules["vitnas.train"], "SuperViT", lambda *a, **k: pytest.fail("a supernet was built"))
+    argv = [item.replace("SPACE", str(space_file)) for item in argv]
+    assert main(["train", "tiny32_digits", "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.modules["vitnas.train"], "_build", lambda recipe: pytest.fail("training started"))
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(["train", "tiny32_digits", "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == f"vitnas: error: --out {taken}: exists and is not a directory\n"
+    assert main(["train", "tiny32_digits", "--out", str(taken / "run")]) == 2
+    assert f"--out {taken / 'run'}: cannot be created" in capsys.readouterr().err
+
+
+def test_duplicate_keys_in_a_recipe_file_are_refused(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("space: tiny32\nepochs: 3\nbatch_size: 8\nepochs: 30\n")
+    with pytest.raises(RecipeError, match=r"recipe\.yaml: not valid YAML \(duplicate key 'epochs' at line 4\)$"):
+        load_recipe(path)
 
 
 def test_existing_run_is_never_overwritten(tmp_path):
@@ -183,11 +228,26 @@ def test_ddp_replicas_stay_identical(tmp_path):
     assert reports[0] == reports[1] and reports[0]["val_top1_largest"] == pytest.approx(expected)
 
 
-def test_ema_weights_are_saved_and_loadable(tmp_path):
-    train(dict(TINY, epochs=1, ema_decay=0.9), tmp_path / "run")
+def test_ema_weights_are_saved_and_loadable(tmp_path, monkeypatch):
+    """The saved EMA is the exponential average of the weights after each step, from the initial ones."""
+    from timm.utils import ModelEmaV3
+
+    decay, seen = 0.9, []
+    original = ModelEmaV3.update
+    monkeypatch.setattr(ModelEmaV3, "update", lambda self, model, step=None: seen.append(
+        {k: v.detach().clone() for k, v in model.named_parameters()}) or original(self, model, step=step))
+    train(dict(TINY, epochs=1, ema_decay=decay), tmp_path / "run")
     raw, _ = vitnas.load_supernet(tmp_path / "run")
     ema, _ = vitnas.load_supernet(tmp_path / "run", use_ema=True)
-    assert any(not torch.equal(a, b) for a, b in zip(raw.state_dict().values(), ema.state_dict().values()))
+    torch.manual_seed(TINY.get("seed", 0))
+    expected = dict(vitnas.SuperViT(vitnas.load_space("tiny32"), drop_path_rate=0.1).named_parameters())
+    assert len(seen) == 3
+    for weights_after_step in seen:
+        expected = {k: decay * v + (1 - decay) * weights_after_step[k] for k, v in expected.items()}
+    raw_weights, ema_weights = dict(raw.named_parameters()), dict(ema.named_parameters())
+    assert all(torch.equal(raw_weights[k], v) for k, v in seen[-1].items())  # raw = the last step's weights
+    for name, value in ema_weights.items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.gpu
@@ -195,9 +255,11 @@ def test_ema_weights_are_saved_and_loadable(tmp_path):
 @pytest.mark.parametrize("sampler, precision", [("sandwich", "bf16"), ("multi", "bf16"), ("sandwich", "fp16")])
 def test_cuda_amp_training_runs_and_checkpoints(tmp_path, sampler, precision):
     metrics = train(dict(TINY, sampler={"name": sampler}, precision=precision), tmp_path / "run")
-    assert metrics["step"] == 6 and 0.0 <= metrics["val_top1_largest"] <= 1.0
-    supernet, _ = vitnas.load_supernet(tmp_path / "run", map_location="cuda")
+    supernet, space = vitnas.load_supernet(tmp_path / "run", map_location="cuda")
     assert next(supernet.parameters()).is_cuda
+    data = DataConfig(name="synthetic", synthetic_size=TINY["data"]["synthetic_size"])
+    fp32 = vitnas.evaluate(supernet, space.largest(), data=data)  # reduced-precision validation may flip an image
+    assert metrics["step"] == 6 and abs(metrics["val_top1_largest"] - fp32) <= 2 / TINY["data"]["synthetic_size"]
 
 
 @pytest.mark.slow
@@ -231,16 +293,36 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
 
 
 def test_fp16_loss_scaling_step_order_on_cpu():
-    """The fp16 path (scale each pass, unscale once, clip, scaler step) on CPU's own GradScaler."""
+    """Loss scaling (scale each pass, unscale once, clip, scaler step) leaves the update of an unscaled step.
+
+    Run in fp32 with CPU's GradScaler at a power-of-two scale, scaling is exact, so the
+    weights after one step equal those of the same step without a scaler. Clipping the
+    still-scaled gradients (no `unscale_` before clipping) would shrink the SGD update 1024-fold.
+    """
     from vitnas.sampling import Pass, Piece
     from vitnas.train import _build, _train_step
 
-    context = _build(load_recipe(dict(TINY, optimizer={"lr": 1e-3, "lr_per_512": None, "grad_clip": 1.0})))
-    context.dtype, context.scaler = torch.float16, torch.amp.GradScaler("cpu", init_scale=1024.0)
-    space = context.model.space
-    plan = [Pass((Piece(space.largest(), 0, 8, "supervised", teacher=True),)),
-            Pass((Piece(space.smallest(), 0, 8, "distilled"),))]
-    before = {k: v.clone() for k, v in context.model.state_dict().items()}
-    loss = _train_step(context, torch.randn(8, 3, 32, 32), torch.randint(10, (8,)), plan)
-    assert torch.isfinite(loss) and context.scaler.get_scale() == 1024.0  # no overflow: scale kept, step taken
-    assert any(not torch.equal(before[k], v) for k, v in context.model.state_dict().items())
+    recipe = load_recipe(dict(TINY, optimizer={"name": "sgd", "lr": 0.1, "lr_per_512": None, "grad_clip": 0.5},
+                              schedule={"warmup_epochs": 0}))
+    images, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
+    after = []
+    for scaler in (torch.amp.GradScaler("cpu", init_scale=1024.0), None):
+        context = _build(recipe)
+        context.scaler = scaler
+        space = context.model.space
+        plan = [Pass((Piece(space.largest(), 0, 8, "supervised", teacher=True),)),
+                Pass((Piece(space.smallest(), 0, 8, "distilled"),))]
+        before = {k: v.clone() for k, v in context.model.state_dict().items()}
+        norm = []
+        original_clip = torch.nn.utils.clip_grad_norm_
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, c: norm.append(original_clip(p, c)) or norm[-1])
+            loss = _train_step(context, images, labels, plan)
+        assert torch.isfinite(loss) and norm[0] > recipe.optimizer.grad_clip  # the clip really acts
+        after.append({k: v.clone() for k, v in context.model.state_dict().items()})
+        if scaler is not None:
+            assert scaler.get_scale() == 1024.0  # no overflow: scale kept, step taken
+    updates = [{k: state[k] - before[k] for k in before} for state in after]
+    assert max(update.abs().max().item() for update in updates[1].values()) > 1e-3  # a real step was taken
+    for key in before:
+        torch.testing.assert_close(updates[0][key], updates[1][key], rtol=1e-4, atol=1e-7, msg=key)

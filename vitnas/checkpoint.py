@@ -30,9 +30,11 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vitnas.atomic import write_text_atomically
 from vitnas.errors import VitnasError
 from vitnas.recipe import Recipe, load_recipe
 from vitnas.space import SearchSpace, load_space
+from vitnas.yamlfile import read_yaml
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_supernet", "latest_checkpoint"]
 
@@ -67,7 +69,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
-    _write_atomically(run_dir / "latest", name + "\n")
+    write_text_atomically(run_dir / "latest", name + "\n", CheckpointError)
     _prune(run_dir, keep)
     return final
 
@@ -92,13 +94,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Reads every part of a checkpoint; a damaged file is a one-line CheckpointError."""
     folder = latest_checkpoint(path)
     try:
-        space = load_space(yaml.safe_load((folder / "space.yaml").read_text()))
-        recipe = load_recipe(yaml.safe_load((folder / "recipe.yaml").read_text()))
+        space = load_space(read_yaml(folder / "space.yaml", CheckpointError))
+        recipe = load_recipe(read_yaml(folder / "recipe.yaml", CheckpointError))
         meta = json.loads((folder / "meta.json").read_text())
         model = _load_tensors(folder / "model.safetensors", map_location)
         ema = _load_tensors(folder / "ema.safetensors", map_location) if (folder / "ema.safetensors").exists() else None
         state = torch.load(folder / "state.pt", map_location=map_location, weights_only=True)
-    except (OSError, ValueError, RuntimeError, yaml.YAMLError, pickle.UnpicklingError) as error:
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
         raise CheckpointError(f"{folder}: cannot be read ({type(error).__name__}: {_first_line(error)})") from None
     return {"folder": folder, "space": space, "recipe": recipe, "meta": meta, "model": model, "ema": ema,
             "state": state}
@@ -133,15 +137,6 @@ def _load_tensors(path: Path, map_location) -> dict[str, torch.Tensor]:
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def _prune(run_dir: Path, keep: int) -> None:

@@ -52,6 +52,9 @@ class DataConfig:
             raise DataError(f"data.name: expected one of {', '.join(KINDS)}, got {self.name!r}")
         if self.name not in ("digits", "synthetic") and not self.root:
             raise DataError(f"data.root: the {self.name} data set needs a root folder")
+        for name in ("synthetic_size", "num_classes"):
+            if getattr(self, name) <= 0:
+                raise DataError(f"data.{name}: must be positive, got {getattr(self, name)}")
 
 
 def parse_data(spec: str | DataConfig) -> DataConfig:

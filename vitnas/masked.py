@@ -43,6 +43,7 @@ from vitnas.errors import ArchError, VitnasError
 from vitnas.layers import fuse_inattentive_tokens, patchify, resize_input
 from vitnas.layers.masked import masked_layer_norm, masked_multi_head_attention, masked_spatial_reduction
 from vitnas.layers.slicing import slice_qkv
+from vitnas.space import SearchSpace
 from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
 from vitnas.supernet import SuperBlock, SuperStage, SuperViT
 from vitnas.vit import NORM_EPS
@@ -67,6 +68,24 @@ class _StagePlan:
     mask: Tensor  # (B, 1, D) bool: the sample's first embed_dim channels
     width: Tensor  # (B, 1, 1) fp32: its embed_dim, for the masked LayerNorm
     blocks: tuple[_BlockPlan, ...]  # up to the deepest arch of the pass in this stage
+
+
+def mixed_head_widths(space: SearchSpace) -> str | None:
+    """Why `space` cannot train with masked multi passes, or None when it can.
+
+    Masks drop whole heads of one width, so every stage must give all its heads one width:
+    set ``head_dim``, or have every ``embed_dim / num_heads`` choice agree. Checked when a
+    recipe is loaded, not at the first step that happens to draw two widths.
+    """
+    for index, stage in enumerate(space.stages):
+        if stage.head_dim is not None:
+            continue
+        widths = sorted({dim // heads for dim in stage.embed_dims for block in stage.num_heads for heads in block})
+        if len(widths) > 1:
+            return (f"stages[{index}] of space {space.name} has no head_dim, so its heads are {widths} channels wide "
+                    "and masks drop heads of one width only: set head_dim in the space, or use sampler.variant: "
+                    "sliced")
+    return None
 
 
 def token_shape_groups(archs: Sequence[Arch]) -> list[list[int]]:

@@ -17,11 +17,14 @@ import torch
 from vitnas.checkpoint import load_supernet
 from vitnas.cost import count_flops, count_params
 from vitnas.data import load_digits
+from vitnas.errors import ExportError
 from vitnas.evaluate import evaluate
 from vitnas.export import extract
 from vitnas.train import train
 
 __all__ = ["run"]
+
+LOGIT_TOLERANCE = 1e-5  # extraction copies the very weights the supernet slices: only float reassociation differs
 
 
 def run(
@@ -45,9 +48,12 @@ def run(
         model = extract(supernet, arch)
         with torch.no_grad():
             difference = (model(images) - supernet(images, arch)).abs().max().item()
+        if not difference <= LOGIT_TOLERANCE:  # also catches NaN
+            raise ExportError(f"{label}: the extracted model's logits differ from the supernet's by {difference:.2e} "
+                              f"(tolerance {LOGIT_TOLERANCE:g}): {arch.to_json()}")
         accuracy = evaluate(supernet, arch, data="digits")
         if evaluate(model, data="digits") != accuracy:
-            raise RuntimeError(f"{label}: the extracted model's accuracy differs from the supernet's")
+            raise ExportError(f"{label}: the extracted model's accuracy differs from the supernet's: {arch.to_json()}")
         lines.append(
             f"{label:<10} {accuracy:>6.1%} {count_params(space, arch) / 1e6:>8.3f}M "
             f"{count_flops(space, arch) / 1e6:>8.2f}M {difference:>21.2e}   {arch}"

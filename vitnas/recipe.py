@@ -9,13 +9,15 @@ Command-line overrides use dotted keys: ``epochs=5 optimizer.lr=1e-3 sampler.nam
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
+from vitnas.data import DataConfig
 from vitnas.errors import VitnasError
+from vitnas.yamlfile import parse_yaml, read_yaml
 
 __all__ = ["Recipe", "RecipeError", "load_recipe", "SamplerConfig", "OptimizerConfig", "ScheduleConfig"]
 
@@ -64,7 +66,7 @@ class Recipe:
     """Everything one supernet training run needs."""
 
     space: str = "tiny32"  # shipped space name or YAML path
-    data: dict[str, Any] = field(default_factory=lambda: {"name": "digits"})  # see vitnas.data.DataConfig
+    data: DataConfig = field(default_factory=DataConfig)  # which data set and its augmentation
     epochs: int = 100
     batch_size: int = 128  # global batch: split over ranks under torchrun
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -133,15 +135,12 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
                 raise RecipeError(f"{source}: no such recipe file (shipped: {', '.join(shipped)})")
             path = shipped[str(source)]
         where = str(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise RecipeError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        data = read_yaml(path, RecipeError) or {}
     for override in overrides:
         _apply_override(data, override)
     try:
         return _build(Recipe, data, "")
-    except RecipeError as error:
+    except VitnasError as error:  # a DataConfig check raises DataError, already naming data.<field>
         raise RecipeError(f"{where}: {error}") from None
 
 
@@ -155,43 +154,50 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         target = target.setdefault(parent, {})
         if not isinstance(target, dict):
             raise RecipeError(f"override {override!r}: {parent} is not a section")
-    target[leaf] = yaml.safe_load(text)
+    target[leaf] = parse_yaml(text, f"override {override!r}", RecipeError)
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Builds dataclass `cls` from a dict, checking keys and value types against the defaults."""
+    """Builds dataclass `cls` from a dict, checking keys and value types against its annotations."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{prefix or 'top level'}: expected a mapping, got {data!r}")
+        raise RecipeError(f"{prefix.rstrip('.') or 'top level'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise RecipeError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
-        default = cls.__dataclass_fields__[name].default
-        if default is dataclasses.MISSING:
-            default = cls.__dataclass_fields__[name].default_factory()
-        if dataclasses.is_dataclass(default):
-            values[name] = _build(type(default), value, f"{prefix}{name}.")
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], value, f"{prefix}{name}.")
         else:
-            values[name] = _check_type(value, default, f"{prefix}{name}")
+            values[name] = _check_type(value, hints[name], f"{prefix}{name}")
     try:
         return cls(**values)
     except RecipeError as error:
         raise RecipeError(f"{prefix}{error}") from None
 
 
-def _check_type(value: Any, default: Any, name: str) -> Any:
-    if value is None or default is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if isinstance(default, float) and ok else value
-        ok = ok and (isinstance(default, float) or float(value).is_integer())
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise RecipeError(f"{name}: expected {type(default).__name__}, got {value!r}")
-    return value
+def _check_type(value: Any, hint: Any, name: str) -> Any:
+    """`value` as the annotated type (an int where a float is due becomes a float); one line if it is not one."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+    for option in options:
+        kind = typing.get_origin(option) or option
+        if kind is Any:
+            return value
+        if kind is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool) or kind is bool:
+            continue
+        if kind is float and isinstance(value, (int, float)):
+            return float(value)
+        if kind is int and isinstance(value, int) or isinstance(value, float) and kind is int and value.is_integer():
+            return int(value)
+        if kind in (str, dict, list, tuple) and isinstance(value, kind):
+            return value
+    expected = " or ".join("null" if o is type(None) else getattr(typing.get_origin(o) or o, "__name__", str(o))
+                           for o in options)
+    raise RecipeError(f"{name}: expected {expected}, got {value!r}")

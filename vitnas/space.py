@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import yaml
 from nni.mutable import Categorical, MutableDict
 
 from vitnas.arch import Arch, StageArch
 from vitnas.errors import ArchError, SpaceError
 from vitnas.space_spec import SpaceSpec, StageSpec, parse_space
+from vitnas.yamlfile import read_yaml
 
 __all__ = ["SearchSpace", "load_space", "shipped_spaces"]
 
@@ -59,14 +59,7 @@ def load_space(name_or_path: str | Path | Mapping[str, Any]) -> SearchSpace:
                 f"{name_or_path}: no such file, and not a shipped space (shipped: {', '.join(shipped)})"
             )
         path = shipped[str(name_or_path)]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpaceError(f"{path}: not valid YAML ({getattr(error, 'problem', error)}{at})") from None
-    except OSError as error:
-        raise SpaceError(f"{path}: cannot be read ({error.strerror})") from None
+    data = read_yaml(path, SpaceError)
     return SearchSpace(parse_space(data, str(path)), data)
 
 

@@ -30,6 +30,7 @@ File format (see `search_spaces/*.yaml` for complete, commented examples)::
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,11 @@ __all__ = ["PatchSpec", "TokenReductionSpec", "StageSpec", "SpaceSpec", "parse_s
 
 PATCH_MODES = ("flexi", "resize")
 REDUCERS = ("evit",)
+# The keys each mapping of a space file may hold.
+_TOP_KEYS = ("name", "img_size", "in_chans", "num_classes", "patch", "stages")
+_PATCH_KEYS = ("mode", "sizes", "img_sizes", "kernel_size")
+_STAGE_KEYS = ("depth", "embed_dim", "num_heads", "mlp_ratio", "head_dim", "token_reduction")
+_REDUCTION_KEYS = ("reducer", "blocks", "keep_rates")
 
 
 @dataclass(frozen=True)
@@ -130,15 +136,23 @@ def stage_grid(grid: int, stage: int) -> int:
 
 
 class _Fields:
-    """Reads one mapping of a space file, naming file and field in every error."""
+    """Reads one mapping of a space file, naming file and field in every error.
 
-    def __init__(self, data: Any, where: str, source: str) -> None:
+    The mapping's keys are checked against `known` first, so a misspelt key
+    (``embed_dims``) is reported as unknown rather than as a missing ``embed_dim``.
+    """
+
+    def __init__(self, data: Any, where: str, source: str, known: tuple[str, ...]) -> None:
         self.source = source
         self.where = where
         if not isinstance(data, dict):
             self.fail(f"expected a mapping, got {_describe(data)}")
         self.data = data
-        self.seen: set[str] = set()
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            self.fail(f"unknown key {unknown[0]!r} ({hint}known keys: {', '.join(known)})")
 
     def fail(self, reason: str, field: str | None = None) -> None:
         path = f"{self.where}.{field}" if self.where and field else (field or self.where or "top level")
@@ -146,18 +160,11 @@ class _Fields:
 
     def get(self, key: str, default: Any = ...) -> Any:
         """The value of `key`; without a default, a missing key is an error."""
-        self.seen.add(key)
         if key in self.data:
             return self.data[key]
         if default is ...:
             self.fail("missing required field", key)
         return default
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            known = ", ".join(sorted(self.seen))
-            self.fail(f"unknown key {unknown[0]!r} (known keys: {known})")
 
     def positive_int(self, key: str, default: Any = ...) -> int:
         value = self.get(key, default)
@@ -212,7 +219,7 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
     Raises:
         SpaceError: one line naming `source`, the field and the reason.
     """
-    top = _Fields(data, "", source)
+    top = _Fields(data, "", source, _TOP_KEYS)
     name = top.get("name", "unnamed")
     if not isinstance(name, str) or not name:
         top.fail("expected a non-empty string", "name")
@@ -223,7 +230,6 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
     stage_list = top.get("stages")
     if not isinstance(stage_list, list) or not 1 <= len(stage_list) <= 4:
         top.fail(f"expected a list of 1 to 4 stages, got {_describe(stage_list)}", "stages")
-    top.finish()
     stages = tuple(
         _parse_stage(s, i, i == len(stage_list) - 1, source) for i, s in enumerate(stage_list)
     )
@@ -232,7 +238,7 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
 
 
 def _parse_patch(data: Any, img_size: int, source: str) -> PatchSpec:
-    fields = _Fields(data, "patch", source)
+    fields = _Fields(data, "patch", source, _PATCH_KEYS)
     mode = fields.get("mode")
     if mode not in PATCH_MODES:
         fields.fail(f"expected one of {', '.join(PATCH_MODES)}, got {_describe(mode)}", "mode")
@@ -244,7 +250,6 @@ def _parse_patch(data: Any, img_size: int, source: str) -> PatchSpec:
     if mode == "resize" and kernel_size != sizes[0]:
         fields.fail(f"resize mode uses the kernel as is: kernel_size must equal the patch size {sizes[0]}",
                     "kernel_size")
-    fields.finish()
     for resolution in img_sizes:
         for size in sizes:
             if resolution % size:
@@ -254,7 +259,7 @@ def _parse_patch(data: Any, img_size: int, source: str) -> PatchSpec:
 
 def _parse_stage(data: Any, index: int, is_last: bool, source: str) -> StageSpec:
     where = f"stages[{index}]"
-    fields = _Fields(data, where, source)
+    fields = _Fields(data, where, source, _STAGE_KEYS)
     depths = fields.choices("depth", int)
     embed_dims = fields.choices("embed_dim", int)
     max_depth = max(depths)
@@ -264,7 +269,6 @@ def _parse_stage(data: Any, index: int, is_last: bool, source: str) -> StageSpec
     if head_dim is not None and (isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0):
         fields.fail(f"expected a positive integer or null, got {_describe(head_dim)}", "head_dim")
     reduction_data = fields.get("token_reduction", None)
-    fields.finish()
     if head_dim is None:
         for block_choices in num_heads:
             for heads in block_choices:
@@ -286,7 +290,7 @@ def _parse_stage(data: Any, index: int, is_last: bool, source: str) -> StageSpec
 
 
 def _parse_reduction(data: Any, where: str, max_depth: int, source: str) -> TokenReductionSpec:
-    fields = _Fields(data, where, source)
+    fields = _Fields(data, where, source, _REDUCTION_KEYS)
     reducer = fields.get("reducer", "evit")
     if reducer not in REDUCERS:
         fields.fail(f"expected one of {', '.join(REDUCERS)}, got {_describe(reducer)}", "reducer")
@@ -303,7 +307,6 @@ def _parse_reduction(data: Any, where: str, max_depth: int, source: str) -> Toke
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
             fields.fail(f"keep rate {_describe(rate)} is outside (0, 1]", "keep_rates")
     keep_rates = fields.choices("keep_rates", float)
-    fields.finish()
     return TokenReductionSpec(reducer, tuple(sorted(blocks)), keep_rates)
 
 

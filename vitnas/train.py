@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import yaml
 import torch.distributed as dist
 import torch.nn.functional as F
 from timm.data import Mixup
@@ -30,14 +29,17 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from vitnas.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from vitnas.data import DataConfig, build_dataset, num_classes_of, parse_data
+from vitnas.atomic import prepare_directory
+from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from vitnas.data import DataConfig, build_dataset, num_classes_of
 from vitnas.evaluate import count_correct
+from vitnas.masked import mixed_head_widths
 from vitnas.recipe import Recipe, RecipeError, load_recipe
 from vitnas.rewire import rewire
 from vitnas.sampling import Pass, build_sampler, step_rng
 from vitnas.space import load_space
 from vitnas.supernet import SuperViT
+from vitnas.yamlfile import read_yaml
 
 __all__ = ["train"]
 
@@ -76,12 +78,13 @@ def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, over
     """
     out = Path(out)
     if resume:
-        stored = yaml.safe_load((latest_checkpoint(out) / "recipe.yaml").read_text())
+        stored = read_yaml(latest_checkpoint(out) / "recipe.yaml", RecipeError)
         config = load_recipe(stored, overrides)
     else:
         config = load_recipe(recipe, overrides)
-    if not resume and (out / "latest").exists():
-        raise RecipeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        if (out / "latest").exists():
+            raise RecipeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    prepare_directory(out, "--out", CheckpointError)  # a bad --out fails now, not after the first epoch
     context = _build(config)
     start_epoch, step, metrics = 0, 0, {}
     if resume:
@@ -105,7 +108,9 @@ def _build(config: Recipe) -> Context:
     rank, world, device = _distributed_setup()
     torch.manual_seed(config.seed)
     space = load_space(config.space)
-    data = DataConfig(**config.data) if isinstance(config.data, dict) else parse_data(config.data)
+    if config.sampler.name == "multi" and config.sampler.variant == "masked" and (why := mixed_head_widths(space)):
+        raise RecipeError(f"sampler.variant: masked: {why}")
+    data = config.data
     model = SuperViT(space, drop_path_rate=config.drop_path).to(device)
     optimizer = create_optimizer_v2(model, opt=config.optimizer.name, lr=config.learning_rate(),
                                     weight_decay=config.optimizer.weight_decay, momentum=config.optimizer.momentum)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from vitnas.arch import Arch
+from vitnas.atomic import write_text_atomically
 from vitnas.errors import LatencyError, ProfileError, VitnasError
 from vitnas.latency.device import available_device_names, cuda_version, device_name, resolve_device, slug
 from vitnas.dtypes import canonical_dtype
@@ -119,7 +119,7 @@ class DeviceProfile:
         target = Path(path)
         if target.is_dir() or str(path).endswith(("/", os.sep)):
             target = target / self.default_filename()
-        _write_atomically(target, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_text_atomically(target, json.dumps(self.to_dict(), indent=1) + "\n", ProfileError)
         return target
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,24 +294,6 @@ def _holdout_count(samples: int, fraction: float) -> int:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 3:
         raise LatencyError(f"samples: {samples!r} must be an integer >= 3 (largest, smallest and one held out)")
     return min(samples - 2, max(1, round(fraction * samples)))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Writes a temporary file beside `path`, then renames it over `path`: readers never see half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError as error:
-        raise ProfileError(f"{path}: cannot be written ({error.strerror or error})") from None
 
 
 def _warn_on_version_drift(profile: DeviceProfile, where: str) -> None:

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every GPU figure BENCHMARKS.md lists as pending, in one run of under 8 minutes on one H100,
+# with every number written to one file: $OUT/gpu_suite.txt (./gpu_suite.txt where $OUT is unset).
+#
+#   here, once:  benchmarks/gpu_deps.sh          # nni and its pure-Python needs -> .gpu_deps/
+#   device run:  carry [".gpu_deps"], command "benchmarks/gpu_suite.sh", timeout_s 540
+#   smoke test:  GPU_SUITE_SMOKE=1 benchmarks/gpu_suite.sh   # the same steps, tiny and on CPU
+#
+# Each step has its own time limit, so one slow step cannot eat the others' time; a step
+# that fails or times out is recorded with its exit code and the suite goes on.
+# Later issues add their GPU figures here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -d .gpu_deps ] && export PYTHONPATH="$PWD/.gpu_deps:$PYTHONPATH"
+export PYTHONUNBUFFERED=1
+out="${OUT:-.}/gpu_suite.txt"
+: > "$out"
+
+step() {  # step SECONDS TITLE COMMAND...: runs COMMAND under a time limit, everything into $out
+    local seconds=$1 title=$2 started=$SECONDS
+    shift 2
+    printf '\n## %s\n$ %s\n' "$title" "$*" | tee -a "$out"
+    timeout "$seconds" "$@" 2>&1 | tee -a "$out"
+    printf '(exit %s after %s s)\n' "${PIPESTATUS[0]}" "$((SECONDS - started))" | tee -a "$out"
+}
+
+if [ "${GPU_SUITE_SMOKE:-0}" = 1 ]; then  # plumbing check on a CPU: tiny space, few samples
+    space=tiny32 device=cpu dtype=fp32 batch=16 samples=12 steps=1 tests="gpu and not slow" timing="--warmup 1 --repeats 3"
+else
+    space=deit device=cuda dtype=bf16 batch=128 samples=300 steps=5 tests="gpu" timing=""
+fi
+
+step 30 "environment" python3 -c "
+import platform, torch, timm
+print('python', platform.python_version(), '| torch', torch.__version__, '| timm', timm.__version__, '| CUDA', torch.version.cuda)
+print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or 'cpu')"
+step 80 "GPU tests (pytest -m gpu)" python3 -m pytest -q -p no:cacheprovider -m "$tests" tests
+step 90 "supernet training throughput per sampler, and slicing overhead vs timm ($space, $dtype)" \
+    python3 benchmarks/train_throughput.py --space "$space" --batch "$batch" --steps "$steps" --device "$device" \
+    --dtype "$dtype"
+step 60 "several archs in one pass: separate vs sliced vs masked ($space, $dtype)" \
+    python3 benchmarks/multi_arch_pass.py --space "$space" --batch "$batch" --subnets 4 --device "$device" \
+    --dtype "$dtype" --repeats "$((steps + 2))"
+step 140 "latency profile at batch 64: held-out MAPE, tau, predictions/s, keep-rate-0.7 speedup" \
+    python3 benchmarks/latency_predictor.py --space "$space" --device "$device" --batch 64 --dtype "$dtype" \
+    --samples "$samples" $timing
+step 80 "latency profile at batch 1" \
+    python3 benchmarks/latency_predictor.py --space "$space" --device "$device" --batch 1 --dtype "$dtype" \
+    --samples "$samples" $timing
+echo "suite done in $SECONDS s; numbers in $out"

@@ -1,0 +1,44 @@
+"""Search: find the best sub-network of a trained supernet under hardware budgets.
+
+The algorithms here are pure: they propose archs (`ask`), take accuracies (`tell`),
+keep the history and save it all as JSON (`state_dict`). Evaluating candidates is the
+backends' job, so the same algorithm runs in-process, on Ray workers or under Ray Tune;
+nothing in this package's algorithm modules imports ray or torch.
+"""
+
+from vitnas.search.algorithm import SearchAlgorithm
+from vitnas.search.budgets import (
+    CostFunction,
+    CostModel,
+    NamedBudget,
+    budget_name,
+    budgets_from_limits,
+    meets,
+    named_budget,
+    violated_limits,
+)
+from vitnas.search.config import EvolutionConfig
+from vitnas.search.evolution import ALGORITHMS, Evolution, RandomSearch, algorithm_from_state, make_algorithm
+from vitnas.search.pareto import pareto_front
+from vitnas.search.records import STATE_FORMAT, Record
+
+__all__ = [
+    "ALGORITHMS",
+    "STATE_FORMAT",
+    "CostFunction",
+    "CostModel",
+    "Evolution",
+    "EvolutionConfig",
+    "NamedBudget",
+    "RandomSearch",
+    "Record",
+    "SearchAlgorithm",
+    "algorithm_from_state",
+    "budget_name",
+    "budgets_from_limits",
+    "make_algorithm",
+    "meets",
+    "named_budget",
+    "pareto_front",
+    "violated_limits",
+]

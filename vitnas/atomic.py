@@ -12,18 +12,23 @@ from pathlib import Path
 
 from vitnas.errors import VitnasError
 
-__all__ = ["write_text_atomically", "prepare_directory"]
+__all__ = ["write_bytes_atomically", "write_text_atomically", "prepare_directory"]
 
 
 def write_text_atomically(path: str | Path, text: str, error: type[VitnasError] = VitnasError) -> Path:
     """Replaces `path` with `text` atomically (creating its folder); an OS failure is one `error` line."""
+    return write_bytes_atomically(path, text.encode(), error)
+
+
+def write_bytes_atomically(path: str | Path, data: bytes, error: type[VitnasError] = VitnasError) -> Path:
+    """Replaces `path` with `data` atomically (creating its folder); an OS failure is one `error` line."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(handle, "w") as stream:
-                stream.write(text)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temporary, path)

@@ -7,6 +7,14 @@
 - ``cifar10`` / ``cifar100``: the "python version" folders (``cifar-10-batches-py``,
   ``cifar-100-python``), read with an unpickler that only rebuilds numpy arrays.
 
+Splits: ``train``, ``val`` and ``minival``. Architecture search must not choose on the
+images it reports on, so ``minival`` is carved from the *train* split: a fixed 10% of
+it for digits, ``search_images`` of it for the other kinds (default 10%, at most
+10,000), drawn with a fixed seed so every machine and run scores candidates on the same
+images. It is read with the validation transform (no augmentation). With
+``holdout: true`` the ``train`` split leaves those images out, so the supernet never
+trains on the images the search scores it on.
+
 A path that is missing is a `DataError` naming it, never a download attempt.
 """
 
@@ -22,15 +30,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from vitnas.errors import VitnasError
 
-__all__ = ["DataConfig", "DataError", "build_dataset", "load_digits", "parse_data"]
+__all__ = [
+    "DataConfig",
+    "DataError",
+    "SPLITS",
+    "build_dataset",
+    "load_digits",
+    "minival_indices",
+    "parse_data",
+    "trains_on_search_images",
+]
 
 DIGITS_VAL_FRACTION = 0.2
+DIGITS_MINIVAL_FRACTION = 0.1  # digits: share of the train split that forms minival (144 of 1,438 images)
+MINIVAL_FRACTION = 0.1  # other kinds, search_images unset: share of the train split that forms minival ...
+MINIVAL_MAX_IMAGES = 10_000  # ... capped at this many images (enough to rank candidates, cheap to score)
 _SPLIT_SEED = 20211121  # fixed forever: changing it changes every reported digits accuracy
+_MINIVAL_SEED = 20240817  # fixed forever: changing it changes which images every search scores on
 KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "synthetic")
+SPLITS = ("train", "val", "minival")
 
 
 class DataError(VitnasError):
@@ -46,6 +68,8 @@ class DataConfig:
     synthetic_size: int = 512  # synthetic: images per split (random pixels, for smoke tests and benchmarks)
     num_classes: int = 10  # synthetic: label range
     augment: dict[str, Any] = field(default_factory=dict)  # extra kwargs for timm.data.create_transform
+    holdout: bool = False  # leave the minival (search) images out of the train split the supernet learns from
+    search_images: int | None = None  # minival size, seeded draw from train; None: 10% (<= 10,000); digits: None
 
     def __post_init__(self) -> None:
         if self.name not in KINDS:
@@ -55,6 +79,58 @@ class DataConfig:
         for name in ("synthetic_size", "num_classes"):
             if getattr(self, name) <= 0:
                 raise DataError(f"data.{name}: must be positive, got {getattr(self, name)}")
+        if not isinstance(self.holdout, bool):
+            raise DataError(f"data.holdout: expected true or false, got {self.holdout!r}")
+        self._check_search_images()
+
+    def _check_search_images(self) -> None:
+        count = self.search_images
+        if count is None:
+            return
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise DataError(f"data.search_images: expected a positive number of images or null, got {count!r}")
+        if self.name == "digits":
+            raise DataError(f"data.search_images: digits' minival is a fixed {DIGITS_MINIVAL_FRACTION:.0%} of its "
+                            f"train split; leave it null (got {count})")
+        if self.name == "synthetic":
+            _check_minival_size(count, self.synthetic_size, self.holdout)
+
+
+def trains_on_search_images(config: DataConfig) -> bool:
+    """Whether a supernet trained on `config` saw its own minival images (no holdout).
+
+    A search that scores candidates on images the shared weights were fitted to ranks
+    them by memorisation as much as by quality, so the search reports it in one line.
+    """
+    return not config.holdout
+
+
+def minival_indices(config: DataConfig, train_size: int) -> np.ndarray:
+    """Positions in the train split that form minival, in a fixed random order.
+
+    Drawn with numpy from `_MINIVAL_SEED` (never torch's global RNG), so every machine
+    and run gets the same images. The order is a seeded permutation, so the first k
+    images of minival are themselves a uniform sample of train (``max_images`` and a
+    smaller ``search_images`` pick a prefix of a larger minival).
+
+    Raises:
+        DataError: `search_images` leaves no image to train on (holdout) or exceeds the train split.
+    """
+    if config.name == "digits":
+        count = round(train_size * DIGITS_MINIVAL_FRACTION)
+    elif config.search_images is not None:
+        count = config.search_images
+        _check_minival_size(count, train_size, config.holdout)
+    else:
+        count = min(MINIVAL_MAX_IMAGES, max(1, round(train_size * MINIVAL_FRACTION)))
+        _check_minival_size(count, train_size, config.holdout)
+    return np.random.default_rng(_MINIVAL_SEED).permutation(train_size)[:count]
+
+
+def _check_minival_size(count: int, train_size: int, holdout: bool) -> None:
+    if count > train_size or (holdout and count == train_size):
+        limit = f"fewer than {train_size} (holdout leaves the rest to train on)" if holdout else f"at most {train_size}"
+        raise DataError(f"data.search_images: {count} images, but the train split has {train_size}; use {limit}")
 
 
 def parse_data(spec: str | DataConfig) -> DataConfig:
@@ -68,22 +144,52 @@ def parse_data(spec: str | DataConfig) -> DataConfig:
 
 
 def build_dataset(config: DataConfig, split: str, img_size: int, in_chans: int = 3) -> Dataset:
-    """The `split` ("train" or "val") of a data set, as (image tensor, label) pairs.
+    """The `split` ("train", "val" or "minival") of a data set, as (image tensor, label) pairs.
 
     Training splits of image data sets get timm's training transform (random resized
-    crop, flip, and whatever `config.augment` adds); validation splits a resize and
-    centre crop. Digits are tensors already and are not augmented.
+    crop, flip, and whatever `config.augment` adds); validation and minival splits a
+    resize and centre crop, so a candidate's search score is not a random draw. minival
+    is a `Subset` of the train images (see `minival_indices`); with ``config.holdout``
+    the train split is the `Subset` of the rest. Digits and synthetic data stay plain
+    tensors (a `TensorDataset`) and are not augmented.
     """
-    if split not in ("train", "val"):
-        raise DataError(f"split: expected 'train' or 'val', got {split!r}")
+    if split not in SPLITS:
+        raise DataError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
     if config.name == "digits":
-        return TensorDataset(*load_digits(split, img_size, in_chans))
+        return TensorDataset(*load_digits(split, img_size, in_chans, holdout=config.holdout))
     if config.name == "synthetic":
-        generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+        generator = torch.Generator().manual_seed(1 if split == "val" else 0)
         images = torch.randn(config.synthetic_size, in_chans, img_size, img_size, generator=generator)
         labels = torch.randint(config.num_classes, (config.synthetic_size,), generator=generator)
-        return TensorDataset(images, labels)
-    transform = _transform(config, split, img_size)
+        if split == "val" or (split == "train" and not config.holdout):
+            return TensorDataset(images, labels)
+        chosen = torch.from_numpy(_train_positions(config, split, config.synthetic_size))
+        return TensorDataset(images[chosen], labels[chosen])
+    if split == "val":
+        return _image_dataset(config, "val", _transform(config, "val", img_size))
+    # minival reads the train images through the validation transform: no augmentation.
+    dataset = _image_dataset(config, "train", _transform(config, "val" if split == "minival" else split, img_size))
+    if split == "train" and not config.holdout:
+        return dataset
+    subset = Subset(dataset, _train_positions(config, split, len(dataset)).tolist())
+    if hasattr(dataset, "classes"):
+        subset.classes = dataset.classes  # training checks the class count against the space through this
+    return subset
+
+
+def _train_positions(config: DataConfig, split: str, train_size: int) -> np.ndarray:
+    """Indices into the full train split: minival's (in its seeded order), or train's without them (ascending)."""
+    if split == "train" and not config.holdout:
+        return np.arange(train_size)
+    minival = minival_indices(config, train_size)
+    if split == "minival":
+        return minival
+    keep = np.ones(train_size, dtype=bool)
+    keep[minival] = False
+    return np.flatnonzero(keep)
+
+
+def _image_dataset(config: DataConfig, split: str, transform) -> Dataset:
     root = Path(config.root)
     if config.name == "imagefolder":
         from torchvision.datasets import ImageFolder
@@ -95,20 +201,24 @@ def build_dataset(config: DataConfig, split: str, img_size: int, in_chans: int =
     return CifarDataset(root, config.name, split, transform)
 
 
-def load_digits(split: str, img_size: int = 32, in_chans: int = 3) -> tuple[Tensor, Tensor]:
+def load_digits(split: str, img_size: int = 32, in_chans: int = 3, holdout: bool = False) -> tuple[Tensor, Tensor]:
     """Digits images (N, in_chans, img_size, img_size) scaled to [-1, 1], and labels (N,).
 
     Args:
-        split: "train" (1,438 images) or "val" (359 images).
+        split: "train" (1,438 images; 1,294 with `holdout`), "val" (359 images) or
+            "minival" (144 images: a fixed 10% of train, in a seeded random order).
+        holdout: leave minival's images out of "train" (ignored by the other splits).
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
-    if split not in ("train", "val"):
-        raise DataError(f"digits: split must be 'train' or 'val', got {split!r}")
+    if split not in SPLITS:
+        raise DataError(f"digits: split must be one of {', '.join(SPLITS)}, got {split!r}")
     digits = sklearn_digits()
     order = np.random.default_rng(_SPLIT_SEED).permutation(len(digits.target))
     num_val = round(len(order) * DIGITS_VAL_FRACTION)
     chosen = order[:num_val] if split == "val" else order[num_val:]
+    if split != "val":
+        chosen = chosen[_train_positions(DataConfig(name="digits", holdout=holdout), split, len(chosen))]
     images = torch.from_numpy(digits.images[chosen]).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
     images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
     images = images.sub(0.5).div(0.5).expand(-1, in_chans, -1, -1).contiguous()

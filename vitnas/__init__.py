@@ -43,11 +43,13 @@ _LAZY = {
     "ViTConfig": "vitnas.vit",
 }
 
-__all__ = sorted(
-    [*_LAZY, "ArchError", "BudgetError", "ExportError", "LatencyError", "ProfileError", "SpaceError", "VitnasError"]
-)
+# Subpackages loaded on first use; vitnas.search is also callable as the verb: vitnas.search(checkpoint, out, ...).
+_SUBMODULES = ("search",)
 
-export_lazily(__name__, _LAZY)
+_ERRORS = ("ArchError", "BudgetError", "ExportError", "LatencyError", "ProfileError", "SpaceError", "VitnasError")
+__all__ = sorted([*_LAZY, *_SUBMODULES, *_ERRORS])
+
+export_lazily(__name__, _LAZY, submodules=_SUBMODULES)
 
 if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.arch import Arch, StageArch
@@ -58,6 +60,7 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.latency.budget import Budget
     from vitnas.latency.profile import DeviceProfile, load_profile
     from vitnas.pipeline import run
+    from vitnas import search
     from vitnas.space import SearchSpace, load_space, shipped_spaces
     from vitnas.supernet import SuperViT
     from vitnas.train import train

@@ -21,15 +21,24 @@ from typing import Any, Mapping
 __all__ = ["export_lazily"]
 
 
-def export_lazily(package: str, exports: Mapping[str, str]) -> None:
-    """Makes each ``name`` of `exports` resolve to ``getattr(import_module(module), name)`` on first access."""
+def export_lazily(package: str, exports: Mapping[str, str], submodules: tuple[str, ...] = (),
+                  call: str | None = None) -> None:
+    """Makes each ``name`` of `exports` resolve to ``getattr(import_module(module), name)`` on first access.
+
+    Each name in `submodules` resolves to the subpackage ``package.name`` itself. With
+    `call`, the package itself is callable and calls its export `call`: the
+    ``vitnas.search`` package is also the ``vitnas.search(...)`` verb, so both
+    ``import vitnas.search.tune`` and ``vitnas.search(checkpoint, out, ...)`` work.
+    """
 
     class LazyPackage(types.ModuleType):
         def __getattr__(self, name: str) -> Any:
-            module = exports.get(name)
-            if module is None:
+            if name in submodules:
+                value = importlib.import_module(f"{package}.{name}")
+            elif name in exports:
+                value = getattr(importlib.import_module(exports[name]), name)
+            else:
                 raise AttributeError(f"module {package!r} has no attribute {name!r}")
-            value = getattr(importlib.import_module(module), name)
             self.__dict__[name] = value  # later lookups are plain attribute reads
             return value
 
@@ -39,6 +48,10 @@ def export_lazily(package: str, exports: Mapping[str, str]) -> None:
             super().__setattr__(name, value)
 
         def __dir__(self) -> list[str]:
-            return sorted(set(self.__dict__) | set(exports))
+            return sorted(set(self.__dict__) | set(exports) | set(submodules))
+
+        if call is not None:
+            def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                return getattr(self, call)(*args, **kwargs)
 
     sys.modules[package].__class__ = LazyPackage

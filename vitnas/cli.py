@@ -56,8 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval)
 
     from vitnas.latency.cli import register as register_latency
+    from vitnas.search.cli import register as register_search
 
     register_latency(verbs)
+    register_search(verbs)
 
     run = verbs.add_parser("run", help="the whole pipeline on the built-in digits data")
     run.add_argument("--recipe", default="tiny32_digits", help="training recipe (default: tiny32_digits)")

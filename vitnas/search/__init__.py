@@ -4,8 +4,12 @@ The algorithms here are pure: they propose archs (`ask`), take accuracies (`tell
 keep the history and save it all as JSON (`state_dict`). Evaluating candidates is the
 backends' job, so the same algorithm runs in-process, on Ray workers or under Ray Tune;
 nothing in this package's algorithm modules imports ray or torch.
+
+`search` (the `vitnas search` verb), the fitness evaluator and the backends load on first
+use: they need torch, and the Ray backend and Tune searcher need ray.
 """
 
+from vitnas._lazy import export_lazily
 from vitnas.search.algorithm import SearchAlgorithm
 from vitnas.search.budgets import (
     CostFunction,
@@ -22,7 +26,22 @@ from vitnas.search.evolution import ALGORITHMS, Evolution, RandomSearch, algorit
 from vitnas.search.pareto import pareto_front
 from vitnas.search.records import STATE_FORMAT, Record
 
-__all__ = [
+_LAZY = {
+    "search": "vitnas.search.driver",
+    "SearchSettings": "vitnas.search.driver",
+    "SearchResult": "vitnas.search.report",
+    "Choice": "vitnas.search.report",
+    "FitnessEvaluator": "vitnas.search.fitness",
+    "FitnessSettings": "vitnas.search.fitness",
+    "Backend": "vitnas.search.backend",
+    "Evaluation": "vitnas.search.backend",
+    "LocalBackend": "vitnas.search.backend",
+    "RayBackend": "vitnas.search.ray_backend",
+    "VitnasSearcher": "vitnas.search.tune",
+}
+export_lazily(__name__, _LAZY, call="search")  # vitnas.search(...) is vitnas.search.search(...)
+
+__all__ = [*_LAZY,
     "ALGORITHMS",
     "STATE_FORMAT",
     "CostFunction",

@@ -164,6 +164,10 @@ class SearchAlgorithm(ABC):
         """Archs asked for and not yet told, in proposal order (what a resumed backend re-runs)."""
         return [record.arch for record in sorted(self._pending.values(), key=lambda r: r.index)]
 
+    def proposal(self, arch: Arch) -> Record | None:
+        """The record of `arch` (its generation, the budget it was drawn for, its accuracy once told), or None."""
+        return self._pending.get(arch) or self._history.get(arch)
+
     @property
     def history(self) -> list[Record]:
         """Every evaluated arch, in proposal order."""

@@ -243,8 +243,9 @@ def _supernet_from_weights(space, weights: Mapping[str, Tensor], error: type[Vit
     try:
         supernet.load_state_dict(dict(weights), strict=True)
     except RuntimeError as failure:
-        first_line = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:200]
-        raise error(f"{where}: weights do not fit space {space.name!r} ({first_line})") from None
+        lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(failure).__name__)[:200]  # [0] is a header
+        raise error(f"{where}: weights do not fit space {space.name!r} ({detail})") from None
     return supernet.eval()
 
 

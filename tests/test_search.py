@@ -1,0 +1,187 @@
+"""`vitnas search` end to end on a tiny trained supernet: outputs, budgets, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import vitnas
+from vitnas.arch import Arch
+from vitnas.cli import main
+from vitnas.errors import VitnasError
+from vitnas.search.driver import SearchError, search
+from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
+
+RECIPE = {
+    "space": "tiny32",
+    "data": {"name": "digits", "holdout": True},
+    "epochs": 1,
+    "batch_size": 64,
+    "optimizer": {"lr": 1e-3, "lr_per_512": None},
+    "schedule": {"warmup_epochs": 0},
+    "sampler": {"name": "single"},
+}
+SMALL = dict(generations=3, population=8, mutations=4, crossovers=4, max_images=96)
+FLOPS = (0.002, 0.006)  # G MACs: tiny32 spans 0.4 to 15 M
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("supernet") / "run"
+    vitnas.train(RECIPE, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "run"
+    return search(checkpoint, out, flops=FLOPS, params=0.06, progress=False, **SMALL)
+
+
+def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, checkpoint):
+    out = finished.out
+    assert {p.name for p in out.iterdir()} >= {"search.json", "results.jsonl", "state.json", "best.json",
+                                               "pareto.json", "pareto.png"}
+    best = json.loads((out / "best.json").read_text())
+    assert [entry["name"] for entry in best] == ["flops<=0.002G", "flops<=0.006G", "params<=0.06M"]
+    space = vitnas.load_space("tiny32")
+    supernet, _ = vitnas.load_supernet(checkpoint)
+    val = FitnessEvaluator(supernet, FitnessSettings(data=_data(checkpoint), split="val"))
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    candidates = {Arch.from_dict(line["arch"]): line for line in lines if line["role"] == "candidate"}
+    for entry in best:
+        arch = Arch.from_dict(entry["arch"])
+        assert entry["flops"] == vitnas.count_flops(space, arch) and entry["params"] == vitnas.count_params(space, arch)
+        limit = entry["budget"]["max_flops"] or float("inf"), entry["budget"]["max_params"] or float("inf")
+        assert entry["flops"] <= limit[0] and entry["params"] <= limit[1]
+        assert entry["val_accuracy"] == val(arch)  # scored on val, not on the search split
+        within = [line for a, line in candidates.items()
+                  if line["flops"] <= limit[0] and line["params"] <= limit[1]]
+        assert entry["accuracy"] == max(line["accuracy"] for line in within)  # the best of its budget
+    assert len(candidates) == finished.evaluations == 8 + 2 * 8
+    assert all(line["worker"].startswith("local@") and line["seconds"] >= 0 for line in lines)
+    front = json.loads((out / "pareto.json").read_text())
+    assert front["cost_key"] == "flops" and front["front"]
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _data(checkpoint: Path):
+    from vitnas.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)["recipe"].data
+
+
+def test_same_seed_same_choices_and_resume_of_a_finished_run_evaluates_nothing(finished, checkpoint, tmp_path):
+    again = vitnas.search(checkpoint, tmp_path / "again", flops=FLOPS, params=0.06, progress=False, **SMALL)
+    assert [c.to_dict() for c in again.choices] == [c.to_dict() for c in finished.choices]
+    lines = (tmp_path / "again" / "results.jsonl").read_text()
+    resumed = search(checkpoint, tmp_path / "again", flops=FLOPS, params=0.06, progress=False, resume=True, **SMALL)
+    assert (tmp_path / "again" / "results.jsonl").read_text() == lines  # everything replayed from the log
+    assert resumed.replayed == len(lines.splitlines()) and resumed.choices == again.choices
+
+
+@pytest.mark.slow
+def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpoint, tmp_path):
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "vitnas", "search", "--checkpoint", str(checkpoint), "--out", str(out),
+            "--flops", ",".join(map(str, FLOPS)), "--params", "0.06", "--generations", "3", "--population", "8",
+            "--mutations", "4", "--crossovers", "4", "--max-images", "96"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "results.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 11):
+            time.sleep(0.02)
+        assert log.exists() and len(log.read_text().splitlines()) >= 11, "the search did not get going in time"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = len(log.read_text().splitlines())
+    assert 11 <= done < 8 + 2 * 8 and not (out / "best.json").exists()  # killed mid-search
+    assert main([*argv[3:], "--resume"]) == 0
+    resumed = json.loads((out / "best.json").read_text())
+    assert resumed == [choice.to_dict() for choice in finished.choices]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    archs = [line["arch"] for line in lines if line["role"] == "candidate"]
+    assert len(archs) == 8 + 2 * 8 and len({json.dumps(a) for a in archs}) == len(archs)  # none twice
+
+
+def test_infeasible_budget_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["search", "--checkpoint", str(checkpoint), "--out", str(out), "--flops", "0.0001"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "budget flops<=0.0001G: no sub-network meets it; the smallest reachable is 0.000386 G MACs" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(checkpoint="nowhere"), r"nowhere.*no such directory"),
+    (dict(algorithm="annealing"), r"algorithm: unknown 'annealing' \(known: evolution, random\)"),
+    (dict(flops=None), r"budgets: give at least one of --latency-ms, --flops, --params"),
+    (dict(latency_ms=4.0), r"--latency-ms needs --profile"),
+    (dict(backend="slurm"), r"backend: unknown 'slurm' \(known: local, ray\)"),
+    (dict(flops=-1.0), r"flops: expected positive numbers, got -1.0"),
+    (dict(resume=True), r"--resume: .* holds no search to resume"),
+])
+def test_bad_search_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, change, message):
+    out = tmp_path / "run"
+    arguments = dict(checkpoint=checkpoint, flops=0.004, progress=False, **SMALL) | change
+    with pytest.raises(VitnasError, match=message) as error:
+        search(arguments.pop("checkpoint"), out, **arguments)
+    assert "\n" not in str(error.value) and not (out / "results.jsonl").exists() and not (out / "search.json").exists()
+
+
+def test_a_finished_search_is_never_overwritten_and_resume_needs_the_same_settings(finished, checkpoint):
+    with pytest.raises(SearchError, match=r"already holds a search: pass --resume"):
+        search(checkpoint, finished.out, flops=FLOPS, params=0.06, progress=False, **SMALL)
+    with pytest.raises(SearchError, match=r"--resume: flops is \[0\.003\], but the run .* was started with "
+                                          r"\[0\.002, 0\.006\]"):
+        search(checkpoint, finished.out, flops=0.003, params=0.06, progress=False, resume=True, **SMALL)
+
+
+def test_ray_backend_without_ray_is_one_line(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    with pytest.raises(VitnasError, match=r"^backend ray: Ray is not installed") as error:
+        search(checkpoint, tmp_path / "run", flops=0.004, backend="ray", progress=False, **SMALL)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def profile_file(tmp_path_factory) -> Path:
+    """A real tiny32 profile, measured quickly on this CPU."""
+    from vitnas.latency.profile import build_profile
+
+    torch.set_num_threads(1)
+    profile = build_profile(vitnas.load_space("tiny32"), device="cpu", batch=4, samples=5, seed=0, warmup=1, repeats=2)
+    return profile.save(tmp_path_factory.mktemp("profile") / "tiny32.json")
+
+
+def test_profile_of_another_space_is_refused(checkpoint, profile_file, tmp_path):
+    data = json.loads(profile_file.read_text())
+    data["space_config"]["stages"][0]["embed_dim"] = [32, 48, 64, 96]  # the same name, another space
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    with pytest.raises(SearchError, match=r"other\.json: a profile of space 'tiny32' as it was then") as error:
+        search(checkpoint, tmp_path / "run", latency_ms=1.0, profile=other, progress=False, **SMALL)
+    assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
+
+
+def test_latency_budget_predicts_and_verifies_on_this_device(checkpoint, profile_file, tmp_path):
+    space = vitnas.load_space("tiny32")
+    profile = vitnas.load_profile(profile_file)
+    middle = round((profile.predict(space.smallest()) + profile.predict(space.largest())) / 2, 2)
+    result = search(checkpoint, tmp_path / "run", latency_ms=middle, profile=profile_file, progress=False, **SMALL)
+    (choice,) = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert choice["name"] == f"latency_ms<={middle:g}" and choice["latency_ms"] <= middle
+    assert choice["latency_ms"] == pytest.approx(profile.predict(Arch.from_dict(choice["arch"])))
+    assert choice["measured_latency_ms"] > 0 and choice["meets_measured"] == (choice["measured_latency_ms"] <= middle)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert all("latency_ms" in line for line in lines) and result.cost_key == "latency_ms"

@@ -1,0 +1,340 @@
+"""`vitnas.search`: search a trained supernet under budgets, resumably, and report the evidence.
+
+The loop is small: the algorithm asks for a generation, a backend evaluates it (in this
+process or on Ray actors), each result is appended to ``results.jsonl`` as it arrives
+and told to the algorithm. Everything before the first evaluation is checked first (the
+checkpoint, the profile, the budgets, the backend), so bad input leaves nothing behind
+that a later ``--resume`` would trip on.
+
+Resuming replays the algorithm from its seed: every arch it asks for that the log
+already holds is told from the log, the rest are evaluated. The algorithm is
+deterministic given its results, so a resumed search ends with the uninterrupted
+one's choices. The run's settings are stored in ``search.json``; a resume with other
+settings is refused, naming the first that differs.
+
+Fitness is top-1 on the recipe's ``minival`` split (held out of supernet training when
+the recipe says ``data.holdout: true``); the final choices are scored on ``val``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from vitnas.arch import Arch
+from vitnas.atomic import prepare_directory, write_text_atomically
+from vitnas.errors import VitnasError
+from vitnas.search.budgets import CostModel, NamedBudget, budgets_from_limits
+from vitnas.search.config import EvolutionConfig
+from vitnas.search.evolution import ALGORITHMS, make_algorithm
+from vitnas.search.results_log import ResultsLog
+
+if TYPE_CHECKING:
+    from vitnas.latency.profile import DeviceProfile
+    from vitnas.search.algorithm import SearchAlgorithm
+    from vitnas.search.backend import Backend, Evaluation
+    from vitnas.space import SearchSpace
+    from vitnas.supernet import SuperViT
+
+__all__ = ["SearchError", "SearchSettings", "search", "BACKENDS"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("local", "ray")
+SETTINGS_FILE = "search.json"
+RESULTS_FILE = "results.jsonl"
+STATE_FILE = "state.json"
+
+
+class SearchError(VitnasError):
+    """A search cannot run as asked: bad settings, a run directory in the way, an unusable backend."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What defines a search run; stored in ``search.json`` and compared on ``--resume``."""
+
+    checkpoint: str  # supernet run or checkpoint directory
+    latency_ms: tuple[float, ...] = ()  # one budget per value: milliseconds per pass at the profile's batch and dtype
+    flops: tuple[float, ...] = ()  # one budget per value: G multiply-accumulates per image
+    params: tuple[float, ...] = ()  # one budget per value: millions of parameters
+    profile: str | None = None  # device profile JSON predicting latency; needed by latency budgets
+    algorithm: str = "evolution"  # evolution | random
+    config: EvolutionConfig = field(default_factory=EvolutionConfig)  # population, operators, generations, seed
+    use_ema: bool = False  # search the checkpoint's EMA weights
+    batch_size: int = 256  # images per fitness forward pass
+    max_images: int | None = None  # score fitness on the first N search images only
+
+    def __post_init__(self) -> None:
+        for name in ("latency_ms", "flops", "params"):
+            object.__setattr__(self, name, _as_floats(getattr(self, name), name))
+        if self.algorithm not in ALGORITHMS:
+            raise SearchError(f"algorithm: unknown {self.algorithm!r} (known: {', '.join(ALGORITHMS)})")
+        if not (self.latency_ms or self.flops or self.params):
+            raise SearchError("budgets: give at least one of --latency-ms, --flops, --params")
+        if self.latency_ms and self.profile is None:
+            raise SearchError("--latency-ms needs --profile (build one with vitnas latency profile)")
+
+    def budgets(self) -> list[NamedBudget]:
+        return budgets_from_limits(latency_ms=self.latency_ms, flops=self.flops, params=self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update({name: list(getattr(self, name)) for name in ("latency_ms", "flops", "params")})
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
+        values = dict(data)
+        values["config"] = EvolutionConfig.from_dict(values["config"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the loop works with, built once before anything is written."""
+
+    settings: SearchSettings
+    space: SearchSpace
+    supernet: SuperViT
+    data: Any  # the recipe's DataConfig: minival is carved from its train split
+    profile: DeviceProfile | None
+    algorithm: SearchAlgorithm
+    first: list[Arch]  # generation 0, asked before anything is written (an infeasible budget fails here)
+
+
+def search(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    latency_ms: float | Sequence[float] | None = None,
+    profile: str | Path | None = None,
+    flops: float | Sequence[float] | None = None,
+    params: float | Sequence[float] | None = None,
+    algorithm: str = "evolution",
+    backend: str = "local",
+    workers: int = 2,
+    gpus_per_worker: float = 0.0,
+    ray_address: str | None = None,
+    generations: int | None = None,
+    population: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    device: str | None = None,
+    verify: bool = True,
+    progress: bool = True,
+    **options: Any,
+):
+    """Searches the supernet in `checkpoint` under one budget per limit given; writes and returns the evidence.
+
+    Args:
+        checkpoint: a `vitnas train` run (or one checkpoint folder of it).
+        out: the search run directory (``results.jsonl``, ``best.json``, ``pareto.json``, ``pareto.png``).
+        latency_ms, flops, params: limits, one budget each (several values: several budgets);
+            flops in G MACs, params in millions.
+        profile: device profile for latency budgets and the latency axis of the Pareto front.
+        algorithm: "evolution" or "random".
+        backend: "local" (in this process) or "ray" (``workers`` actors, ``gpus_per_worker``
+            of a GPU each, on the cluster at ``ray_address`` or a local Ray).
+        generations, population, seed: the `EvolutionConfig` fields most often changed;
+            ``options`` may set any other (``parents``, ``mutation_prob``, ``mutations``,
+            ``crossovers``, ``max_tries``) and ``use_ema``, ``batch_size``, ``max_images``.
+        resume: continue the run in `out` from its ``results.jsonl``.
+        device: where the local evaluator runs (default: CUDA when present).
+        verify: measure the chosen archs' latency when the profile's device is here.
+        progress: show a progress bar.
+
+    Returns:
+        A `vitnas.search.report.SearchResult`: the choice per budget, the Pareto front, paths.
+
+    Raises:
+        SearchError, BudgetError, CheckpointError, ProfileError: one line naming the problem,
+            before anything is written.
+    """
+    from vitnas.search.report import write_report
+
+    settings = _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
+                         options)
+    out = Path(out)
+    _check_run_directory(out, settings, resume)
+    _check_backend(backend, workers, gpus_per_worker)
+    context = _prepare(settings)
+    prepare_directory(out, "--out", SearchError)
+    if not resume:
+        write_text_atomically(out / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n", SearchError)
+    log = ResultsLog(out / RESULTS_FILE)
+    known = log.read() if resume else {}
+    with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device) as evaluator:
+        started = time.perf_counter()
+        evaluated = _run(context, evaluator, log, known, out, progress)
+        references = _evaluate_references(context, evaluator, log, known)
+    logger.info("search: %d evaluations in %.1f s", evaluated, time.perf_counter() - started)
+    return write_report(out, context, references, device=device, verify=verify, resumed=len(known))
+
+
+def _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
+              options: dict[str, Any]) -> SearchSettings:
+    run_options = {key: options.pop(key) for key in ("use_ema", "batch_size", "max_images") if key in options}
+    config_fields = {f.name for f in fields(EvolutionConfig)}
+    unknown = sorted(set(options) - config_fields)
+    if unknown:
+        raise SearchError(f"search: unknown option {unknown[0]!r}")
+    chosen = {"generations": generations, "population": population, "seed": seed, **options}
+    config = EvolutionConfig(**{key: value for key, value in chosen.items() if value is not None})
+    return SearchSettings(checkpoint=str(checkpoint), latency_ms=latency_ms or (), flops=flops or (),
+                          params=params or (), profile=None if profile is None else str(profile),
+                          algorithm=algorithm, config=config, **run_options)
+
+
+def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> None:
+    stored_path = out / SETTINGS_FILE
+    if out.exists() and not out.is_dir():
+        raise SearchError(f"--out {out}: exists and is not a directory")
+    if not resume:
+        if stored_path.exists() or (out / RESULTS_FILE).exists():
+            raise SearchError(f"{out} already holds a search: pass --resume to continue it, or choose another --out")
+        return
+    if not stored_path.is_file():
+        raise SearchError(f"--resume: {out} holds no search to resume ({SETTINGS_FILE} missing)")
+    try:
+        stored = SearchSettings.from_dict(json.loads(stored_path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise SearchError(f"{stored_path}: not a search's settings ({error})") from None
+    if stored != settings:
+        mine, theirs = settings.to_dict(), stored.to_dict()
+        differing = next(key for key in mine if mine[key] != theirs[key])
+        raise SearchError(f"--resume: {differing} is {mine[differing]!r}, but the run in {out} was started with "
+                          f"{theirs[differing]!r}; resume with the same settings")
+
+
+def _check_backend(backend: str, workers: int, gpus_per_worker: float) -> None:
+    if backend not in BACKENDS:
+        raise SearchError(f"backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SearchError(f"workers: must be a positive integer, got {workers!r}")
+    if not 0.0 <= gpus_per_worker <= 1.0 and not float(gpus_per_worker).is_integer():
+        raise SearchError(f"gpus_per_worker: a fraction of one GPU or a whole number, got {gpus_per_worker!r}")
+    if backend == "ray":
+        from vitnas.search.ray_backend import require_ray
+
+        require_ray()
+
+
+def _prepare(settings: SearchSettings) -> RunContext:
+    """Loads the supernet and profile and asks for generation 0: every check that can fail, nothing written."""
+    from vitnas.checkpoint import load_checkpoint, load_supernet
+    from vitnas.data import trains_on_search_images
+
+    supernet, space = load_supernet(settings.checkpoint, use_ema=settings.use_ema)
+    data = load_checkpoint(Path(settings.checkpoint))["recipe"].data
+    profile = _load_profile(settings.profile, space) if settings.profile else None
+    algorithm = make_algorithm(settings.algorithm, space, settings.budgets(), CostModel(space, profile),
+                               settings.config)
+    first = algorithm.ask()
+    if trains_on_search_images(data):
+        logger.warning("search: the supernet trained on its search images (recipe data.holdout is off); "
+                       "search accuracies are optimistic, the val column is the fair one")
+    return RunContext(settings, space, supernet, data, profile, algorithm, first)
+
+
+def _load_profile(path: str, space: SearchSpace) -> DeviceProfile:
+    """The profile, for predictions on any machine (verification checks the device itself)."""
+    from vitnas.latency.profile import load_profile
+
+    profile = load_profile(path, check_device=False)
+    if profile.space.spec != space.spec:
+        raise SearchError(f"{path}: a profile of space {profile.space.name!r} as it was then, not of the "
+                          f"supernet's space {space.name!r}; build one with vitnas latency profile")
+    return profile
+
+
+def _make_backend(name: str, context: RunContext, workers: int, gpus_per_worker: float, address: str | None,
+                  device: str | None) -> Backend:
+    from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
+
+    fitness = FitnessSettings(data=context.data, split="minival", batch_size=context.settings.batch_size,
+                              device=device, max_images=context.settings.max_images)
+    if name == "ray":
+        from vitnas.search.ray_backend import RayBackend
+
+        return RayBackend(context.space.to_dict(), context.supernet.state_dict(), fitness, workers=workers,
+                          gpus_per_worker=gpus_per_worker, address=address)
+    from vitnas.search.backend import LocalBackend
+
+    return LocalBackend(FitnessEvaluator(context.supernet, fitness))
+
+
+def _run(context: RunContext, backend: Backend, log: ResultsLog, known: dict[Arch, dict[str, Any]], out: Path,
+         progress: bool) -> int:
+    """The ask / evaluate / tell loop; returns how many candidates were evaluated (not replayed)."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    algorithm, config = context.algorithm, context.settings.config
+    expected = config.population if context.settings.algorithm == "random" else config.mutations + config.crossovers
+    total = config.population + (config.generations - 1) * expected
+    bar = tqdm(total=total, desc="search", unit="arch", disable=not progress, dynamic_ncols=True)
+    evaluated, started, archs = 0, time.perf_counter(), context.first
+    with bar, logging_redirect_tqdm():
+        while archs:
+            replayed = {arch: float(known[arch]["accuracy"]) for arch in archs if arch in known}
+            algorithm.tell(replayed)
+            bar.update(len(replayed))
+            for evaluation in backend.evaluate([arch for arch in archs if arch not in known]):
+                log.append(_record(algorithm, evaluation))
+                algorithm.tell({evaluation.arch: evaluation.accuracy})
+                evaluated += 1
+                bar.update(1)
+                bar.set_postfix_str(_postfix(algorithm, evaluated, time.perf_counter() - started), refresh=False)
+            write_text_atomically(out / STATE_FILE, json.dumps(algorithm.state_dict()) + "\n", SearchError)
+            archs = algorithm.ask()
+    return evaluated
+
+
+def _record(algorithm: SearchAlgorithm, evaluation: Evaluation, role: str = "candidate") -> dict[str, Any]:
+    """One ``results.jsonl`` line: the arch, its search-split accuracy, costs and where it was evaluated."""
+    record = algorithm.proposal(evaluation.arch) if role == "candidate" else None
+    return {
+        "arch": evaluation.arch.to_dict(),
+        "accuracy": evaluation.accuracy,
+        **algorithm.costs(evaluation.arch),
+        "generation": record.generation if record else None,
+        "budget": record.budget if record else None,
+        "role": role,
+        "worker": evaluation.worker,
+        "seconds": round(evaluation.seconds, 4),
+        "time": round(time.time(), 3),
+    }
+
+
+def _postfix(algorithm: SearchAlgorithm, evaluated: int, elapsed: float) -> str:
+    best = ", ".join(f"{name} {accuracy:.3f}" for name, (_, accuracy) in algorithm.best_per_budget().items())
+    return f"gen {algorithm.generation}, {evaluated / max(elapsed, 1e-9):.1f} evals/s, best {best}"
+
+
+def _evaluate_references(context: RunContext, backend: Backend, log: ResultsLog,
+                         known: dict[Arch, dict[str, Any]]) -> dict[str, tuple[Arch, float]]:
+    """The largest and smallest sub-networks' search accuracy: the plot's reference points."""
+    space, algorithm = context.space, context.algorithm
+    wanted = {"largest": space.largest(), "smallest": space.smallest()}
+    scores = {record.arch: float(record.accuracy) for record in algorithm.history}
+    scores.update({arch: float(record["accuracy"]) for arch, record in known.items()})
+    missing = [arch for arch in dict.fromkeys(wanted.values()) if arch not in scores]
+    for evaluation in backend.evaluate(missing):
+        log.append(_record(algorithm, evaluation, role="reference"))
+        scores[evaluation.arch] = evaluation.accuracy
+    return {label: (arch, scores[arch]) for label, arch in wanted.items()}
+
+
+def _as_floats(value: float | Iterable[float] | None, name: str) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    values = (value,) if isinstance(value, (int, float)) and not isinstance(value, bool) else tuple(value)
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not item > 0:
+            raise SearchError(f"{name}: expected positive numbers, got {item!r}")
+    return tuple(float(item) for item in values)

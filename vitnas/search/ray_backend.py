@@ -1,0 +1,386 @@
+"""Evaluating candidates on Ray actors: the only module of vitnas (with `vitnas.search.tune`) that imports ray.
+
+Scoring a candidate takes milliseconds to seconds, while building an evaluator (torch,
+the data split, the supernet's weights) takes seconds, so each worker is a long-lived
+actor that builds one `FitnessEvaluator` in its constructor and then scores archs sent
+to it as plain dicts. The weights go into the object store once (`ray.put`); every actor,
+and every restart of an actor, reads them from that one reference, which the driver
+keeps alive for the backend's lifetime.
+
+Fault tolerance is Ray's own: actors are created with ``max_restarts`` and
+``max_task_retries``, so a worker process that dies (SIGKILL, OOM, a lost node) is
+restarted, rebuilds its evaluator from the same reference, and re-runs the candidates it
+held. Each candidate is one `ObjectRef`, which resolves exactly once however often its
+task ran, and the driver yields one `Evaluation` per ref: nothing is lost and nothing is
+counted twice. Should a worker die for good (restarts used up), its candidates go to the
+surviving workers, a bounded number of times, before the backend gives up with one line.
+
+Typical use::
+
+    with RayBackend.from_supernet(supernet, FitnessSettings(data="digits"), workers=2) as backend:
+        for evaluation in backend.evaluate(algorithm.ask()):
+            algorithm.tell({evaluation.arch: evaluation.accuracy})
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from vitnas.arch import Arch
+from vitnas.errors import VitnasError
+from vitnas.search.backend import Backend, Evaluation
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from vitnas.search.fitness import FitnessSettings
+    from vitnas.supernet import SuperViT
+
+__all__ = ["BackendError", "RayBackend", "require_ray"]
+
+log = logging.getLogger(__name__)
+
+RAY_MISSING = 'backend ray: Ray is not installed (pip install "ray[tune]")'
+_CONNECT_TIMEOUT_S = 5.0  # how long a cluster address gets to accept a TCP connection before it counts as unreachable
+_MAX_RESUBMITS = 3  # times one candidate is moved to another worker after its worker died for good
+
+
+class BackendError(VitnasError):
+    """A backend cannot run as asked: Ray missing, a cluster unreachable, workers that cannot start or all died."""
+
+
+def require_ray() -> Any:
+    """The `ray` module, imported here so that `import vitnas` never needs it.
+
+    Raises:
+        BackendError: Ray is not installed (one line, with the pip command).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise BackendError(RAY_MISSING) from None
+    return ray
+
+
+class FitnessWorker:
+    """The actor body: one `FitnessEvaluator`, built once, that scores archs sent as dicts.
+
+    Args:
+        space_source: the space as a dict (`SearchSpace.to_dict()`).
+        state_dict: the supernet's weights; Ray hands the actor the object behind the
+            driver's reference, so a restart reads the same copy again.
+        settings: data, split, batch size, device and image limit.
+        threads: torch intra-op threads; one per reserved CPU, because several actors
+            share a machine and oversubscribed threads make every one of them slower.
+    """
+
+    def __init__(
+        self, space_source: dict[str, Any], state_dict: Mapping[str, Tensor], settings: FitnessSettings, threads: int
+    ) -> None:
+        import torch
+
+        from vitnas.search.fitness import FitnessEvaluator
+
+        torch.set_num_threads(threads)
+        self._evaluator = FitnessEvaluator.from_state(space_source, state_dict, settings)
+        self._host = socket.gethostname()
+
+    def where(self) -> tuple[str, int]:
+        """This worker's host and process id (which process to watch, or to kill in a test)."""
+        return self._host, os.getpid()
+
+    def evaluate(self, arch: dict[str, Any]) -> tuple[float, float]:
+        """The accuracy of `arch` (an `Arch.to_dict()`) and the seconds it took."""
+        started = time.perf_counter()
+        accuracy = self._evaluator(Arch.from_dict(arch))
+        return accuracy, time.perf_counter() - started
+
+
+class RayBackend(Backend):
+    """Evaluates candidates on Ray actors, each holding a supernet built once from the object store.
+
+    Args:
+        space_source: the supernet's space as a dict (`SearchSpace.to_dict()`).
+        state_dict: the supernet's weights; copied to CPU and put in the object store once.
+        settings: what each actor's `FitnessEvaluator` scores on.
+        workers: actors to start; each evaluates one candidate at a time.
+        gpus_per_worker: GPUs reserved per actor; a fraction (0.25) packs several
+            evaluators on one GPU. 0 runs on CPUs only.
+        cpus_per_worker: CPUs reserved per actor (and its torch threads, at least 1).
+        address: a running cluster to attach to (``host:port``, ``auto``, ``ray://...``);
+            None reads ``RAY_ADDRESS``, and without either a local Ray is started, sized to
+            the workers, and shut down again by `close`. A Ray the caller already
+            initialised is used as it is and left running.
+        max_restarts: times Ray restarts a dead actor (rebuilding its evaluator); -1: no limit.
+        tasks_per_worker: candidates queued on each actor at once; 2 lets an actor start
+            its next candidate without waiting for the driver's round trip.
+        startup_timeout_s: how long the actors get to build their evaluators.
+
+    Raises:
+        BackendError: Ray missing, the address unreachable, the cluster too small for the
+            workers, or an actor that cannot build its evaluator (each one line).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        space_source: dict[str, Any],
+        state_dict: Mapping[str, Tensor],
+        settings: FitnessSettings,
+        workers: int = 2,
+        gpus_per_worker: float = 0.0,
+        cpus_per_worker: float = 1.0,
+        address: str | None = None,
+        *,
+        max_restarts: int = 3,
+        tasks_per_worker: int = 2,
+        startup_timeout_s: float = 600.0,
+    ) -> None:
+        _check_arguments(workers, gpus_per_worker, cpus_per_worker, max_restarts, tasks_per_worker)
+        self._ray = require_ray()
+        self._closed = True  # until the actors exist: `close` then has nothing to release but Ray itself
+        self._actors: list[Any] = []
+        self._alive: list[bool] = []
+        self._labels: list[str] = []
+        self._tasks_per_worker = tasks_per_worker
+        self._owns_ray = _connect(self._ray, address or os.environ.get("RAY_ADDRESS") or None, workers,
+                                  gpus_per_worker, cpus_per_worker)
+        try:
+            _check_cluster(self._ray, workers, gpus_per_worker, cpus_per_worker)
+            self._weights = self._ray.put(_cpu_weights(state_dict))  # once; every actor and every restart reads it
+            actor_class = self._ray.remote(FitnessWorker).options(
+                num_cpus=cpus_per_worker,
+                num_gpus=gpus_per_worker,
+                max_restarts=max_restarts,
+                max_task_retries=-1,  # a task whose actor died is re-run on the restarted actor
+            )
+            threads = max(1, int(cpus_per_worker))
+            self._actors = [actor_class.remote(space_source, self._weights, settings, threads) for _ in range(workers)]
+            self._alive = [True] * workers
+            self._closed = False
+            hosts = [host for host, _ in self._wait_ready(startup_timeout_s)]
+            self._labels = [f"ray-{index}@{host}" for index, host in enumerate(hosts)]
+        except BaseException:
+            self.close()
+            raise
+        log.info("ray backend: %d workers ready (%s CPU, %s GPU each)", workers, cpus_per_worker, gpus_per_worker)
+
+    @classmethod
+    def from_supernet(cls, supernet: SuperViT, settings: FitnessSettings, **options: Any) -> RayBackend:
+        """A backend over a supernet in this process (its space and weights); `options` as for the constructor."""
+        return cls(supernet.space.to_dict(), supernet.state_dict(), settings, **options)
+
+    @property
+    def workers(self) -> int:
+        """Live actors (fewer than asked for only after some died for good)."""
+        return sum(self._alive)
+
+    def worker_processes(self) -> list[tuple[str, int]]:
+        """Host and process id of every live actor, in worker order (changes when Ray restarts one)."""
+        self._check_open()
+        live = [actor for actor, alive in zip(self._actors, self._alive) if alive]
+        return [tuple(found) for found in self._ray.get([actor.where.remote() for actor in live])]
+
+    def evaluate(self, archs: Sequence[Arch]) -> Iterator[Evaluation]:
+        """Yields one `Evaluation` per distinct arch of `archs`, as each finishes, in any order.
+
+        At most ``tasks_per_worker`` candidates wait on each actor; a freed slot goes to
+        the least busy live actor. A candidate whose actor died for good is sent to
+        another one, at most a few times.
+
+        Raises:
+            BackendError: the backend is closed, every worker died, or one candidate kept
+                losing its worker.
+            VitnasError: what the evaluator raised for a candidate (e.g. an arch outside the space).
+        """
+        self._check_open()
+        ray = self._ray
+        todo = deque(dict.fromkeys(archs))
+        in_flight: dict[Any, tuple[Arch, int]] = {}
+        load = [0] * len(self._actors)
+        resubmits: dict[Arch, int] = {}
+        while todo or in_flight:
+            self._submit(todo, in_flight, load)
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            arch, index = in_flight.pop(ready[0])
+            load[index] -= 1
+            try:
+                accuracy, seconds = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as failure:
+                raise _task_error(failure, self._labels[index]) from None
+            except ray.exceptions.RayActorError as failure:
+                self._lost(index, arch, failure, resubmits)
+                todo.appendleft(arch)
+                continue
+            yield Evaluation(arch, float(accuracy), self._labels[index], float(seconds))
+
+    def close(self) -> None:
+        """Kills the actors and, when this backend started Ray (or connected to a cluster), shuts it down."""
+        if getattr(self, "_ray", None) is None:
+            return
+        for actor in self._actors:
+            try:
+                self._ray.kill(actor, no_restart=True)
+            except Exception as failure:  # an actor that is gone already: nothing to release
+                log.debug("ray backend: killing an actor failed (%s)", failure)
+        self._actors, self._alive, self._closed = [], [], True
+        self._weights = None
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._ray = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.workers} workers"
+        return f"RayBackend({state})"
+
+    # -- internals ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("backend ray: evaluate after close(); make a new backend")
+
+    def _submit(self, todo: deque[Arch], in_flight: dict[Any, tuple[Arch, int]], load: list[int]) -> None:
+        """Hands waiting archs to the least busy live actors, up to ``tasks_per_worker`` each."""
+        live = [index for index, alive in enumerate(self._alive) if alive]
+        if not live:
+            raise BackendError(f"backend ray: all {len(self._actors)} workers died; nothing left to evaluate on")
+        while todo:
+            index = min(live, key=lambda i: (load[i], i))
+            if load[index] >= self._tasks_per_worker:
+                return
+            arch = todo.popleft()
+            in_flight[self._actors[index].evaluate.remote(arch.to_dict())] = (arch, index)
+            load[index] += 1
+
+    def _lost(self, index: int, arch: Arch, failure: Exception, resubmits: dict[Arch, int]) -> None:
+        """Books a candidate whose actor failed beyond Ray's retries: the actor is retired, the arch re-queued."""
+        ray = self._ray
+        if isinstance(failure, ray.exceptions.ActorDiedError) and self._alive[index]:
+            self._alive[index] = False
+            log.warning("ray backend: worker %s died for good (%s); %d left", self._labels[index],
+                        type(failure).__name__, self.workers)
+        resubmits[arch] = resubmits.get(arch, 0) + 1
+        if resubmits[arch] > _MAX_RESUBMITS:
+            raise BackendError(
+                f"backend ray: a candidate lost its worker {resubmits[arch]} times (last on {self._labels[index]}: "
+                f"{type(failure).__name__}); giving up on {arch.to_json()}"
+            )
+
+    def _wait_ready(self, timeout_s: float) -> list[tuple[str, int]]:
+        """Every actor's (host, pid) once its evaluator is built; a failed build is one BackendError line."""
+        ray = self._ray
+        try:
+            return [tuple(found) for found in ray.get([actor.where.remote() for actor in self._actors],
+                                                      timeout=timeout_s)]
+        except ray.exceptions.GetTimeoutError:
+            raise BackendError(
+                f"backend ray: workers not ready after {timeout_s:g} s (cluster resources: "
+                f"{_describe(ray.available_resources())} available)"
+            ) from None
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as failure:
+            raise BackendError(f"backend ray: a worker could not start: {_last_line(failure)}") from None
+
+
+def _check_arguments(workers: int, gpus_per_worker: float, cpus_per_worker: float, restarts: int, tasks: int) -> None:
+    """One BackendError line for a malformed constructor argument, before anything starts."""
+    for name, value, low in (("workers", workers, 1), ("max_restarts", restarts, -1), ("tasks_per_worker", tasks, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise BackendError(f"backend ray: {name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("gpus_per_worker", gpus_per_worker), ("cpus_per_worker", cpus_per_worker)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise BackendError(f"backend ray: {name} must be a number >= 0, got {value!r}")
+    if gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker):
+        raise BackendError(f"backend ray: gpus_per_worker above 1 must be whole, got {gpus_per_worker!r}")
+
+
+def _cpu_weights(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The weights as contiguous CPU tensors: what the object store holds, whatever device they were on."""
+    import torch
+
+    if not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise BackendError("backend ray: state_dict must map parameter names to tensors")
+    return {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
+
+
+def _connect(ray: Any, address: str | None, workers: int, gpus_per_worker: float, cpus_per_worker: float) -> bool:
+    """Initialises Ray as asked; True when this backend must shut it down again.
+
+    A Ray already initialised by the caller is used as it is. An explicit address is
+    first probed over TCP: ``ray.init`` retries an unreachable one for minutes.
+    """
+    if address is not None and address not in ("auto", "local"):
+        _probe(address)
+    if ray.is_initialized():
+        log.info("ray backend: using the Ray this process already initialised")
+        return False
+    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address is not None and address != "local":
+            ray.init(address=address, **options)
+        else:
+            ray.init(
+                address="local",  # always a fresh instance: never join a `ray start` cluster by accident
+                num_cpus=max(1, math.ceil(workers * cpus_per_worker)),
+                num_gpus=None if gpus_per_worker > 0 else 0,  # detect GPUs only when workers want them
+                include_dashboard=False,
+                **options,
+            )
+    except Exception as failure:
+        where = f"the Ray cluster at {address}" if address not in (None, "local") else "a local Ray"
+        raise BackendError(f"backend ray: cannot start or reach {where} ({_last_line(failure)})") from None
+    return True
+
+
+def _probe(address: str) -> None:
+    """Raises one BackendError line unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection."""
+    parsed = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise BackendError(f"backend ray: address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
+            pass
+    except OSError as failure:
+        reason = failure.strerror or type(failure).__name__
+        raise BackendError(f"backend ray: cannot reach the Ray cluster at {address} ({reason})") from None
+
+
+def _check_cluster(ray: Any, workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
+    """Fails at once, in one line, when the cluster could never host the workers (they would wait forever)."""
+    total = ray.cluster_resources()
+    for resource, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
+        needed = workers * each
+        if needed > total.get(resource, 0.0) + 1e-9:
+            raise BackendError(
+                f"backend ray: {workers} worker{'s' if workers != 1 else ''} x {each:g} {resource} need "
+                f"{needed:g} {resource}, the cluster has {total.get(resource, 0.0):g}"
+            )
+
+
+def _task_error(failure: Exception, worker: str) -> Exception:
+    """The worker's own error for a failed candidate: a VitnasError stays one line of its own class."""
+    cause = getattr(failure, "cause", None)
+    if isinstance(cause, VitnasError):
+        return type(cause)(str(cause))
+    return BackendError(f"backend ray: evaluation failed on {worker}: {_last_line(failure)}")
+
+
+def _last_line(failure: BaseException) -> str:
+    """The last non-empty line of an error (Ray's errors carry the remote traceback above it)."""
+    lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(failure).__name__)[:300]
+
+
+def _describe(resources: Mapping[str, float]) -> str:
+    shown = {key: value for key, value in resources.items() if key in ("CPU", "GPU")}
+    return ", ".join(f"{value:g} {key}" for key, value in sorted(shown.items())) or "none"

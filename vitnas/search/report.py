@@ -1,0 +1,206 @@
+"""What a search leaves behind: the choice per budget scored on ``val``, the Pareto front, a plot, a table.
+
+``best.json`` is the contract the export work reads: a list with one entry per budget,
+each with ``name``, ``budget``, ``arch`` (loadable by `Arch.from_dict`), ``accuracy`` (on
+the search split), ``val_accuracy``, ``flops``, ``params`` and, with a profile, the
+predicted latency and (where the profile's device is this machine's) the measured one
+and whether it meets the budget. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from vitnas.arch import Arch
+from vitnas.atomic import write_bytes_atomically, write_text_atomically
+from vitnas.errors import VitnasError
+
+if TYPE_CHECKING:
+    from vitnas.search.driver import RunContext
+
+__all__ = ["Choice", "SearchResult", "format_table", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+SEARCH_SPLIT, REPORT_SPLIT = "minival", "val"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The best arch found under one budget, with its evidence."""
+
+    name: str  # the budget's short name, e.g. "latency_ms<=4"
+    budget: dict[str, Any]  # the budget's limits (`Budget.to_dict`)
+    arch: Arch
+    accuracy: float  # top-1 on the search split (what the search chose by)
+    val_accuracy: float  # top-1 on the report split
+    flops: int  # multiply-accumulates per image
+    params: int
+    latency_ms: float | None = None  # predicted by the profile
+    measured_latency_ms: float | None = None  # measured here, where the profile's device is this machine's
+    meets_measured: bool | None = None  # whether the measured latency meets the budget's latency limit
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["arch"] = self.arch.to_dict()
+        data.update(search_split=SEARCH_SPLIT, report_split=REPORT_SPLIT)
+        return data
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A finished search: one choice per budget, the front, and where the files are."""
+
+    out: Path
+    choices: tuple[Choice, ...]
+    front: tuple[dict[str, Any], ...]  # Pareto-optimal candidates (arch as a dict, accuracy, costs)
+    cost_key: str  # "latency_ms" with a profile, else "flops"
+    evaluations: int  # candidates in the history
+    replayed: int  # of those, taken from results.jsonl on resume
+    trained_on_search_images: bool
+
+    @property
+    def best(self) -> Path:
+        return self.out / "best.json"
+
+    @property
+    def plot(self) -> Path:
+        return self.out / "pareto.png"
+
+
+def write_report(out: Path, context: RunContext, references: dict[str, tuple[Arch, float]], device: str | None,
+                 verify: bool, resumed: int) -> SearchResult:
+    """Scores the choices on ``val``, verifies their latency, writes best.json, pareto.json and pareto.png."""
+    from vitnas.data import trains_on_search_images
+
+    algorithm = context.algorithm
+    best = algorithm.best_per_budget()
+    val = _val_accuracies(context, [arch for arch, _ in best.values()], device)
+    measured = _measured_latencies(context, [arch for arch, _ in best.values()]) if verify else {}
+    choices = tuple(_choice(context, name, arch, accuracy, val[arch], measured.get(arch))
+                    for name, (arch, accuracy) in best.items())
+    front = tuple({**row, "arch": row["arch"].to_dict()} for row in algorithm.pareto())
+    write_text_atomically(out / "best.json", json.dumps([c.to_dict() for c in choices], indent=1) + "\n")
+    pareto = {"cost_key": algorithm.cost_key, "device": _device_label(context), "front": list(front)}
+    write_text_atomically(out / "pareto.json", json.dumps(pareto, indent=1) + "\n")
+    write_bytes_atomically(out / "pareto.png", _plot(context, choices, references))
+    return SearchResult(out, choices, front, algorithm.cost_key, algorithm.evaluations, resumed,
+                        trains_on_search_images(context.data))
+
+
+def _choice(context: RunContext, name: str, arch: Arch, accuracy: float, val_accuracy: float,
+            measured_ms: float | None) -> Choice:
+    named = context.algorithm.budget(name)
+    costs = context.algorithm.costs(arch)
+    limit = named.budget.latency_ms
+    meets = None if measured_ms is None or limit is None else measured_ms <= limit
+    return Choice(name, named.budget.to_dict(), arch, accuracy, val_accuracy, int(costs["flops"]),
+                  int(costs["params"]), costs.get("latency_ms"), measured_ms, meets)
+
+
+def _val_accuracies(context: RunContext, archs: Sequence[Arch], device: str | None) -> dict[Arch, float]:
+    """Top-1 on the report split, with one evaluator built once for all choices."""
+    from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
+
+    settings = FitnessSettings(data=context.data, split=REPORT_SPLIT, batch_size=context.settings.batch_size,
+                               device=device)
+    evaluator = FitnessEvaluator(context.supernet, settings)
+    return {arch: evaluator(arch) for arch in dict.fromkeys(archs)}
+
+
+def _measured_latencies(context: RunContext, archs: Sequence[Arch]) -> dict[Arch, float]:
+    """Median measured latency of each arch, where the profile's device is this machine's (else none)."""
+    from vitnas.latency.device import device_name, resolve_device
+    from vitnas.latency.verify import verify
+
+    profile = context.profile
+    if profile is None:
+        return {}
+    try:
+        here = device_name(resolve_device(profile.device_type))
+    except VitnasError:
+        here = None
+    if here != profile.device:
+        logger.warning("search: latency not verified: the profile was measured on %r, this machine has %r",
+                       profile.device, here)
+        return {}
+    results = verify(profile, context.space, list(dict.fromkeys(archs)))
+    return {result.arch: result.measured.median_ms for result in results}
+
+
+def _device_label(context: RunContext) -> str | None:
+    profile = context.profile
+    return None if profile is None else f"{profile.device}, batch {profile.batch}, {profile.dtype}"
+
+
+def _plot(context: RunContext, choices: Sequence[Choice], references: dict[str, tuple[Arch, float]]) -> bytes:
+    """pareto.png: every candidate, the front, the choice per budget, largest and smallest for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    algorithm = context.algorithm
+    key = algorithm.cost_key
+    rows = algorithm.results()
+    scale, unit = _axis(context, max(row[key] for row in rows))
+    figure, axes = plt.subplots(figsize=(7.5, 5), dpi=120)
+    axes.scatter([r[key] * scale for r in rows], [100 * r["accuracy"] for r in rows], s=10, alpha=0.35,
+                 color="tab:gray", label=f"candidates ({len(rows)})")
+    front = algorithm.pareto()
+    axes.plot([r[key] * scale for r in front], [100 * r["accuracy"] for r in front], "-o", color="tab:blue",
+              markersize=3, label="Pareto front")
+    for label, (arch, accuracy) in references.items():
+        axes.scatter([algorithm.costs(arch)[key] * scale], [100 * accuracy], marker="s", s=40, color="tab:green")
+        axes.annotate(label, (algorithm.costs(arch)[key] * scale, 100 * accuracy), textcoords="offset points",
+                      xytext=(5, -10), fontsize=8, color="tab:green")
+    for named in algorithm.budgets:
+        limit = named.budget.latency_ms if key == "latency_ms" else named.budget.max_flops
+        if limit is not None:
+            axes.axvline(limit * scale, color="tab:red", linestyle=":", linewidth=1, alpha=0.6)
+    for choice in choices:
+        x = algorithm.costs(choice.arch)[key] * scale
+        axes.scatter([x], [100 * choice.accuracy], marker="*", s=160, color="tab:red", zorder=3)
+        axes.annotate(choice.name, (x, 100 * choice.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    axes.set_xlabel(unit)
+    axes.set_ylabel(f"top-1 on {SEARCH_SPLIT} (%)")
+    axes.set_title(f"{context.settings.algorithm} search of {context.space.name}: choices (stars) under budgets (dotted)",
+                   fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _axis(context: RunContext, largest: float) -> tuple[float, str]:
+    """Scale and label of the cost axis: predicted milliseconds, or MACs in G (M for small spaces)."""
+    if context.algorithm.cost_key == "latency_ms":
+        return 1.0, f"latency (ms, predicted; {_device_label(context)})"
+    return (1e-9, "MACs per image (G)") if largest >= 1e8 else (1e-6, "MACs per image (M)")
+
+
+def format_table(result: SearchResult) -> str:
+    """The short final table: one line per budget."""
+    header = f"{'budget':<22} {'search':>7} {'val':>7} {'MACs':>9} {'params':>8} {'pred ms':>8} {'meas ms':>8}  arch"
+    lines = [header]
+    for c in result.choices:
+        predicted = "-" if c.latency_ms is None else f"{c.latency_ms:.3f}"
+        measured = "-" if c.measured_latency_ms is None else f"{c.measured_latency_ms:.3f}"
+        lines.append(f"{c.name:<22} {c.accuracy:>7.1%} {c.val_accuracy:>7.1%} {c.flops / 1e6:>8.1f}M "
+                     f"{c.params / 1e6:>7.3f}M {predicted:>8} {measured:>8}  {c.arch}")
+    note = f"{result.evaluations} candidates"
+    if result.replayed:
+        note += f" ({result.replayed} taken from results.jsonl on resume)"
+    lines.append(f"\n{note}; search top-1 on {SEARCH_SPLIT}, reported top-1 on {REPORT_SPLIT}")
+    if result.trained_on_search_images:
+        lines.append(f"note: the supernet trained on the {SEARCH_SPLIT} images (recipe data.holdout is off)")
+    lines.append(f"files: {result.best}, {result.out / 'pareto.json'}, {result.plot}, {result.out / 'results.jsonl'}")
+    return "\n".join(lines)

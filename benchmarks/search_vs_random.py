@@ -4,8 +4,9 @@ Issue 8 asks whether the evolutionary search earns its keep: on the trained ``ti
 digits supernet, under one MACs budget halfway between the smallest and the largest
 sub-network, both algorithms run through `vitnas.search` (the real tool, in-process
 backend) with the same population, generations and evaluation count, for each seed.
-The table gives each one's best search-split (minival) top-1 and that arch's val top-1;
-the last line counts the seeds where evolution came out ahead.
+The table gives each one's best search-split (minival) top-1, that arch's val top-1, and
+after how many evaluations each search first reached its final best ("found at",
+evolution/random); the last line counts the seeds where evolution came out ahead.
 
     python benchmarks/search_vs_random.py --checkpoint runs/tiny32_digits --seeds 5 --threads 1
 """
@@ -13,6 +14,7 @@ the last line counts the seeds where evolution came out ahead.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +37,7 @@ def main() -> None:
     print(f"space {space.name}: MACs {low / 1e6:.2f} M to {high / 1e6:.2f} M; budget {budget_g * 1e3:.3f} M MACs; "
           f"{evaluations} evaluations per run ({args.generations} generations of {args.population}; evolution breeds "
           f"from the top {args.parents}, mutation probability {args.mutation_prob})")
-    print(f"{'seed':>4} {'evolution minival':>18} {'val':>6} {'random minival':>15} {'val':>6} {'evals':>9}  ahead")
+    print(f"{'seed':>4} {'evolution minival':>18} {'val':>6} {'random minival':>15} {'val':>6} {'found at':>9}  ahead")
     wins, started = 0, time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         for seed in range(args.seeds):
@@ -44,7 +46,7 @@ def main() -> None:
                 result = search(args.checkpoint, Path(scratch) / f"{algorithm}-{seed}", flops=budget_g,
                                 algorithm=algorithm, seed=seed, progress=False, verify=False, **config)
                 (choice,) = result.choices
-                scores[algorithm] = (choice.accuracy, choice.val_accuracy, result.evaluations)
+                scores[algorithm] = (choice.accuracy, choice.val_accuracy, _found_at(result.out, choice.accuracy))
             ahead = scores["evolution"][0] > scores["random"][0]
             wins += ahead
             print(f"{seed:>4} {scores['evolution'][0]:>18.2%} {scores['evolution'][1]:>6.1%} "
@@ -52,6 +54,13 @@ def main() -> None:
                   f"{scores['evolution'][2]:>4}/{scores['random'][2]:<4}  "
                   f"{'evolution' if ahead else 'tie' if scores['evolution'][0] == scores['random'][0] else 'random'}")
     print(f"evolution ahead on minival in {wins} of {args.seeds} seeds; {time.perf_counter() - started:.0f} s in all")
+
+
+def _found_at(run: Path, best: float) -> int:
+    """How many candidates the search had evaluated when it first reached its final best accuracy."""
+    lines = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    candidates = [line for line in lines if line["role"] == "candidate"]
+    return next(i for i, line in enumerate(candidates, start=1) if line["accuracy"] >= best)
 
 
 def _arguments() -> argparse.Namespace:

@@ -185,3 +185,14 @@ def test_latency_budget_predicts_and_verifies_on_this_device(checkpoint, profile
     assert choice["measured_latency_ms"] > 0 and choice["meets_measured"] == (choice["measured_latency_ms"] <= middle)
     lines = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert all("latency_ms" in line for line in lines) and result.cost_key == "latency_ms"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_backend_search_makes_the_local_choices(finished, checkpoint, tmp_path):
+    pytest.importorskip("ray")
+    result = search(checkpoint, tmp_path / "ray", flops=FLOPS, params=0.06, backend="ray", workers=2,
+                    progress=False, **SMALL)
+    assert [c.to_dict() for c in result.choices] == [c.to_dict() for c in finished.choices]
+    lines = [json.loads(line) for line in (tmp_path / "ray" / "results.jsonl").read_text().splitlines()]
+    assert {line["worker"].split("@")[0] for line in lines} == {"ray-0", "ray-1"}

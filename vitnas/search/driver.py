@@ -161,14 +161,14 @@ def search(
                          options)
     out = Path(out)
     _check_run_directory(out, settings, resume)
-    _check_backend(backend, workers, gpus_per_worker)
+    _check_backend(backend)
     context = _prepare(settings)
-    prepare_directory(out, "--out", SearchError)
-    if not resume:
-        write_text_atomically(out / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n", SearchError)
-    log = ResultsLog(out / RESULTS_FILE)
-    known = log.read() if resume else {}
     with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device) as evaluator:
+        prepare_directory(out, "--out", SearchError)  # only now: every check that can fail has passed
+        if not resume:
+            write_text_atomically(out / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n", SearchError)
+        log = ResultsLog(out / RESULTS_FILE)
+        known = log.read() if resume else {}
         started = time.perf_counter()
         evaluated = _run(context, evaluator, log, known, out, progress)
         references = _evaluate_references(context, evaluator, log, known)
@@ -211,14 +211,10 @@ def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> N
                           f"{theirs[differing]!r}; resume with the same settings")
 
 
-def _check_backend(backend: str, workers: int, gpus_per_worker: float) -> None:
+def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise SearchError(f"backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SearchError(f"workers: must be a positive integer, got {workers!r}")
-    if not 0.0 <= gpus_per_worker <= 1.0 and not float(gpus_per_worker).is_integer():
-        raise SearchError(f"gpus_per_worker: a fraction of one GPU or a whole number, got {gpus_per_worker!r}")
-    if backend == "ray":
+    if backend == "ray":  # the Ray backend checks workers and GPU fractions itself
         from vitnas.search.ray_backend import require_ray
 
         require_ray()

@@ -102,7 +102,7 @@ def _modules_loaded_by(code: str) -> list[str]:
 
 def test_import_help_and_argument_errors_load_no_heavy_library():
     assert _modules_loaded_by("import vitnas, vitnas.latency") == []
-    calls = [["--help"], ["--version"], ["train"], ["latency", "measure", "--help"],
+    calls = [["--help"], ["--version"], ["train"], ["latency", "measure", "--help"], ["search", "--help"],
              ["latency", "measure", "--space", "tiny32", "--arch", "smallest", "--dtype", "fp8"]]
     code = "from vitnas.cli import main\n" + "".join(
         f"try:\n    main({argv!r})\nexcept SystemExit as stop:\n    assert stop.code in (0, 2)\n" for argv in calls)

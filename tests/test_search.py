@@ -130,6 +130,7 @@ def test_infeasible_budget_is_one_line_and_writes_nothing(checkpoint, tmp_path, 
     (dict(backend="slurm"), r"backend: unknown 'slurm' \(known: local, ray\)"),
     (dict(flops=-1.0), r"flops: expected positive numbers, got -1.0"),
     (dict(resume=True), r"--resume: .* holds no search to resume"),
+    (dict(search_images=50), r"--search-images: digits' minival is a fixed 10% of its train split"),
 ])
 def test_bad_search_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, change, message):
     out = tmp_path / "run"
@@ -196,3 +197,19 @@ def test_ray_backend_search_makes_the_local_choices(finished, checkpoint, tmp_pa
     assert [c.to_dict() for c in result.choices] == [c.to_dict() for c in finished.choices]
     lines = [json.loads(line) for line in (tmp_path / "ray" / "results.jsonl").read_text().splitlines()]
     assert {line["worker"].split("@")[0] for line in lines} == {"ray-0", "ray-1"}
+
+
+def test_profile_of_a_device_this_machine_lacks_needs_asking_for(checkpoint, profile_file, tmp_path):
+    data = json.loads(profile_file.read_text())
+    data["device"] = "NVIDIA H100 80GB HBM3"
+    data["device_type"] = "cuda"
+    elsewhere = tmp_path / "h100.json"
+    elsewhere.write_text(json.dumps(data))
+    with pytest.raises(VitnasError, match=r"h100\.json: measured on cuda 'NVIDIA H100 80GB HBM3'.*"
+                                          r"pass --profile-other-device") as error:
+        search(checkpoint, tmp_path / "run", latency_ms=5.0, profile=elsewhere, progress=False, **SMALL)
+    assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
+    search(checkpoint, tmp_path / "run", latency_ms=5.0, profile=elsewhere, profile_other_device=True,
+           progress=False, **SMALL)
+    (choice,) = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert choice["latency_ms"] <= 5.0 and choice["measured_latency_ms"] is None  # predicted for the H100 only

@@ -194,7 +194,7 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
             continue
         if kind is float and isinstance(value, (int, float)):
             return float(value)
-        if kind is int and isinstance(value, int) or isinstance(value, float) and kind is int and value.is_integer():
+        if kind is int and (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
             return int(value)
         if kind in (str, dict, list, tuple) and isinstance(value, kind):
             return value

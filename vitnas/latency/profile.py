@@ -98,15 +98,15 @@ class DeviceProfile:
         """``profile_<device>_<space>_<dtype>_b<batch>.json``: named after what it holds for."""
         return f"profile_{slug(self.device)}_{slug(self.space.name)}_{self.dtype}_b{self.batch}.json"
 
-    def check_device(self, where: str = "profile") -> None:
-        """Raises ProfileError unless this machine has a device of the profile's name."""
+    def check_device(self, where: str = "profile",
+                     remedy: str = "build a profile here (vitnas latency profile) or load with check_device=False",
+                     ) -> None:
+        """Raises ProfileError, ending in `remedy`, unless this machine has a device of the profile's name."""
         names = available_device_names(self.device_type)
         if self.device not in names:
             here = ", ".join(repr(name) for name in names) if names else f"no {self.device_type} device"
-            raise ProfileError(
-                f"{where}: measured on {self.device_type} {self.device!r}, but this machine has {here}; "
-                "build a profile here (vitnas latency profile) or load with check_device=False"
-            )
+            raise ProfileError(f"{where}: measured on {self.device_type} {self.device!r}, but this machine has {here}; "
+                               f"{remedy}")
 
     def save(self, path: str | Path | None = None) -> Path:
         """Writes the profile as JSON, atomically; into a directory (or here, for None) as `default_filename`.

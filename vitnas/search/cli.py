@@ -21,6 +21,8 @@ def register(subparsers: Any) -> None:
     budgets.add_argument("--latency-ms", type=_numbers, default=(), metavar="X[,Y...]",
                          help="milliseconds per forward pass at the profile's batch and dtype (needs --profile)")
     budgets.add_argument("--profile", default=None, metavar="PROFILE.json", help="device profile (vitnas latency profile)")
+    budgets.add_argument("--profile-other-device", action="store_true",
+                         help="use a profile of a device this machine lacks (latency predicted, not verified)")
     budgets.add_argument("--flops", type=_numbers, default=(), metavar="G[,G...]", help="G multiply-accumulates per image")
     budgets.add_argument("--params", type=_numbers, default=(), metavar="M[,M...]", help="millions of parameters")
     algorithm = parser.add_argument_group("algorithm")
@@ -41,6 +43,8 @@ def register(subparsers: Any) -> None:
     execution.add_argument("--device", default=None, help="local evaluator's device (default: cuda when present)")
     execution.add_argument("--batch-size", type=int, default=None, help="images per fitness pass (default: 256)")
     execution.add_argument("--max-images", type=int, default=None, help="score on the first N search images only")
+    execution.add_argument("--search-images", type=int, default=None,
+                           help="ImageFolder / CIFAR: minival size drawn from train (default: the recipe's)")
     execution.add_argument("--ema", action="store_true", help="search the checkpoint's EMA weights")
     execution.add_argument("--no-verify", action="store_true", help="do not measure the choices' latency")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out from results.jsonl")
@@ -61,6 +65,7 @@ def _search(args: argparse.Namespace) -> int:
     options = {key: value for key, value in (
         ("parents", args.parents), ("mutation_prob", args.mutation_prob), ("mutations", args.mutations),
         ("crossovers", args.crossovers), ("batch_size", args.batch_size), ("max_images", args.max_images),
+        ("search_images", args.search_images),
     ) if value is not None}
     if args.ema:
         options["use_ema"] = True
@@ -68,6 +73,7 @@ def _search(args: argparse.Namespace) -> int:
                     params=args.params, algorithm=args.algorithm, backend=args.backend, workers=args.workers,
                     gpus_per_worker=args.gpus_per_worker, ray_address=args.ray_address,
                     generations=args.generations, population=args.population, seed=args.seed, resume=args.resume,
-                    device=args.device, verify=not args.no_verify, **options)
+                    device=args.device, profile_other_device=args.profile_other_device, verify=not args.no_verify,
+                    **options)
     print(format_table(result))
     return 0

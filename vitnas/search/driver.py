@@ -68,6 +68,7 @@ class SearchSettings:
     use_ema: bool = False  # search the checkpoint's EMA weights
     batch_size: int = 256  # images per fitness forward pass
     max_images: int | None = None  # score fitness on the first N search images only
+    search_images: int | None = None  # minival size for ImageFolder / CIFAR (default: the recipe's data.search_images)
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "flops", "params"):
@@ -125,6 +126,7 @@ def search(
     seed: int = 0,
     resume: bool = False,
     device: str | None = None,
+    profile_other_device: bool = False,
     verify: bool = True,
     progress: bool = True,
     **options: Any,
@@ -142,9 +144,12 @@ def search(
             of a GPU each, on the cluster at ``ray_address`` or a local Ray).
         generations, population, seed: the `EvolutionConfig` fields most often changed;
             ``options`` may set any other (``parents``, ``mutation_prob``, ``mutations``,
-            ``crossovers``, ``max_tries``) and ``use_ema``, ``batch_size``, ``max_images``.
+            ``crossovers``, ``max_tries``) and ``use_ema``, ``batch_size``, ``max_images``,
+            ``search_images`` (the size of an ImageFolder / CIFAR minival).
         resume: continue the run in `out` from its ``results.jsonl``.
         device: where the local evaluator runs (default: CUDA when present).
+        profile_other_device: search with a profile of a device this machine lacks
+            (latency predicted for that device, not verified); refused otherwise.
         verify: measure the chosen archs' latency when the profile's device is here.
         progress: show a progress bar.
 
@@ -162,7 +167,7 @@ def search(
     out = Path(out)
     _check_run_directory(out, settings, resume)
     _check_backend(backend)
-    context = _prepare(settings)
+    context = _prepare(settings, profile_other_device)
     with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device) as evaluator:
         prepare_directory(out, "--out", SearchError)  # only now: every check that can fail has passed
         if not resume:
@@ -178,15 +183,17 @@ def search(
 
 def _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
               options: dict[str, Any]) -> SearchSettings:
-    run_options = {key: options.pop(key) for key in ("use_ema", "batch_size", "max_images") if key in options}
+    run_options = {key: options.pop(key) for key in ("use_ema", "batch_size", "max_images", "search_images")
+                   if key in options}
     config_fields = {f.name for f in fields(EvolutionConfig)}
     unknown = sorted(set(options) - config_fields)
     if unknown:
         raise SearchError(f"search: unknown option {unknown[0]!r}")
     chosen = {"generations": generations, "population": population, "seed": seed, **options}
     config = EvolutionConfig(**{key: value for key, value in chosen.items() if value is not None})
-    return SearchSettings(checkpoint=str(checkpoint), latency_ms=latency_ms or (), flops=flops or (),
-                          params=params or (), profile=None if profile is None else str(profile),
+    return SearchSettings(checkpoint=str(Path(checkpoint).resolve()), latency_ms=latency_ms or (),
+                          flops=flops or (), params=params or (),
+                          profile=None if profile is None else str(Path(profile).resolve()),
                           algorithm=algorithm, config=config, **run_options)
 
 
@@ -220,14 +227,16 @@ def _check_backend(backend: str) -> None:
         require_ray()
 
 
-def _prepare(settings: SearchSettings) -> RunContext:
+def _prepare(settings: SearchSettings, other_device: bool) -> RunContext:
     """Loads the supernet and profile and asks for generation 0: every check that can fail, nothing written."""
     from vitnas.checkpoint import load_checkpoint, load_supernet
     from vitnas.data import trains_on_search_images
 
     supernet, space = load_supernet(settings.checkpoint, use_ema=settings.use_ema)
     data = load_checkpoint(Path(settings.checkpoint))["recipe"].data
-    profile = _load_profile(settings.profile, space) if settings.profile else None
+    if settings.search_images is not None and settings.search_images != data.search_images:
+        data = _with_search_images(data, settings.search_images)
+    profile = _load_profile(settings.profile, space, other_device) if settings.profile else None
     algorithm = make_algorithm(settings.algorithm, space, settings.budgets(), CostModel(space, profile),
                                settings.config)
     first = algorithm.ask()
@@ -237,11 +246,35 @@ def _prepare(settings: SearchSettings) -> RunContext:
     return RunContext(settings, space, supernet, data, profile, algorithm, first)
 
 
-def _load_profile(path: str, space: SearchSpace) -> DeviceProfile:
-    """The profile, for predictions on any machine (verification checks the device itself)."""
+def _with_search_images(data: Any, count: int) -> Any:
+    """The recipe's data with another minival size; the supernet then may have trained on some of it."""
+    from dataclasses import replace
+
+    from vitnas.data import DataError
+
+    try:
+        changed = replace(data, search_images=count)
+    except DataError as error:
+        raise SearchError(f"--search-images: {str(error).removeprefix('data.search_images: ')}") from None
+    if data.holdout and (data.search_images is None or count > data.search_images):  # a prefix stays held out
+        logger.warning("search: --search-images %d differs from the %s images held out of supernet training; "
+                       "part of the search split may have been trained on", count, data.search_images or "default")
+    return changed
+
+
+def _load_profile(path: str, space: SearchSpace, other_device: bool) -> DeviceProfile:
+    """The profile of the supernet's space, refused on a machine without its device unless `other_device`.
+
+    A latency budget is about the profile's device. Searching elsewhere for that device
+    (say, on a CPU box for a GPU target) is allowed when asked for; the choices' latency
+    is then predicted only, not verified.
+    """
     from vitnas.latency.profile import load_profile
 
     profile = load_profile(path, check_device=False)
+    if not other_device:
+        profile.check_device(path, remedy="build a profile on this machine, or pass --profile-other-device to "
+                                          "search for that device's latency anyway (predicted, not verified)")
     if profile.space.spec != space.spec:
         raise SearchError(f"{path}: a profile of space {profile.space.name!r} as it was then, not of the "
                           f"supernet's space {space.name!r}; build one with vitnas latency profile")

@@ -55,6 +55,20 @@ def supernets(spaces) -> dict[str, vitnas.SuperViT]:
     return {name: vitnas.SuperViT(space).eval() for name, space in spaces.items()}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (use: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+
+    Tiny graphs are dominated by op latency, so one thread runs them faster and cannot
+    stall at a thread barrier when other processes share the cores; timings stay steady;
+    and sums are computed in the order single-threaded Ray actors compute them.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -39,13 +39,7 @@ from vitnas.latency.features import FEATURES, feature_row
 BATCH = 8  # the module profile's batch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: timings on a shared, busy CPU stay far steadier than with a thread pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,20 +36,11 @@ from vitnas.search.ray_backend import RAY_MISSING, BackendError, RayBackend, req
 from vitnas.space import load_space  # noqa: E402
 from vitnas.supernet import SuperViT  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]  # as each actor: one thread
 
 SETTINGS = FitnessSettings(DataConfig(name="digits"), split="minival", max_images=64, device="cpu")
 BUDGET = named_budget(flops=0.003)  # about half of tiny32's uniform draws meet it
 SMALL = EvolutionConfig(population=6, parents=3, mutations=3, crossovers=3, generations=2, seed=3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The driver computes with one torch thread, as each actor does, so local and remote sums match bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ command prints as one line with exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from vitnas.arch import read_archs

@@ -27,9 +27,10 @@ _LAZY = {
     "CheckpointError": "vitnas.checkpoint",
     "load_supernet": "vitnas.checkpoint",
     "evaluate": "vitnas.evaluate",
-    "extract": "vitnas.export",
-    "timm_state_dict": "vitnas.export",
-    "vit_config": "vitnas.export",
+    "extract": "vitnas.export.extract",
+    "load": "vitnas.export.load",
+    "timm_state_dict": "vitnas.export.extract",
+    "vit_config": "vitnas.vit_config",
     "Budget": "vitnas.latency.budget",
     "DeviceProfile": "vitnas.latency.profile",
     "load_profile": "vitnas.latency.profile",
@@ -43,8 +44,9 @@ _LAZY = {
     "ViTConfig": "vitnas.vit",
 }
 
-# Subpackages loaded on first use; vitnas.search is also callable as the verb: vitnas.search(checkpoint, out, ...).
-_SUBMODULES = ("search",)
+# Subpackages loaded on first use, each also callable as its verb: vitnas.search(checkpoint, out, ...),
+# vitnas.export(checkpoint, arch, out, ...).
+_SUBMODULES = ("export", "search")
 
 _ERRORS = ("ArchError", "BudgetError", "ExportError", "LatencyError", "ProfileError", "SpaceError", "VitnasError")
 __all__ = sorted([*_LAZY, *_SUBMODULES, *_ERRORS])
@@ -56,7 +58,9 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.checkpoint import CheckpointError, load_supernet
     from vitnas.cost import block_shapes, count_flops, count_params
     from vitnas.evaluate import evaluate
-    from vitnas.export import extract, timm_state_dict, vit_config
+    from vitnas import export
+    from vitnas.export.extract import extract, timm_state_dict
+    from vitnas.export.load import load
     from vitnas.latency.budget import Budget
     from vitnas.latency.profile import DeviceProfile, load_profile
     from vitnas.pipeline import run
@@ -65,3 +69,4 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.supernet import SuperViT
     from vitnas.train import train
     from vitnas.vit import ViT, ViTConfig
+    from vitnas.vit_config import vit_config

@@ -55,11 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ema", action="store_true", help="use the EMA weights")
     evaluate.set_defaults(handler=_eval)
 
+    from vitnas.export.cli import register as register_export
     from vitnas.latency.cli import register as register_latency
     from vitnas.search.cli import register as register_search
 
     register_latency(verbs)
     register_search(verbs)
+    register_export(verbs)
 
     run = verbs.add_parser("run", help="the whole pipeline on the built-in digits data")
     run.add_argument("--recipe", default="tiny32_digits", help="training recipe (default: tiny32_digits)")

@@ -19,7 +19,7 @@ from vitnas.cost import count_flops, count_params
 from vitnas.data import load_digits
 from vitnas.errors import ExportError
 from vitnas.evaluate import evaluate
-from vitnas.export import extract
+from vitnas.export.extract import extract
 from vitnas.train import train
 
 __all__ = ["run"]

@@ -4,11 +4,16 @@ Plain PyTorch: every layer has exactly the shape its sub-network uses, weights a
 ordinary parameters, and nothing here knows about supernets or search spaces.
 Parameter names follow timm's `VisionTransformer` inside each stage
 (``blocks.i.attn.qkv.weight``, ``blocks.i.mlp.fc1.weight``, ...), so a single-stage
-model maps onto timm by renaming the stage prefix (see `vitnas.export.timm_state_dict`).
+model maps onto timm by renaming the stage prefix (see `vitnas.timm_state_dict`).
+
+`ViTConfig.from_dict` checks what it reads (an export folder's ``config.json`` is user
+input), so a hand-edited or damaged config fails in one line naming the field instead
+of as a shape error deep inside torch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +21,7 @@ import torch
 from timm.layers import Mlp
 from torch import Tensor, nn
 
+from vitnas.errors import ExportError
 from vitnas.layers import fuse_inattentive_tokens, multi_head_attention, patchify, resize_input, spatial_reduction
 
 __all__ = ["ViT", "ViTConfig", "StageConfig", "BlockConfig", "NORM_EPS"]
@@ -52,12 +58,72 @@ class ViTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
-        stages = tuple(
-            StageConfig(s["embed_dim"], s["grid"], tuple(BlockConfig(**b) for b in s["blocks"]))
-            for s in data["stages"]
-        )
-        return cls(data["img_size"], data["patch_size"], data["in_chans"], data["num_classes"], stages)
+    def from_dict(cls, data: Any, where: str = "ViTConfig") -> ViTConfig:
+        """Rebuilds a config from `to_dict` output (or its JSON), checking every field.
+
+        Args:
+            data: the mapping to read.
+            where: how errors name `data`, e.g. ``"DIR/config.json: model"``.
+
+        Raises:
+            ExportError: one line naming the missing, unknown or ill-typed field, or a
+                token grid that does not follow from the image and patch sizes.
+        """
+        top = _fields(data, where, _CONFIG_FIELDS)
+        stages = []
+        for i, stage in enumerate(top["stages"]):
+            stage_where = f"{where}.stages[{i}]"
+            fields = _fields(stage, stage_where, _STAGE_FIELDS)
+            blocks = tuple(
+                BlockConfig(**_fields(block, f"{stage_where}.blocks[{j}]", _BLOCK_FIELDS))
+                for j, block in enumerate(fields["blocks"])
+            )
+            stages.append(StageConfig(fields["embed_dim"], fields["grid"], blocks))
+        config = cls(top["img_size"], top["patch_size"], top["in_chans"], top["num_classes"], tuple(stages))
+        _check_grids(config, where)
+        return config
+
+
+# What `ViTConfig.from_dict` reads: field -> kind ("int": positive integer, "rate": number in (0, 1],
+# "list": non-empty list).
+_CONFIG_FIELDS = {"img_size": "int", "patch_size": "int", "in_chans": "int", "num_classes": "int", "stages": "list"}
+_STAGE_FIELDS = {"embed_dim": "int", "grid": "int", "blocks": "list"}
+_BLOCK_FIELDS = {"num_heads": "int", "head_dim": "int", "mlp_hidden": "int", "keep_rate": "rate"}
+
+
+def _fields(data: Any, where: str, kinds: dict[str, str]) -> dict[str, Any]:
+    """`data` as a dict holding exactly the fields of `kinds`, each of its kind; else one ExportError line."""
+    if not isinstance(data, dict):
+        raise ExportError(f"{where}: expected an object, got {type(data).__name__}")
+    missing = [name for name in kinds if name not in data]
+    unknown = [name for name in data if name not in kinds]
+    if missing:
+        raise ExportError(f"{where}: missing field {missing[0]!r}")
+    if unknown:
+        raise ExportError(f"{where}: unknown field {unknown[0]!r} (expected {', '.join(kinds)})")
+    for name, kind in kinds.items():
+        value = data[name]
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ExportError(f"{where}.{name}: expected a positive integer, got {value!r}")
+        if kind == "rate" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
+            raise ExportError(f"{where}.{name}: expected a number in (0, 1], got {value!r}")
+        if kind == "list" and (not isinstance(value, (list, tuple)) or not value):
+            raise ExportError(f"{where}.{name}: expected a non-empty list, got {value!r}")
+    return {name: float(data[name]) if kind == "rate" else data[name] for name, kind in kinds.items()}
+
+
+def _check_grids(config: ViTConfig, where: str) -> None:
+    """Grids must be what patchifying and the spatial reductions produce, or the position tables cannot fit."""
+    if config.img_size % config.patch_size:
+        raise ExportError(f"{where}.patch_size: {config.patch_size} does not tile img_size {config.img_size}")
+    grid = config.img_size // config.patch_size
+    for i, stage in enumerate(config.stages):
+        if stage.grid != grid:
+            raise ExportError(f"{where}.stages[{i}].grid: expected {grid} (from img_size, patch_size and the "
+                              f"reductions before it), got {stage.grid}")
+        if i < len(config.stages) - 1 and any(block.keep_rate < 1 for block in stage.blocks):
+            raise ExportError(f"{where}.stages[{i}]: only the last stage may drop tokens (keep_rate < 1)")
+        grid = math.ceil(grid / 2)
 
 
 class PatchEmbed(nn.Module):

@@ -36,10 +36,10 @@ from tqdm import tqdm
 from vitnas.arch import Arch
 from vitnas.dtypes import canonical_dtype, torch_dtype
 from vitnas.errors import LatencyError
-from vitnas.export import vit_config
 from vitnas.latency.device import device_name, resolve_device, synchronize
 from vitnas.space import SearchSpace
 from vitnas.vit import ViT
+from vitnas.vit_config import vit_config
 
 __all__ = [
     "Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",

@@ -1,4 +1,4 @@
-"""Pulling a sub-network out of a supernet as a standalone model.
+"""Pulling a sub-network out of a supernet as a standalone model, and its timm form.
 
 `extract` returns a `vitnas.vit.ViT` whose weights are contiguous copies of the
 supernet's slices (editing one never touches the other) and whose outputs equal
@@ -8,43 +8,20 @@ state dict of timm's `VisionTransformer` when timm can express it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from vitnas.arch import Arch
 from vitnas.errors import ExportError
-from vitnas.space import SearchSpace
-from vitnas.space_spec import mlp_hidden, stage_grid
-from vitnas.supernet import SuperViT
-from vitnas.vit import BlockConfig, StageConfig, ViT, ViTConfig
+from vitnas.space_spec import mlp_hidden
+from vitnas.vit import ViT
+from vitnas.vit_config import vit_config
 
-__all__ = ["extract", "vit_config", "timm_state_dict"]
+if TYPE_CHECKING:
+    from vitnas.arch import Arch
+    from vitnas.supernet import SuperViT
 
-
-def vit_config(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> ViTConfig:
-    """The standalone-model config of `arch` (validated against `space`)."""
-    space.validate(arch)
-    base_grid = arch.img_size // arch.patch_size
-    stages = []
-    for index, (spec, stage) in enumerate(zip(space.stages, arch.stages)):
-        blocks = tuple(
-            BlockConfig(
-                num_heads=heads,
-                head_dim=spec.head_width(stage.embed_dim, heads),
-                mlp_hidden=mlp_hidden(stage.embed_dim, ratio),
-                keep_rate=rate,
-            )
-            for heads, ratio, rate in zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate)
-        )
-        stages.append(StageConfig(stage.embed_dim, stage_grid(base_grid, index), blocks))
-    return ViTConfig(
-        img_size=arch.img_size,
-        patch_size=arch.patch_size,
-        in_chans=space.in_chans,
-        num_classes=space.num_classes if num_classes is None else num_classes,
-        stages=tuple(stages),
-    )
+__all__ = ["extract", "timm_state_dict", "mlp_ratio_of"]
 
 
 def extract(supernet: SuperViT, arch: Arch) -> ViT:

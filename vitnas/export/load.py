@@ -1,0 +1,91 @@
+"""`vitnas.load(DIR)`: an export folder back as a plain `vitnas.vit.ViT`.
+
+Loading needs torch, safetensors and the standalone model module only: nothing here
+imports the supernet, the search space or nni, so a deployment installs vitnas and
+loads a folder without the search machinery. The weights' SHA-256 recorded in
+``config.json`` is checked before the bytes are parsed, so a truncated download or a
+flipped bit is a clear error, never a model that silently computes something else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from torch import Tensor
+
+from vitnas.errors import ExportError
+from vitnas.export.schema import CONFIG_FILE, read_config, sha256_hex, weights_entry
+from vitnas.vit import ViT, ViTConfig
+
+__all__ = ["load"]
+
+
+def load(folder: str | Path, device: str | torch.device = "cpu") -> ViT:
+    """The model of an export folder, in eval mode, with the exported weights.
+
+    Args:
+        folder: a folder written by `vitnas.export` (holding ``config.json`` and ``model.safetensors``).
+        device: where to put the model.
+
+    Raises:
+        ExportError: one line for each kind of bad folder: missing folder or config.json,
+            config.json not JSON or with a missing, unknown or ill-typed field, a format
+            version newer than this vitnas, weights truncated or modified (size or
+            SHA-256 differ from config.json's), or tensors missing, extra or of the
+            wrong shape for the config.
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    path = folder / CONFIG_FILE
+    model_config = ViTConfig.from_dict(config["model"], where=f"{path}: model")
+    state = _read_weights(folder, config, path)
+    with torch.device("meta"):
+        model = ViT(model_config)  # no memory or init work: the weights are assigned below
+    _check_state(state, model, folder / weights_entry(config, path)[0])
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device).eval()
+
+
+def _read_weights(folder: Path, config: dict, config_path: Path) -> dict[str, Tensor]:
+    """The weight tensors, after checking the file's size and SHA-256 against config.json."""
+    name, size, digest = weights_entry(config, config_path)
+    path = folder / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ExportError(f"{path}: missing (config.json names it as the weights)") from None
+    except OSError as error:
+        raise ExportError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if len(data) != size:
+        raise ExportError(f"{path}: {len(data)} bytes, config.json records {size}: the file is truncated or modified")
+    if sha256_hex(data) != digest:
+        raise ExportError(f"{path}: SHA-256 differs from the one config.json records: the file was modified")
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise ExportError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+
+
+def _check_state(state: dict[str, Tensor], model: ViT, path: Path) -> None:
+    """Names and shapes of the stored tensors against the model config.json describes."""
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if missing:
+        raise ExportError(f"{path}: missing tensor {missing[0]!r} that config.json's model needs")
+    if unexpected:
+        raise ExportError(f"{path}: holds tensor {unexpected[0]!r} that config.json's model does not have")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape:
+            raise ExportError(f"{path}: tensor {name!r} has shape {list(state[name].shape)}, config.json's model "
+                              f"needs {list(tensor.shape)}")
+        if not state[name].is_floating_point():
+            raise ExportError(f"{path}: tensor {name!r} is {state[name].dtype}, expected floating point")
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__

@@ -1,0 +1,114 @@
+"""The export folder's contract: file names, the format version, and reading ``config.json`` safely.
+
+An export folder is read by people and programs that never saw the supernet, often
+after a copy, a download or a hand edit, so every way it can be wrong is reported in
+one line naming the file and the field. This module needs only the standard library:
+`vitnas.load` reads the folder with it before touching torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from vitnas.errors import ExportError
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "file_entry",
+    "read_config",
+    "sha256_hex",
+    "weights_entry",
+]
+
+FORMAT = "vitnas.export"  # config.json's "format": what kind of folder this is
+FORMAT_VERSION = 1  # bumped when a reader of an older version would misread a newer folder
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """How config.json records a file it vouches for: name, size and SHA-256."""
+    data = path.read_bytes()
+    return {"file": path.name, "bytes": len(data), "sha256": sha256_hex(data)}
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of export folder `folder`, its load-critical fields checked.
+
+    Checks the folder, that the file is JSON, the format name and version, and the
+    types of ``model`` and ``weights``; `vitnas.vit.ViTConfig.from_dict` checks the
+    model fields themselves.
+
+    Raises:
+        ExportError: one line naming the folder or file and what is wrong.
+    """
+    if not folder.exists():
+        raise ExportError(f"{folder}: no such export folder")
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: is not a folder (vitnas.load takes an export folder)")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ExportError(f"{folder}: no {CONFIG_FILE} (not a vitnas export folder)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ExportError(f"{path}: cannot be read ({error})") from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    _check_format(data, path)
+    for field in ("model", "weights"):
+        if field not in data:
+            raise ExportError(f"{path}: missing field {field!r}")
+    weights_entry(data, path)
+    return data
+
+
+def _check_format(data: dict[str, Any], path: Path) -> None:
+    for field in ("format", "format_version"):
+        if field not in data:
+            raise ExportError(f"{path}: missing field {field!r}")
+    if data["format"] != FORMAT:
+        raise ExportError(f"{path}: format is {data['format']!r}, not {FORMAT!r}")
+    version = data["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"{path}: format_version: expected a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ExportError(f"{path}: format version {version} is newer than this vitnas reads ({FORMAT_VERSION}); "
+                          f"upgrade vitnas to load it")
+
+
+def weights_entry(data: dict[str, Any], path: Path) -> tuple[str, int, str]:
+    """The weights file's (name, byte count, SHA-256) from config.json, each checked.
+
+    The name must be a plain file name: a config must not make `vitnas.load` read
+    files outside its folder.
+    """
+    entry = data["weights"]
+    if not isinstance(entry, dict):
+        raise ExportError(f"{path}: weights: expected an object, got {type(entry).__name__}")
+    for field in ("file", "bytes", "sha256"):
+        if field not in entry:
+            raise ExportError(f"{path}: weights: missing field {field!r}")
+    name, size, digest = entry["file"], entry["bytes"], entry["sha256"]
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ExportError(f"{path}: weights.file: expected a file name inside the folder, got {name!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ExportError(f"{path}: weights.bytes: expected a byte count, got {size!r}")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise ExportError(f"{path}: weights.sha256: expected 64 lowercase hex digits, got {digest!r}")
+    return name, size, digest

@@ -1,0 +1,242 @@
+"""`vitnas export`: chosen sub-networks written as standalone, checked, self-describing folders.
+
+An export folder holds ``config.json`` (format version, arch, model config, inputs,
+classes, the search's evidence, costs, latency, and every file's SHA-256 with its
+check), ``model.safetensors`` (what `vitnas.load` reads), a model card ``README.md``,
+and the forms asked for: ``model.ts``, ``model.onnx``, ``timm_model.safetensors``.
+
+Every form, the safetensors file included, is read back and run against the
+extracted PyTorch model on seeded inputs before anything is published; a difference
+above the tolerance fails the export with the number. The folder is built beside its
+target and renamed into place (`vitnas.export.staging`), so a failed or killed export
+leaves nothing at ``out`` and an existing folder is replaced only when asked. With
+``all_budgets`` the unit is ``out`` itself: one sub-folder per budget of a best.json,
+published together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from vitnas.arch import Arch
+from vitnas.cost import count_flops
+from vitnas.data import DataConfig, parse_data
+from vitnas.errors import ExportError
+from vitnas.export.card import model_card
+from vitnas.export.extract import extract
+from vitnas.export.forms import check_inputs, max_difference, write_onnx, write_torchscript
+from vitnas.export.load import load
+from vitnas.export.metadata import class_names, input_spec
+from vitnas.export.schema import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
+from vitnas.export.staging import check_target, staged_folder
+from vitnas.export.targets import Target, folder_names, read_targets
+from vitnas.export.timm_form import write_timm
+from vitnas.space import SearchSpace
+from vitnas.supernet import SuperViT
+
+__all__ = ["FORMATS", "TOLERANCE", "export"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("safetensors", "timm", "torchscript", "onnx")  # safetensors is always written: vitnas.load reads it
+TOLERANCE = 1e-4  # largest absolute logit difference a form may show against PyTorch
+LATENCY_WARMUP, LATENCY_REPEATS = 3, 20  # per batch size: enough for a stable median, cheap for big models on CPU
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every folder of one export shares."""
+
+    supernet: SuperViT
+    space: SearchSpace
+    data: DataConfig | None  # the training data, for normalisation and class names
+    source: dict[str, Any]  # provenance for config.json: space, checkpoint, EMA, data
+    formats: tuple[str, ...]
+    latency_batches: tuple[int, ...]
+    device: str
+    tolerance: float
+
+
+def export(
+    checkpoint: str | Path | SuperViT,
+    arch: str | Path | Arch,
+    out: str | Path,
+    *,
+    formats: Sequence[str] = ("safetensors",),
+    budget: str | None = None,
+    all_budgets: bool = False,
+    overwrite: bool = False,
+    use_ema: bool = False,
+    data: str | DataConfig | None = None,
+    latency_batches: Sequence[int] = (1, 64),
+    device: str | None = None,
+    tolerance: float = TOLERANCE,
+) -> list[Path]:
+    """Writes sub-networks of a supernet as export folders (see the module docstring for the contents).
+
+    Args:
+        checkpoint: a supernet run or checkpoint folder (`vitnas train --out`), or a
+            `SuperViT` in memory (then `data` names its data, if known).
+        arch: an arch JSON file, a search's ``best.json``, ``largest`` / ``smallest``, or an `Arch`.
+        out: the folder to write; with `all_budgets`, the folder that holds one
+            sub-folder per budget, named after it (``latency_ms<=4`` -> ``latency_ms_le_4``).
+        formats: any of ``safetensors`` (always written), ``timm``, ``torchscript``, ``onnx``.
+        budget: from a best.json, export the choice of this budget (default: the first).
+        all_budgets: from a best.json, export every budget's choice.
+        overwrite: replace an existing `out` (atomically); otherwise it is refused.
+        use_ema: export the checkpoint's EMA weights.
+        data: the data the supernet learned from (default: the checkpoint's recipe's).
+        latency_batches: batch sizes to time at export (empty: do not time).
+        device: where to time (default: cuda in bf16 when present, else cpu in fp32).
+        tolerance: largest absolute difference a form may show against PyTorch.
+
+    Returns:
+        The export folders written, in budget order.
+
+    Raises:
+        ExportError: an unknown format, an existing `out`, a form that timm cannot express
+            or that fails its check, or a budget not in the file. `ArchError` and
+            `CheckpointError` for a bad arch file or checkpoint. All are one line.
+    """
+    formats = _check_formats(formats)
+    _check_settings(latency_batches, tolerance)
+    out = Path(out)
+    check_target(out, overwrite)  # before loading anything
+    supernet, space, data, source = _open(checkpoint, use_ema, data)
+    targets = read_targets(arch, space, budget, all_budgets)
+    job = _Job(supernet, space, data, source, formats, tuple(latency_batches), _latency_device(device), tolerance)
+    names = folder_names(targets) if all_budgets else [None]
+    with staged_folder(out, overwrite) as staging:
+        for name, target in zip(names, targets):
+            folder = staging if name is None else staging / name
+            folder.mkdir(exist_ok=True)
+            _write_folder(job, target, folder)
+    return [out if name is None else out / name for name in names]
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = [formats]
+    for name in formats:
+        if name not in FORMATS:
+            raise ExportError(f"format {name!r}: expected one of {', '.join(FORMATS)}")
+    return tuple(name for name in FORMATS if name in formats and name != "safetensors")
+
+
+def _check_settings(latency_batches: Sequence[int], tolerance: float) -> None:
+    """Settings that would only fail after the slow part, checked first."""
+    for batch in latency_batches:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ExportError(f"latency batch {batch!r}: expected a positive integer")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ExportError(f"tolerance {tolerance!r}: expected a non-negative number")
+
+
+def _open(checkpoint: str | Path | SuperViT, use_ema: bool,
+          data: str | DataConfig | None) -> tuple[SuperViT, SearchSpace, DataConfig | None, dict[str, Any]]:
+    """The supernet, its space, its training data and provenance, from a checkpoint path or an object."""
+    if isinstance(checkpoint, SuperViT):
+        config = parse_data(data) if data is not None else None
+        source = {"space": checkpoint.space.name, "checkpoint": None, "ema": False}
+        return checkpoint.eval(), checkpoint.space, config, {**source, "data": config.name if config else None}
+    from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_supernet
+    from vitnas.recipe import load_recipe
+    from vitnas.yamlfile import read_yaml
+
+    folder = latest_checkpoint(Path(checkpoint))
+    if use_ema and not (folder / "ema.safetensors").is_file():
+        raise ExportError(f"{folder}: has no EMA weights (it was trained without ema_decay); export without --ema")
+    supernet, space = load_supernet(folder, use_ema=use_ema)
+    config = parse_data(data) if data is not None else \
+        load_recipe(read_yaml(folder / "recipe.yaml", CheckpointError)).data
+    source = {"space": space.name, "checkpoint": str(folder), "ema": use_ema, "data": config.name}
+    return supernet, space, config, source
+
+
+def _latency_device(device: str | None) -> str:
+    if device is not None:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _write_folder(job: _Job, target: Target, folder: Path) -> None:
+    """One export folder: weights, checked forms, latency, config.json and the card."""
+    model = extract(job.supernet, target.arch).to(device="cpu", dtype=torch.float32).eval()
+    config = _config(job, target, model)
+    inputs = check_inputs(config["input"]["image_size"], config["input"]["in_chans"])
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(folder / WEIGHTS_FILE),
+              metadata={"format": "pt"})
+    config["weights"] = file_entry(folder / WEIGHTS_FILE)
+    _write_json(folder / CONFIG_FILE, config)  # vitnas.load reads it just below
+    check = {"runtime": f"torch {torch.__version__} (vitnas.load)", "batches": [x.shape[0] for x in inputs],
+             "max_abs_diff": max_difference(load(folder), model, inputs)}
+    config["formats"] = {"safetensors": {**config["weights"], "check": check}}
+    _enforce("safetensors", config["formats"]["safetensors"], job.tolerance)
+    for name in job.formats:  # each checked as soon as written: a failure stops before the slower ones
+        config["formats"][name] = _write_form(name, model, folder, inputs, config["input"])
+        _enforce(name, config["formats"][name], job.tolerance)
+    config["latency"] = _measure_latency(model, job, config["input"]["image_size"])
+    _write_json(folder / CONFIG_FILE, config)
+    (folder / "README.md").write_text(model_card(config, job.tolerance), encoding="utf-8")
+    logger.info("exported %s%s", target.arch, f" ({target.name})" if target.name else "")
+
+
+def _config(job: _Job, target: Target, model: nn.Module) -> dict[str, Any]:
+    """config.json before the files: what the model is, what it takes, where it came from, what it costs."""
+    from vitnas import __version__
+
+    num_classes = model.config.num_classes
+    config: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"vitnas {__version__}",
+        "torch_version": torch.__version__, "name": target.name, "arch": target.arch.to_dict(),
+        "model": model.config.to_dict(), "input": input_spec(job.data, job.space.img_size, job.space.in_chans),
+        "num_classes": num_classes,
+    }
+    names = class_names(job.data, num_classes)
+    if names is not None:
+        config["class_names"] = names
+    config["source"] = job.source
+    if target.record is not None:
+        config["search"] = target.record
+    config["params"] = sum(p.numel() for p in model.parameters())
+    config["macs"] = count_flops(job.space, target.arch, num_classes)
+    return config
+
+
+def _write_form(name: str, model: nn.Module, folder: Path, inputs: list[Tensor],
+                spec: dict[str, Any]) -> dict[str, Any]:
+    if name == "timm":
+        return write_timm(model, folder, inputs, spec)
+    if name == "torchscript":
+        return write_torchscript(model, folder, inputs)
+    return write_onnx(model, folder, inputs)
+
+
+def _enforce(name: str, entry: dict[str, Any], tolerance: float) -> None:
+    difference = entry["check"].get("max_abs_diff")
+    if difference is not None and not difference <= tolerance:  # NaN fails too
+        raise ExportError(f"{name}: {entry['file']} differs from the PyTorch model by {difference:.3g} "
+                          f"(tolerance {tolerance:g}); nothing was written")
+
+
+def _measure_latency(model: nn.Module, job: _Job, image_size: int) -> list[dict[str, Any]]:
+    """Median latency at each batch size on the job's device: bf16 on CUDA (as deployed there), fp32 on CPU."""
+    if not job.latency_batches:
+        return []
+    from vitnas.latency.measure import measure
+
+    dtype = "bf16" if str(job.device).startswith("cuda") else "fp32"
+    return [measure(model, job.device, batch, dtype, img_size=image_size, warmup=LATENCY_WARMUP,
+                    repeats=LATENCY_REPEATS).to_dict() for batch in job.latency_batches]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -30,7 +30,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # a benchmark's own choice; library code never sets it
     _, space = vitnas.load_supernet(args.checkpoint)
     low, high = (vitnas.count_flops(space, arch) for arch in (space.smallest(), space.largest()))
-    budget_g = (low + high) / 2 / 1e9
+    budget_g = (low + args.budget_fraction * (high - low)) / 1e9
     config = dict(generations=args.generations, population=args.population, mutations=args.population // 2,
                   crossovers=args.population // 2, parents=args.parents, mutation_prob=args.mutation_prob)
     evaluations = args.population * args.generations
@@ -69,6 +69,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--population", type=int, default=20, help="also the children per generation")
+    parser.add_argument("--budget-fraction", type=float, default=0.5,
+                        help="MACs budget between the smallest (0) and the largest (1) sub-network; issue 8: 0.5")
     parser.add_argument("--parents", type=int, default=10, help="evolution's top-k parents per generation")
     parser.add_argument("--mutation-prob", type=float, default=0.1, help="evolution's per-gene redraw probability")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

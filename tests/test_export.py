@@ -315,7 +315,7 @@ def test_budget_picks_one_record_and_a_missing_one_is_named(tmp_path, tiny_run, 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "rename-aside"])
 def test_existing_folder_is_refused_and_replaced_only_when_asked(tmp_path, spaces, supernets, monkeypatch, exchange):
-    import vitnas.export.staging as staging
+    import vitnas.atomic as staging
 
     if not exchange:  # the path taken where the system cannot swap two folders atomically
         monkeypatch.setattr(staging, "_exchange", lambda first, second: False)

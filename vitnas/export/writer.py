@@ -8,7 +8,7 @@ and the forms asked for: ``model.ts``, ``model.onnx``, ``timm_model.safetensors`
 Every form, the safetensors file included, is read back and run against the
 extracted PyTorch model on seeded inputs before anything is published; a difference
 above the tolerance fails the export with the number. The folder is built beside its
-target and renamed into place (`vitnas.export.staging`), so a failed or killed export
+target and renamed into place (`vitnas.atomic.staged_folder`), so a failed or killed export
 leaves nothing at ``out`` and an existing folder is replaced only when asked. With
 ``all_budgets`` the unit is ``out`` itself: one sub-folder per budget of a best.json,
 published together.
@@ -36,7 +36,7 @@ from vitnas.export.forms import check_inputs, max_difference, write_onnx, write_
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
 from vitnas.export.schema import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
-from vitnas.export.staging import check_target, staged_folder
+from vitnas.atomic import check_target, staged_folder
 from vitnas.export.targets import Target, folder_names, read_targets
 from vitnas.export.timm_form import write_timm
 from vitnas.space import SearchSpace
@@ -109,12 +109,12 @@ def export(
     formats = _check_formats(formats)
     _check_settings(latency_batches, tolerance)
     out = Path(out)
-    check_target(out, overwrite)  # before loading anything
+    check_target(out, overwrite, ExportError)  # before loading anything
     supernet, space, data, source = _open(checkpoint, use_ema, data)
     targets = read_targets(arch, space, budget, all_budgets)
     job = _Job(supernet, space, data, source, formats, tuple(latency_batches), _latency_device(device), tolerance)
     names = folder_names(targets) if all_budgets else [None]
-    with staged_folder(out, overwrite) as staging:
+    with staged_folder(out, overwrite, ExportError) as staging:
         for name, target in zip(names, targets):
             folder = staging if name is None else staging / name
             folder.mkdir(exist_ok=True)

@@ -27,10 +27,10 @@ step() {  # step SECONDS TITLE COMMAND...: runs COMMAND under a time limit, ever
 
 if [ "${GPU_SUITE_SMOKE:-0}" = 1 ]; then  # plumbing check on a CPU: tiny space, few samples
     space=tiny32 device=cpu dtype=fp32 batch=16 samples=12 steps=1 tests="gpu and not slow" timing="--warmup 1 --repeats 3" \
-        images=256 max_gflops=0.02 candidates=8
+        images=256 max_gflops=0.02 candidates=8 export_args="--batches 1 --repeats 2 --warmup 1"
 else
     space=deit device=cuda dtype=bf16 batch=128 samples=300 steps=5 tests="gpu" timing="" \
-        images=10000 max_gflops=4.6 candidates=30
+        images=10000 max_gflops=4.6 candidates=30 export_args="--batches 1,64 --repeats 10"
 fi
 
 step 20 "environment" python3 -c "
@@ -38,19 +38,21 @@ import platform, torch, timm
 print('python', platform.python_version(), '| torch', torch.__version__, '| timm', timm.__version__, '| CUDA', torch.version.cuda)
 print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or 'cpu')"
 step 80 "GPU tests (pytest -m gpu)" python3 -m pytest -q -p no:cacheprovider -m "$tests" tests
-step 80 "supernet training throughput per sampler, and slicing overhead vs timm ($space, $dtype)" \
+step 70 "supernet training throughput per sampler, and slicing overhead vs timm ($space, $dtype)" \
     python3 benchmarks/train_throughput.py --space "$space" --batch "$batch" --steps "$steps" --device "$device" \
     --dtype "$dtype"
 step 50 "several archs in one pass: separate vs sliced vs masked ($space, $dtype)" \
     python3 benchmarks/multi_arch_pass.py --space "$space" --batch "$batch" --subnets 4 --device "$device" \
     --dtype "$dtype" --repeats "$((steps + 2))"
-step 120 "latency profile at batch 64: held-out MAPE, tau, predictions/s, keep-rate-0.7 speedup" \
+step 100 "latency profile at batch 64: held-out MAPE, tau, predictions/s, keep-rate-0.7 speedup" \
     python3 benchmarks/latency_predictor.py --space "$space" --device "$device" --batch 64 --dtype "$dtype" \
     --samples "$samples" $timing
-step 70 "latency profile at batch 1" \
+step 60 "latency profile at batch 1" \
     python3 benchmarks/latency_predictor.py --space "$space" --device "$device" --batch 1 --dtype "$dtype" \
     --samples "$samples" $timing
 step 60 "search: candidates per hour on one GPU at DeiT-S scale, 10,000 fitness images (local backend: no Ray there)" \
     python3 benchmarks/search_scaling.py --space "$space" --data synthetic --images "$images" --device "$device" \
     --max-gflops "$max_gflops" --candidates "$candidates" --workers ""
+step 40 "export speed: exported DeiT-S vs timm vit_small_patch16_224, and keep rate 0.7 ($dtype)" \
+    python3 benchmarks/export_speed.py --device "$device" --dtype "$dtype" --forms eager,torchscript $export_args
 echo "suite done in $SECONDS s; numbers in $out"

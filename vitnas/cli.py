@@ -47,12 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. epochs=5")
     train.set_defaults(handler=_train)
 
-    evaluate = verbs.add_parser("eval", help="top-1 of a sub-network of a trained supernet")
-    evaluate.add_argument("run", help="run or checkpoint directory")
-    evaluate.add_argument("--arch", default="largest", help="arch JSON file, or largest / smallest")
+    evaluate = verbs.add_parser("eval", help="top-1, top-5 and images/s of an export folder or a supernet's sub-network")
+    evaluate.add_argument("run", help="export folder (vitnas export --out), or run or checkpoint directory")
+    evaluate.add_argument("--arch", default=None,
+                          help="with a run: arch JSON file, or largest / smallest (default: largest)")
     evaluate.add_argument("--data", default="digits", help="digits, cifar10:/path, cifar100:/path or an ImageFolder root")
     evaluate.add_argument("--split", default="val")
-    evaluate.add_argument("--ema", action="store_true", help="use the EMA weights")
+    evaluate.add_argument("--ema", action="store_true", help="with a run: use the EMA weights")
+    evaluate.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     evaluate.set_defaults(handler=_eval)
 
     from vitnas.export.cli import register as register_export
@@ -98,12 +101,36 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vitnas.checkpoint import CheckpointError
+    from vitnas.errors import ExportError
+    from vitnas.export.schema import CONFIG_FILE
+
+    folder = Path(args.run)
+    if args.batch_size < 1:
+        raise VitnasError(f"--batch-size {args.batch_size}: expected a positive integer")
+    if (folder / CONFIG_FILE).is_file():  # an export folder; read_config refuses other config.json files
+        if args.arch is not None or args.ema:
+            raise ExportError(f"{folder}: is an export folder, which holds one model: drop --arch / --ema")
+        from vitnas.evaluate import evaluate_folder
+
+        result = evaluate_folder(folder, data=args.data, split=args.split, batch_size=args.batch_size,
+                                 device=args.device)
+        print(json.dumps(result))
+        return 0
+    if folder.is_dir() and not any((folder / name).is_file() for name in ("latest", "meta.json")):
+        raise CheckpointError(f"{folder}: neither an export folder (no {CONFIG_FILE}) nor a supernet run "
+                              f"or checkpoint (no 'latest' file or meta.json)")
     from vitnas.checkpoint import load_supernet
-    from vitnas.evaluate import evaluate
+    from vitnas.evaluate import evaluate_topk
 
     supernet, space = load_supernet(args.run, use_ema=args.ema)
-    arch = read_arch(args.arch, space)
-    print(json.dumps({"arch": arch.to_dict(), "top1": evaluate(supernet, arch, data=args.data, split=args.split)}))
+    supernet = supernet.to(args.device)
+    arch = read_arch(args.arch or "largest", space)
+    result = evaluate_topk(supernet, arch, data=args.data, split=args.split, batch_size=args.batch_size,
+                           device=args.device)
+    print(json.dumps({"arch": arch.to_dict(), **result}))
     return 0
 
 

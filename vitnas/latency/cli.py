@@ -12,6 +12,7 @@ from typing import Any
 
 from vitnas.arch import read_archs
 from vitnas.dtypes import dtype_arg
+from vitnas.errors import LatencyError
 
 __all__ = ["register", "read_archs"]
 
@@ -21,10 +22,13 @@ def register(subparsers: Any) -> None:
     latency = subparsers.add_parser("latency", help="measure latency, build device profiles, verify predictions")
     verbs = latency.add_subparsers(dest="latency_verb", required=True, metavar="{measure,profile,verify}")
 
-    measure = verbs.add_parser("measure", help="time archs' standalone models on a device")
-    measure.add_argument("--space", required=True, help="shipped space name or YAML path")
-    measure.add_argument("--arch", required=True, nargs="+", metavar="ARCH.json",
-                         help="arch files (a JSON arch, a JSON list or JSON lines), or 'largest' / 'smallest'")
+    measure = verbs.add_parser("measure", help="time archs' standalone models, or an export folder's model, on a device")
+    source = measure.add_mutually_exclusive_group(required=True)
+    source.add_argument("--space", help="shipped space name or YAML path (with --arch)")
+    source.add_argument("--model", metavar="DIR", help="an export folder (vitnas export --out): time its model")
+    measure.add_argument("--arch", nargs="+", metavar="ARCH.json",
+                         help="with --space: arch files (a JSON arch, a JSON list or JSON lines), "
+                              "or 'largest' / 'smallest'")
     _add_target(measure, batch=1)
     _add_timing(measure, warmup=10, repeats=50)
     measure.add_argument("--throughput", action="store_true",
@@ -69,6 +73,10 @@ def _add_timing(parser: argparse.ArgumentParser, warmup: int, repeats: int) -> N
 
 
 def _measure(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return _measure_folder(args)
+    if not args.arch:
+        raise LatencyError("latency measure: --space needs --arch (arch files, or largest / smallest)")
     from vitnas.latency.measure import measure_arch, throughput_arch
     from vitnas.space import load_space
 
@@ -82,6 +90,28 @@ def _measure(args: argparse.Namespace) -> int:
             measured = measure_arch(space, arch, args.device, args.batch, args.dtype, warmup=args.warmup,
                                     repeats=args.repeats, compile=args.compile, channels_last=args.channels_last)
             print(f"{measured}  {arch}")
+    return 0
+
+
+def _measure_folder(args: argparse.Namespace) -> int:
+    """`--model DIR`: the export folder's model (`vitnas.load`) at the input size its config.json records."""
+    from pathlib import Path
+
+    if args.arch:
+        raise LatencyError("latency measure: --arch goes with --space; an export folder (--model) holds one model")
+    from vitnas.export.load import load
+    from vitnas.export.schema import read_config
+    from vitnas.latency.measure import measure, throughput
+
+    folder = Path(args.model)
+    image_size = read_config(folder).get("input", {}).get("image_size")
+    model = load(folder)
+    settings = dict(warmup=args.warmup, compile=args.compile, channels_last=args.channels_last, img_size=image_size)
+    if args.throughput:
+        speed = throughput(model, args.device, args.batch, args.dtype, rounds=args.repeats, **settings)
+        print(f"{speed:.1f} images/s at batch {args.batch} {args.dtype} on {args.device}  {folder}")
+    else:
+        print(f"{measure(model, args.device, args.batch, args.dtype, repeats=args.repeats, **settings)}  {folder}")
     return 0
 
 

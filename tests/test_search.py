@@ -17,7 +17,7 @@ from vitnas.arch import Arch
 from vitnas.cli import main
 from vitnas.errors import VitnasError
 from vitnas.search.driver import SearchError, search
-from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
+from vitnas.search.fitness import FitnessEvaluator
 
 RECIPE = {
     "space": "tiny32",
@@ -53,8 +53,7 @@ def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, 
     best = json.loads((out / "best.json").read_text())
     assert [entry["name"] for entry in best] == ["flops<=0.002G", "flops<=0.006G", "params<=0.06M"]
     space = vitnas.load_space("tiny32")
-    supernet, _ = vitnas.load_supernet(checkpoint)
-    val = FitnessEvaluator(supernet, FitnessSettings(data=_data(checkpoint), split="val"))
+    val = FitnessEvaluator.from_checkpoint(checkpoint, split="val")
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     candidates = {Arch.from_dict(line["arch"]): line for line in lines if line["role"] == "candidate"}
     for entry in best:
@@ -71,12 +70,6 @@ def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, 
     front = json.loads((out / "pareto.json").read_text())
     assert front["cost_key"] == "flops" and front["front"]
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def _data(checkpoint: Path):
-    from vitnas.checkpoint import load_checkpoint
-
-    return load_checkpoint(checkpoint)["recipe"].data
 
 
 def test_same_seed_same_choices_and_resume_of_a_finished_run_evaluates_nothing(finished, checkpoint, tmp_path):

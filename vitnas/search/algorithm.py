@@ -221,7 +221,12 @@ class SearchAlgorithm(ABC):
 
     def best_per_budget(self) -> dict[str, tuple[Arch, float]]:
         """`best` of every budget that has an evaluated arch, in budget order."""
-        return {named.name: self.best(named.name) for named in self.budgets if self.ranked(named)}
+        found = {}
+        for named in self.budgets:
+            ranked = self.ranked(named)  # ranked once per budget: it sorts the whole history
+            if ranked:
+                found[named.name] = (ranked[0].arch, float(ranked[0].accuracy))
+        return found
 
     def population(self) -> dict[str, list[Arch]]:
         """Per budget, the top-k evaluated archs (``config.parents``) the next generation breeds from."""

@@ -307,7 +307,7 @@ def _run(context: RunContext, backend: Backend, log: ResultsLog, known: dict[Arc
     expected = config.population if context.settings.algorithm == "random" else config.mutations + config.crossovers
     total = config.population + (config.generations - 1) * expected
     bar = tqdm(total=total, desc="search", unit="arch", disable=not progress, dynamic_ncols=True)
-    evaluated, started, archs = 0, time.perf_counter(), context.first
+    evaluated, started, archs, best = 0, time.perf_counter(), context.first, "-"
     with bar, logging_redirect_tqdm():
         while archs:
             replayed = {arch: float(known[arch]["accuracy"]) for arch in archs if arch in known}
@@ -318,8 +318,10 @@ def _run(context: RunContext, backend: Backend, log: ResultsLog, known: dict[Arc
                 algorithm.tell({evaluation.arch: evaluation.accuracy})
                 evaluated += 1
                 bar.update(1)
-                bar.set_postfix_str(_postfix(algorithm, evaluated, time.perf_counter() - started), refresh=False)
+                rate = evaluated / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix_str(f"gen {algorithm.generation}, {rate:.1f} evals/s, best {best}", refresh=False)
             write_text_atomically(out / STATE_FILE, json.dumps(algorithm.state_dict()) + "\n", SearchError)
+            best = _best_summary(algorithm)  # once per generation: ranking the history per result would be quadratic
             archs = algorithm.ask()
     return evaluated
 
@@ -340,9 +342,9 @@ def _record(algorithm: SearchAlgorithm, evaluation: Evaluation, role: str = "can
     }
 
 
-def _postfix(algorithm: SearchAlgorithm, evaluated: int, elapsed: float) -> str:
-    best = ", ".join(f"{name} {accuracy:.3f}" for name, (_, accuracy) in algorithm.best_per_budget().items())
-    return f"gen {algorithm.generation}, {evaluated / max(elapsed, 1e-9):.1f} evals/s, best {best}"
+def _best_summary(algorithm: SearchAlgorithm) -> str:
+    """The best search accuracy so far per budget, for the progress bar."""
+    return ", ".join(f"{name} {accuracy:.3f}" for name, (_, accuracy) in algorithm.best_per_budget().items())
 
 
 def _evaluate_references(context: RunContext, backend: Backend, log: ResultsLog,

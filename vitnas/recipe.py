@@ -17,11 +17,11 @@ from typing import Any, Mapping, Sequence
 
 from vitnas.data import DataConfig
 from vitnas.errors import VitnasError
+from vitnas.shipped import shipped_files, unknown_name
 from vitnas.yamlfile import parse_yaml, read_yaml
 
 __all__ = ["Recipe", "RecipeError", "load_recipe", "SamplerConfig", "OptimizerConfig", "ScheduleConfig"]
 
-_REPO_RECIPES = Path(__file__).resolve().parent.parent / "supernets"
 SAMPLERS = ("single", "sandwich", "multi", "supervit")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -116,7 +116,8 @@ def _require(condition: bool, field_name: str, reason: str) -> None:
 
 
 def shipped_recipes() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(_REPO_RECIPES.glob("*.yaml"))}
+    """Names and paths of the training recipes shipped with vitnas."""
+    return shipped_files("vitnas.recipes", "supernets")
 
 
 def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Recipe:
@@ -132,7 +133,7 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
         if not path.is_file():
             shipped = shipped_recipes()
             if str(source) not in shipped:
-                raise RecipeError(f"{source}: no such recipe file (shipped: {', '.join(shipped)})")
+                raise RecipeError(unknown_name(str(source), "recipe", shipped))
             path = shipped[str(source)]
         where = str(path)
         data = read_yaml(path, RecipeError) or {}

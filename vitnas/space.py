@@ -10,7 +10,6 @@ dropped when a sample becomes an arch, which is what canonicalises inactive choi
 from __future__ import annotations
 
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,24 +18,15 @@ from nni.mutable import Categorical, MutableDict
 
 from vitnas.arch import Arch, StageArch
 from vitnas.errors import ArchError, SpaceError
+from vitnas.shipped import shipped_files, unknown_name
 from vitnas.space_spec import SpaceSpec, StageSpec, parse_space
 from vitnas.yamlfile import read_yaml
 
 __all__ = ["SearchSpace", "load_space", "shipped_spaces"]
 
-_REPO_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
-
-
 def shipped_spaces() -> dict[str, Path]:
     """Names and paths of the space files shipped with vitnas."""
-    try:
-        folder = resources.files("vitnas.search_spaces")
-        found = {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
-    except ModuleNotFoundError:
-        found = {}
-    if not found and _REPO_SPACES.is_dir():
-        found = {p.stem: p for p in _REPO_SPACES.glob("*.yaml")}
-    return dict(sorted(found.items()))
+    return shipped_files("vitnas.search_spaces", "search_spaces")
 
 
 def load_space(name_or_path: str | Path | Mapping[str, Any]) -> SearchSpace:
@@ -55,9 +45,7 @@ def load_space(name_or_path: str | Path | Mapping[str, Any]) -> SearchSpace:
     if not path.is_file():
         shipped = shipped_spaces()
         if str(name_or_path) not in shipped:
-            raise SpaceError(
-                f"{name_or_path}: no such file, and not a shipped space (shipped: {', '.join(shipped)})"
-            )
+            raise SpaceError(unknown_name(str(name_or_path), "space", shipped))
         path = shipped[str(name_or_path)]
     data = read_yaml(path, SpaceError)
     return SearchSpace(parse_space(data, str(path)), data)

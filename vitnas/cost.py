@@ -8,7 +8,9 @@ FLOPs are counted as **multiply-accumulates (MACs) of matrix products and
 convolutions**, per image: the convention behind "DeiT-S: 4.6 G". LayerNorm, GELU,
 softmax, pooling and the token gather are left out, as `torch.utils.flop_counter`
 leaves them out (it reports 2 FLOPs per MAC). `block_shapes` exposes the per-block
-shapes the counts are built from, for latency tables.
+shapes the counts are built from, for latency tables. Token counts after a reduction
+and a reducer's own MACs come from the reducer (`vitnas.layers.reducers`), whose
+forward they describe.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vitnas.arch import Arch
-from vitnas.layers.token_reduction import tokens_after_reduction
+from vitnas.layers.reducers import get_reducer
 from vitnas.space import SearchSpace
-from vitnas.space_spec import mlp_hidden, stage_grid
+from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
 
-__all__ = ["BlockShape", "block_shapes", "count_params", "count_flops"]
+__all__ = ["BlockShape", "block_shape", "block_shapes", "stage_output_tokens", "count_params", "count_flops"]
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,28 @@ class BlockShape:
     num_heads: int
     head_dim: int
     mlp_hidden: int
-    keep_rate: float  # < 1.0: the block scores tokens by class attention and may drop some
+    keep_rate: float  # < 1.0: the block's reducer scores tokens and may reduce them
+    reducer: str | None = None  # name of the block's token reducer, None where keep_rate is 1.0
 
     @property
     def attn_dim(self) -> int:
         return self.num_heads * self.head_dim
+
+    @property
+    def reducer_macs(self) -> int:
+        """MACs per image the block's reducer adds (scoring, merging); 0 without one."""
+        if self.reducer is None:
+            return 0
+        reducer = get_reducer(self.reducer)
+        return reducer.extra_macs(self.tokens, self.keep_rate, self.embed_dim, self.num_heads, self.head_dim)
+
+
+def block_shape(stage: int, tokens: int, embed_dim: int, num_heads: int, head_dim: int, mlp_hidden_dim: int,
+                keep_rate: float, reducer: str | None) -> BlockShape:
+    """The shape of one block given what enters it; the reducer (if it reduces) sets the length after."""
+    reducer = reducer if keep_rate < 1.0 else None
+    after = get_reducer(reducer).tokens_after(tokens, keep_rate) if reducer is not None else tokens
+    return BlockShape(stage, tokens, after, embed_dim, num_heads, head_dim, mlp_hidden_dim, keep_rate, reducer)
 
 
 def block_shapes(space: SearchSpace, arch: Arch) -> list[BlockShape]:
@@ -48,22 +67,20 @@ def block_shapes(space: SearchSpace, arch: Arch) -> list[BlockShape]:
     shapes = []
     for index, (spec, stage) in enumerate(zip(space.stages, arch.stages)):
         tokens = 1 + stage_grid(base_grid, index) ** 2
-        for heads, ratio, rate in zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate):
-            after = tokens_after_reduction(tokens, rate)
-            shapes.append(
-                BlockShape(
-                    stage=index,
-                    tokens=tokens,
-                    tokens_after=after,
-                    embed_dim=stage.embed_dim,
-                    num_heads=heads,
-                    head_dim=spec.head_width(stage.embed_dim, heads),
-                    mlp_hidden=mlp_hidden(stage.embed_dim, ratio),
-                    keep_rate=rate,
-                )
-            )
-            tokens = after
+        for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate)):
+            shape = block_shape(index, tokens, stage.embed_dim, heads, spec.head_width(stage.embed_dim, heads),
+                                mlp_hidden(stage.embed_dim, ratio), rate, spec.reducer_at(block))
+            shapes.append(shape)
+            tokens = shape.tokens_after
     return shapes
+
+
+def stage_output_tokens(spec: StageSpec, tokens: int, grid: int) -> int:
+    """Sequence length leaving a stage whose last block leaves `tokens`: a grid-preserving reducer restores the grid."""
+    reduction = spec.token_reduction
+    if reduction is not None and get_reducer(reduction.reducer).info.preserves_grid:
+        return 1 + grid * grid
+    return tokens
 
 
 def count_params(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> int:
@@ -84,6 +101,7 @@ def count_params(space: SearchSpace, arch: Arch, num_classes: int | None = None)
         total += 4 * dim  # two LayerNorms
         total += 3 * attn * dim + 3 * attn + attn * dim + dim  # qkv, proj
         total += 2 * hidden * dim + hidden + dim  # fc1, fc2
+        total += get_reducer(shape.reducer).extra_params(dim) if shape.reducer else 0
     return total + 2 * last + last * classes + classes  # final norm, head
 
 
@@ -99,7 +117,6 @@ def count_flops(space: SearchSpace, arch: Arch, num_classes: int | None = None) 
     for shape in block_shapes(space, arch):
         n, dim, attn = shape.tokens, shape.embed_dim, shape.attn_dim
         total += n * dim * 3 * attn + 2 * n * n * attn + n * attn * dim  # qkv, q@k^T and attn@v, proj
-        if shape.keep_rate < 1.0:
-            total += n * attn  # class-token scores q_cls @ k^T
+        total += shape.reducer_macs  # e.g. EViT's class-token scores q_cls @ k^T
         total += 2 * shape.tokens_after * dim * shape.mlp_hidden  # fc1, fc2
     return total + arch.stages[-1].embed_dim * classes  # head

@@ -31,43 +31,33 @@ pass is the way to train them together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import drop_path
 from torch import Tensor
 
 from vitnas.arch import Arch, StageArch
 from vitnas.errors import ArchError, VitnasError
-from vitnas.layers import fuse_inattentive_tokens, patchify, resize_input
-from vitnas.layers.masked import masked_layer_norm, masked_multi_head_attention, masked_spatial_reduction
-from vitnas.layers.slicing import slice_qkv
+from vitnas.layers.block import BlockMasks, BlockPlan, ChannelMask
+from vitnas.layers.network import NetworkPlan, StageMasks, StagePlan, network_forward
+from vitnas.layers.reducers import get_reducer
 from vitnas.space import SearchSpace
 from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
-from vitnas.supernet import SuperBlock, SuperStage, SuperViT
-from vitnas.vit import NORM_EPS
 
-__all__ = ["masked_forward", "token_shape_groups"]
+if TYPE_CHECKING:  # the supernet calls this module; this module only reads the supernet
+    from vitnas.supernet import SuperStage, SuperViT
 
-
-@dataclass(frozen=True)
-class _BlockPlan:
-    """One block of a masked pass: what all its samples share, and their per-sample masks."""
-
-    keep_rate: float  # the pass's keep rate here (every arch that has the block agrees on it)
-    head_width: int  # width of one head, the same for every sample
-    attn_dim: int  # q/k/v width of the pass: a whole number of heads, at most the stored width
-    gate: Tensor  # (B, 1, 1) bool: the sample's sub-network has this block
-    head_mask: Tensor  # (B, H, 1, 1) bool: the sample's first h heads
-    hidden_mask: Tensor  # (B, 1, F) bool: the sample's first MLP hidden units
+__all__ = ["masked_forward", "token_shape_groups", "mixed_head_widths"]
 
 
 @dataclass(frozen=True)
-class _StagePlan:
-    mask: Tensor  # (B, 1, D) bool: the sample's first embed_dim channels
-    width: Tensor  # (B, 1, 1) fp32: its embed_dim, for the masked LayerNorm
-    blocks: tuple[_BlockPlan, ...]  # up to the deepest arch of the pass in this stage
+class _GroupPlan:
+    """One masked pass: what its samples share (plan, full-width slices) and their per-sample masks."""
+
+    plan: NetworkPlan  # grids, head widths, keep rates and reducers shared by the pass
+    attn_dims: tuple[tuple[int, ...], ...]  # per stage, per block: q/k/v width of the pass (whole heads)
+    masks: tuple[StageMasks, ...]
 
 
 def mixed_head_widths(space: SearchSpace) -> str | None:
@@ -179,7 +169,7 @@ def _shape_key(arch: Arch) -> tuple[tuple, tuple[float, ...]]:
     return (arch.img_size, arch.patch_size, tuple(earlier)), arch.stages[-1].keep_rate
 
 
-def _plan_group(supernet: SuperViT, archs: list[Arch], sizes: list[int], device: torch.device) -> list[_StagePlan]:
+def _plan_group(supernet: SuperViT, archs: list[Arch], sizes: list[int], device: torch.device) -> _GroupPlan:
     """Per-sample masks of one group, built from one small integer table sent to the device once."""
     rows: list[list[int]] = [[] for _ in archs]  # per arch: embed dims and per-block (active, heads, hidden)
     shared = []  # per stage: per block (keep rate, head width, attn dim)
@@ -191,14 +181,17 @@ def _plan_group(supernet: SuperViT, archs: list[Arch], sizes: list[int], device:
         shared.append([_block_columns(stage, spec, s, i, stages, rows) for i in range(depth)])
     repeats = torch.tensor(sizes, device=device)
     table = torch.tensor(rows, device=device).repeat_interleave(repeats, dim=0, output_size=sum(sizes))  # (B, F)
-    plans, column = [], 0
-    for stage, blocks in zip(supernet.stages, shared):
+    base_grid = archs[0].img_size // archs[0].patch_size
+    plans, masks, column = [], [], 0
+    for s, (stage, blocks) in enumerate(zip(supernet.stages, shared)):
         dims = table[:, column]
-        mask = _prefix_mask(dims, stage.blocks[0].norm1.weight.shape[0]).unsqueeze(1)  # (B, 1, D_max)
-        block_plans = _block_plans(stage, blocks, table, column + 1)
-        plans.append(_StagePlan(mask, dims.float().view(-1, 1, 1), block_plans))
+        channels = ChannelMask(_prefix_mask(dims, stage.blocks[0].norm1.weight.shape[0]).unsqueeze(1),  # (B, 1, D)
+                               dims.float().view(-1, 1, 1))
+        masks.append(StageMasks(channels, _block_masks(stage, channels, blocks, table, column + 1)))
+        plans.append(_stage_plan(stage, blocks, stage_grid(base_grid, s), stage_grid(base_grid, s - 1) if s else None))
         column += 1 + 3 * len(blocks)
-    return plans
+    attn_dims = tuple(tuple(attn_dim for _, _, attn_dim in blocks) for blocks in shared)
+    return _GroupPlan(NetworkPlan(archs[0].img_size, tuple(plans)), attn_dims, tuple(masks))
 
 
 def _block_columns(
@@ -223,19 +216,33 @@ def _block_columns(
     return active[0].keep_rate[index], widths[0], heads * widths[0]
 
 
-def _block_plans(
-    stage: SuperStage, blocks: list[tuple[float, int, int]], table: Tensor, column: int
-) -> tuple[_BlockPlan, ...]:
+def _stage_plan(stage: SuperStage, blocks: list[tuple[float, int, int]], grid: int, in_grid: int | None) -> StagePlan:
+    """The plan a pass shares in one stage: every arch having a block agrees on its keep rate and head width."""
+    plans = tuple(
+        BlockPlan(
+            head_width=head_width,
+            keep_rate=keep_rate,
+            reducer=get_reducer(stage.spec.reducer_at(index)) if keep_rate < 1.0 else None,
+            drop_path_rate=stage.blocks[index].drop_path_rate,
+        )
+        for index, (keep_rate, head_width, _) in enumerate(blocks)
+    )
+    return StagePlan(grid, plans, in_grid)
+
+
+def _block_masks(
+    stage: SuperStage, channels: ChannelMask, blocks: list[tuple[float, int, int]], table: Tensor, column: int
+) -> tuple[BlockMasks, ...]:
     """Turns the per-sample (has block, heads, hidden) columns starting at `column` into masks."""
-    plans = []
-    for index, (keep_rate, head_width, attn_dim) in enumerate(blocks):
+    masks = []
+    for index, (_, head_width, attn_dim) in enumerate(blocks):
         has, heads, hidden = table[:, column], table[:, column + 1], table[:, column + 2]
         gate = has.bool().view(-1, 1, 1)
         head_mask = _prefix_mask(heads, attn_dim // head_width)[:, :, None, None]
         hidden_mask = _prefix_mask(hidden, stage.blocks[index].fc1.weight.shape[0]).unsqueeze(1)
-        plans.append(_BlockPlan(keep_rate, head_width, attn_dim, gate, head_mask, hidden_mask))
+        masks.append(BlockMasks(channels, gate, head_mask, hidden_mask))
         column += 3
-    return tuple(plans)
+    return tuple(masks)
 
 
 def _prefix_mask(counts: Tensor, total: int) -> Tensor:
@@ -243,51 +250,18 @@ def _prefix_mask(counts: Tensor, total: int) -> Tensor:
     return torch.arange(total, device=counts.device) < counts[:, None]
 
 
-def _group_forward(supernet: SuperViT, x: Tensor, arch: Arch, plans: list[_StagePlan]) -> Tensor:
-    """One masked pass; `arch` is any member of the group (they share img_size and patch_size)."""
-    first = plans[0]
-    x = resize_input(x, arch.img_size)
-    patch = supernet.patch_embed.weights(first.mask.shape[-1], arch.patch_size)
-    x = patchify(x, patch["proj.weight"], patch["proj.bias"])  # (B, N, D)
-    x = torch.cat([supernet.cls_token.expand(x.shape[0], -1, -1), x], dim=1) * first.mask  # (B, 1 + N, D)
-    base_grid = arch.img_size // arch.patch_size
-    for s, (stage, plan) in enumerate(zip(supernet.stages, plans)):
-        previous = (plans[s - 1], stage_grid(base_grid, s - 1)) if s else None
-        x = _stage_forward(stage, x, plan, stage_grid(base_grid, s), previous)
-    last = plans[-1]
-    cls = masked_layer_norm(x[:, :1], last.mask, last.width, supernet.norm.weight, supernet.norm.bias, NORM_EPS)
-    return F.linear(cls[:, 0], supernet.head.weight, supernet.head.bias)  # (B, classes)
+def _group_forward(supernet: SuperViT, x: Tensor, arch: Arch, group: _GroupPlan) -> Tensor:
+    """One masked pass; `arch` is any member of the group (they share img_size and patch_size).
 
-
-def _stage_forward(
-    stage: SuperStage, x: Tensor, plan: _StagePlan, grid: int, previous: tuple[_StagePlan, int] | None
-) -> Tensor:
-    """`previous` is the (plan, grid) of the stage before, None for the first stage."""
-    if stage.reduction is not None:
-        before, in_grid = previous
-        r = stage.reduction
-        weights = (r.norm.weight, r.norm.bias, r.conv.weight, r.conv.bias, r.cls_proj.weight, r.cls_proj.bias)
-        x = masked_spatial_reduction(x, in_grid, before.mask, before.width, plan.mask, weights, NORM_EPS)
-    x = x + stage.pos_embed.weights(plan.mask.shape[-1], grid) * plan.mask  # (B, 1 + g*g, D)
-    for block, block_plan in zip(stage.blocks, plan.blocks):
-        x = _block_forward(block, x, plan, block_plan)
-    return x
-
-
-def _block_forward(block: SuperBlock, x: Tensor, stage: _StagePlan, plan: _BlockPlan) -> Tensor:
-    """`SuperBlock.forward` at full width with per-sample masks; an absent block adds exactly zero."""
-    keep = stage.mask & plan.gate  # (B, 1, D)
-    reduces = plan.keep_rate < 1.0
-    qkv_weight, qkv_bias = slice_qkv(block.qkv.weight, block.qkv.bias, plan.attn_dim, x.shape[-1])
-    normed = masked_layer_norm(x, stage.mask, stage.width, block.norm1.weight, block.norm1.bias, NORM_EPS)
-    attended, class_attention = masked_multi_head_attention(
-        normed, qkv_weight, qkv_bias, block.proj.weight[:, : plan.attn_dim], block.proj.bias,
-        plan.head_width, plan.head_mask, need_class_attention=reduces,
-    )
-    x = x + drop_path(attended * keep, block.drop_path_rate, block.training)
-    if reduces:
-        x = fuse_inattentive_tokens(x, class_attention, plan.keep_rate)
-    normed = masked_layer_norm(x, stage.mask, stage.width, block.norm2.weight, block.norm2.bias, NORM_EPS)
-    hidden = F.gelu(F.linear(normed, block.fc1.weight, block.fc1.bias)) * plan.hidden_mask  # (B, N, F)
-    mlp_out = F.linear(hidden, block.fc2.weight, block.fc2.bias)
-    return x + drop_path(mlp_out * keep, block.drop_path_rate, block.training)
+    The weights are the supernet's own `weights` slices at full stored width (q/k/v at the
+    pass's whole heads); the masks do the rest.
+    """
+    dims = [stage.blocks[0].norm1.weight.shape[0] for stage in supernet.stages]
+    block_dims = [
+        [(attn_dim, block.fc1.weight.shape[0]) for attn_dim, block in zip(attn_dims, stage.blocks)]
+        for attn_dims, stage in zip(group.attn_dims, supernet.stages)
+    ]
+    grids = [stage.grid for stage in group.plan.stages]
+    weights = supernet.network_weights(arch.patch_size, dims, grids, block_dims)
+    features = network_forward(x, weights, group.plan, supernet.training, group.masks)  # (B, N, D)
+    return F.linear(features[:, 0], weights.head_weight, weights.head_bias)  # (B, classes)

@@ -23,7 +23,7 @@ File format (see `search_spaces/*.yaml` for complete, commented examples)::
         num_heads: [2, 4]     # the same choices for every block, or one list per block
         mlp_ratio: [2.0, 4.0] # likewise
         head_dim: 16          # optional; without it a head is embed_dim / num_heads wide
-        token_reduction:      # only in the last stage (see `TokenReductionSpec`)
+        token_reduction:      # see `TokenReductionSpec`
           blocks: [1, 2]      # 0-based block indices within the stage
           keep_rates: [0.5, 1.0]
 """
@@ -37,10 +37,29 @@ from typing import Any
 
 from vitnas.errors import SpaceError
 
-__all__ = ["PatchSpec", "TokenReductionSpec", "StageSpec", "SpaceSpec", "parse_space"]
+__all__ = ["PatchSpec", "TokenReductionSpec", "StageSpec", "SpaceSpec", "ReducerInfo", "REDUCERS", "parse_space"]
 
 PATCH_MODES = ("flexi", "resize")
-REDUCERS = ("evit",)
+
+
+@dataclass(frozen=True)
+class ReducerInfo:
+    """What a space file and a standalone config must know of a token reducer, without importing torch.
+
+    The implementations (`vitnas.layers.reducers`) take these facts from here, so a space
+    file is checked by the same rules the model runs by.
+    """
+
+    preserves_grid: bool  # every grid token survives to the end of its stage: may reduce before a spatial reduction
+    min_keep_rate: float  # smallest keep rate the reducer can honour exactly
+
+
+# Token reducers by the name a space file or a `BlockConfig` gives them.
+REDUCERS: dict[str, ReducerInfo] = {
+    "evit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # class-attention top-k, rest fused into one
+    "evo_vit": ReducerInfo(preserves_grid=True, min_keep_rate=0.0),  # top-k slow, rest set aside and updated fast
+    "tome": ReducerInfo(preserves_grid=False, min_keep_rate=0.5),  # bipartite matching merges at most half
+}
 # The keys each mapping of a space file may hold.
 _TOP_KEYS = ("name", "img_size", "in_chans", "num_classes", "patch", "stages")
 _PATCH_KEYS = ("mode", "sizes", "img_sizes", "kernel_size")
@@ -60,15 +79,17 @@ class PatchSpec:
 
 @dataclass(frozen=True)
 class TokenReductionSpec:
-    """Where patch tokens are dropped and how many may be kept.
+    """Where patch tokens are reduced, by which reducer, and how many keep full computation.
 
-    At each listed block the patch tokens are ranked by the class token's attention,
-    the top ``ceil(keep_rate * n)`` are kept and the rest fused into one token (EViT),
-    between the block's attention and its MLP. Only the last stage may reduce tokens:
-    a spatial reduction after a reduction would need the full token grid.
+    At each listed block, between its attention and its MLP, the reducer keeps about
+    ``ceil(keep_rate * n)`` of the n non-class tokens for full computation and decides
+    what becomes of the rest (`vitnas.layers.reducers`). A reducer that drops or merges
+    tokens works in the last stage only: a spatial reduction after it would need the
+    full token grid. One that preserves the grid (`ReducerInfo.preserves_grid`) may
+    reduce in any stage.
     """
 
-    reducer: str  # token reducer; "evit" = class-attention top-k plus one fused token
+    reducer: str  # a name of `REDUCERS`; "evit" = class-attention top-k plus one fused token
     blocks: tuple[int, ...]  # 0-based block indices within the stage
     keep_rates: tuple[float, ...]  # keep-rate choices at each of those blocks, each in (0, 1]
 
@@ -94,6 +115,11 @@ class StageSpec:
         if reduction is not None and block in reduction.blocks:
             return reduction.keep_rates
         return (1.0,)
+
+    def reducer_at(self, block: int) -> str | None:
+        """Name of the token reducer at a block, None where the block reduces no tokens."""
+        reduction = self.token_reduction
+        return reduction.reducer if reduction is not None and block in reduction.blocks else None
 
     def head_width(self, embed_dim: int, num_heads: int) -> int:
         return self.head_dim if self.head_dim is not None else embed_dim // num_heads
@@ -282,10 +308,12 @@ def _parse_stage(data: Any, index: int, is_last: bool, source: str) -> StageSpec
                 fields.fail(f"ratio {ratio} gives an empty MLP at embed_dim {min(embed_dims)}", "mlp_ratio")
     reduction = None
     if reduction_data is not None:
-        if not is_last:
-            fields.fail("only the last stage may drop tokens: the spatial reduction after it needs the full grid",
-                        "token_reduction")
         reduction = _parse_reduction(reduction_data, f"{where}.token_reduction", max_depth, source)
+        if not is_last and not REDUCERS[reduction.reducer].preserves_grid:
+            keepers = [name for name, info in REDUCERS.items() if info.preserves_grid]
+            hint = f"; reducers that keep the grid may: {', '.join(keepers)}" if keepers else ""
+            fields.fail(f"only the last stage may drop tokens with reducer {reduction.reducer}: the spatial reduction "
+                        f"after it needs the full grid{hint}", "token_reduction")
     return StageSpec(depths, embed_dims, num_heads, mlp_ratios, head_dim, reduction)
 
 
@@ -307,6 +335,10 @@ def _parse_reduction(data: Any, where: str, max_depth: int, source: str) -> Toke
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
             fields.fail(f"keep rate {_describe(rate)} is outside (0, 1]", "keep_rates")
     keep_rates = fields.choices("keep_rates", float)
+    floor = REDUCERS[reducer].min_keep_rate
+    if keep_rates[0] < floor:
+        fields.fail(f"reducer {reducer} keeps at least {floor} of the tokens, got keep rate {keep_rates[0]}",
+                    "keep_rates")
     return TokenReductionSpec(reducer, tuple(sorted(blocks)), keep_rates)
 
 

@@ -2,10 +2,11 @@
 
 `model(x, arch)` runs the sub-network `arch`. There is no per-module "active config":
 the arch is an argument, and every super-module turns it into weight slices through
-one `weights(...)` method. `forward` computes with those slices and
-`sliced_state_dict` copies them out for `vitnas.extract`, so a sub-network and its
-standalone export cannot drift apart. Slices keep the first k channels, heads or
-blocks of each stored tensor.
+one `weights(...)` method. `forward` hands those slices to
+`vitnas.layers.network_forward`, the code the standalone model and the masked pass
+run too, and `sliced_state_dict` copies them out for `vitnas.extract`, so a
+sub-network and its standalone export cannot drift apart. Slices keep the first k
+channels, heads or blocks of each stored tensor.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import drop_path, resample_patch_embed, trunc_normal_
+from timm.layers import resample_patch_embed, trunc_normal_
 
 try:  # timm >= 1.0.16 caches the pseudo-inverse per target size
     from timm.layers.patch_embed import PatchEmbedResamplerFixedOrigSize
@@ -24,18 +25,14 @@ from torch import Tensor, nn
 
 from vitnas.arch import Arch, StageArch
 from vitnas.errors import ArchError
-from vitnas.layers import (
-    fuse_inattentive_tokens,
-    multi_head_attention,
-    patchify,
-    resample_pos_embed,
-    resize_input,
-    spatial_reduction,
-)
+from vitnas.layers.block import NORM_EPS, BlockPlan
+from vitnas.layers.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, state_dict_of
+from vitnas.layers.patch_embed import resample_pos_embed
+from vitnas.layers.reducers import get_reducer
 from vitnas.layers.slicing import slice_qkv, slice_rows_cols, slice_vector
+from vitnas.masked import masked_forward
 from vitnas.space import SearchSpace
 from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
-from vitnas.vit import NORM_EPS
 
 __all__ = ["SuperViT"]
 
@@ -83,7 +80,10 @@ class SuperPosEmbed(nn.Module):
 
 
 class SuperBlock(nn.Module):
-    """A transformer block at maximal width; any narrower block is a slice of it."""
+    """A transformer block at maximal width; any narrower block is a slice of it (`weights`).
+
+    It holds parameters only: the computation is `vitnas.layers.block_forward` on the slices.
+    """
 
     def __init__(self, max_dim: int, max_attn_dim: int, max_hidden: int, drop_path_rate: float) -> None:
         super().__init__()
@@ -112,22 +112,6 @@ class SuperBlock(nn.Module):
             "mlp.fc2.bias": slice_vector(self.fc2.bias, embed_dim),
         }
 
-    def forward(self, x: Tensor, w: Weights, num_heads: int, keep_rate: float) -> Tensor:
-        dim = x.shape[-1]
-        reduces = keep_rate < 1.0
-        normed = F.layer_norm(x, (dim,), w["norm1.weight"], w["norm1.bias"], NORM_EPS)
-        attended, class_attention = multi_head_attention(
-            normed, w["attn.qkv.weight"], w["attn.qkv.bias"], w["attn.proj.weight"], w["attn.proj.bias"],
-            num_heads, need_class_attention=reduces,
-        )
-        x = x + drop_path(attended, self.drop_path_rate, self.training)
-        if reduces:
-            x = fuse_inattentive_tokens(x, class_attention, keep_rate)
-        normed = F.layer_norm(x, (dim,), w["norm2.weight"], w["norm2.bias"], NORM_EPS)
-        hidden = F.gelu(F.linear(normed, w["mlp.fc1.weight"], w["mlp.fc1.bias"]))
-        mlp_out = F.linear(hidden, w["mlp.fc2.weight"], w["mlp.fc2.bias"])
-        return x + drop_path(mlp_out, self.drop_path_rate, self.training)
-
 
 class SuperSpatialReduction(nn.Module):
     def __init__(self, max_in: int, max_out: int) -> None:
@@ -146,12 +130,6 @@ class SuperSpatialReduction(nn.Module):
             "cls_proj.bias": slice_vector(self.cls_proj.bias, out_dim),
         }
 
-    def forward(self, x: Tensor, w: Weights, grid: int) -> Tensor:
-        return spatial_reduction(
-            x, grid, w["norm.weight"], w["norm.bias"], w["conv.weight"], w["conv.bias"],
-            w["cls_proj.weight"], w["cls_proj.bias"], NORM_EPS,
-        )
-
 
 class SuperStage(nn.Module):
     def __init__(
@@ -166,20 +144,32 @@ class SuperStage(nn.Module):
             SuperBlock(max_dim, spec.max_attn_dim(), spec.max_mlp_hidden(), rate) for rate in drop_path_rates
         )
 
-    def block_weights(self, index: int, stage: StageArch) -> Weights:
-        heads = stage.num_heads[index]
-        attn_dim = heads * self.spec.head_width(stage.embed_dim, heads)
-        return self.blocks[index].weights(stage.embed_dim, attn_dim, mlp_hidden(stage.embed_dim, stage.mlp_ratio[index]))
+    def weights(
+        self, embed_dim: int, grid: int, in_dim: int | None, block_dims: Sequence[tuple[int, int]]
+    ) -> StageWeights:
+        """Slices of this stage: `embed_dim` wide, `in_dim` entering it, one (attn_dim, mlp_hidden) per block."""
+        reduction = self.reduction.weights(in_dim, embed_dim) if self.reduction is not None else None
+        blocks = tuple(self.blocks[i].weights(embed_dim, attn, hidden) for i, (attn, hidden) in enumerate(block_dims))
+        return StageWeights(self.pos_embed.weights(embed_dim, grid), blocks, reduction)
 
-    def forward(self, x: Tensor, stage: StageArch, grid: int, previous: tuple[int, int] | None) -> Tensor:
-        """Runs the stage; `previous` is the (embed_dim, grid) of the stage before, None for the first."""
-        if self.reduction is not None:
-            in_dim, in_grid = previous
-            x = self.reduction(x, self.reduction.weights(in_dim, stage.embed_dim), in_grid)
-        x = x + self.pos_embed.weights(stage.embed_dim, grid)
-        for index in range(stage.depth):
-            x = self.blocks[index](x, self.block_weights(index, stage), stage.num_heads[index], stage.keep_rate[index])
-        return x
+    def block_dims(self, stage: StageArch) -> list[tuple[int, int]]:
+        """(attn_dim, mlp_hidden) of each block of a stage arch."""
+        return [
+            (heads * self.spec.head_width(stage.embed_dim, heads), mlp_hidden(stage.embed_dim, ratio))
+            for heads, ratio in zip(stage.num_heads, stage.mlp_ratio)
+        ]
+
+    def plan(self, stage: StageArch, grid: int, in_grid: int | None) -> StagePlan:
+        blocks = tuple(
+            BlockPlan(
+                head_width=self.spec.head_width(stage.embed_dim, heads),
+                keep_rate=rate,
+                reducer=get_reducer(self.spec.reducer_at(i)) if rate < 1.0 else None,
+                drop_path_rate=self.blocks[i].drop_path_rate,
+            )
+            for i, (heads, rate) in enumerate(zip(stage.num_heads, stage.keep_rate))
+        )
+        return StagePlan(grid, blocks, in_grid)
 
 
 class SuperViT(nn.Module):
@@ -230,54 +220,66 @@ class SuperViT(nn.Module):
         masks (`vitnas.masked.masked_forward`, ViT-ResNAS's way). Both give the same numbers.
         """
         if masked:
-            from vitnas.masked import masked_forward  # masked builds on this module
-
             return masked_forward(self, x, archs, sizes)
         if len(archs) != len(sizes) or sum(sizes) != x.shape[0]:
             raise ArchError(f"forward_multi: {len(archs)} archs and sizes {list(sizes)} do not split {x.shape[0]} rows")
         return torch.cat([self(chunk, arch) for chunk, arch in zip(x.split(list(sizes)), archs)])
 
     def forward_features(self, x: Tensor, arch: Arch) -> Tensor:
-        x = resize_input(x, arch.img_size)
-        patch = self.patch_embed.weights(arch.stages[0].embed_dim, arch.patch_size)
-        x = patchify(x, patch["proj.weight"], patch["proj.bias"])  # (B, N, D)
-        cls = self.cls_token[..., : arch.stages[0].embed_dim].expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
-        base_grid = arch.img_size // arch.patch_size
-        previous = None
-        for index, (stage, stage_arch) in enumerate(zip(self.stages, arch.stages)):
-            grid = stage_grid(base_grid, index)
-            x = stage(x, stage_arch, grid, previous)
-            previous = (stage_arch.embed_dim, grid)
-        dim = arch.stages[-1].embed_dim
-        return F.layer_norm(x, (dim,), self.norm.weight[:dim], self.norm.bias[:dim], NORM_EPS)
+        """(B, C, H, W) images -> (B, N, D) final tokens of sub-network `arch`, normalised."""
+        return network_forward(x, self.weights(arch), self.plan(arch), self.training)
 
     def forward_head(self, x: Tensor, arch: Arch) -> Tensor:
         dim = arch.stages[-1].embed_dim
         return F.linear(x[:, 0], slice_rows_cols(self.head.weight, self.num_classes, dim), self.head.bias)
 
+    def weights(self, arch: Arch) -> NetworkWeights:
+        """The slices of sub-network `arch` (views where a slice is whole, else contiguous copies)."""
+        grid = arch.img_size // arch.patch_size
+        return self.network_weights(
+            arch.patch_size,
+            [stage.embed_dim for stage in arch.stages],
+            [stage_grid(grid, index) for index in range(len(arch.stages))],
+            [stage.block_dims(stage_arch) for stage, stage_arch in zip(self.stages, arch.stages)],
+        )
+
+    def network_weights(
+        self,
+        patch_size: int,
+        dims: Sequence[int],
+        grids: Sequence[int],
+        block_dims: Sequence[Sequence[tuple[int, int]]],
+    ) -> NetworkWeights:
+        """Slices by width: stage widths and grids, per-block (attn_dim, mlp_hidden).
+
+        `weights` asks for one arch's widths; the masked pass asks for the stored (full) ones.
+        """
+        patch = self.patch_embed.weights(dims[0], patch_size)
+        stages = tuple(
+            stage.weights(dims[i], grids[i], dims[i - 1] if i else None, block_dims[i])
+            for i, stage in enumerate(self.stages)
+        )
+        last = dims[-1]
+        return NetworkWeights(
+            patch["proj.weight"], patch["proj.bias"], self.cls_token[..., : dims[0]], stages,
+            self.norm.weight[:last], self.norm.bias[:last],
+            slice_rows_cols(self.head.weight, self.num_classes, last), self.head.bias,
+        )
+
+    def plan(self, arch: Arch) -> NetworkPlan:
+        """Head widths, keep rates, reducers and grids of sub-network `arch`."""
+        grid = arch.img_size // arch.patch_size
+        stages = tuple(
+            stage.plan(stage_arch, stage_grid(grid, index), stage_grid(grid, index - 1) if index else None)
+            for index, (stage, stage_arch) in enumerate(zip(self.stages, arch.stages))
+        )
+        return NetworkPlan(arch.img_size, stages)
+
     @torch.no_grad()
     def sliced_state_dict(self, arch: Arch) -> dict[str, Tensor]:
         """The weights of sub-network `arch`, named as in `vitnas.vit.ViT`, as fresh contiguous copies."""
         self.space.validate(arch)
-        first_dim = arch.stages[0].embed_dim
-        state = {f"patch_embed.{k}": v for k, v in self.patch_embed.weights(first_dim, arch.patch_size).items()}
-        state["cls_token"] = self.cls_token[..., :first_dim]
-        grid = arch.img_size // arch.patch_size
-        for index, (stage, stage_arch) in enumerate(zip(self.stages, arch.stages)):
-            prefix = f"stages.{index}."
-            if stage.reduction is not None:
-                reduction = stage.reduction.weights(arch.stages[index - 1].embed_dim, stage_arch.embed_dim)
-                state.update({f"{prefix}reduction.{k}": v for k, v in reduction.items()})
-            state[f"{prefix}pos_embed"] = stage.pos_embed.weights(stage_arch.embed_dim, stage_grid(grid, index))
-            for block in range(stage_arch.depth):
-                weights = stage.block_weights(block, stage_arch)
-                state.update({f"{prefix}blocks.{block}.{k}": v for k, v in weights.items()})
-        dim = arch.stages[-1].embed_dim
-        state.update({
-            "norm.weight": self.norm.weight[:dim], "norm.bias": self.norm.bias[:dim],
-            "head.weight": self.head.weight[:, :dim], "head.bias": self.head.bias,
-        })
+        state = state_dict_of(self.weights(arch))
         return {name: tensor.detach().clone().contiguous() for name, tensor in state.items()}
 
 

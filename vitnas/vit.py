@@ -1,7 +1,9 @@
 """The standalone Vision Transformer that `vitnas.extract` produces.
 
 Plain PyTorch: every layer has exactly the shape its sub-network uses, weights are
-ordinary parameters, and nothing here knows about supernets or search spaces.
+ordinary parameters, and nothing here knows about supernets or search spaces. The
+modules hold the parameters; the forward is `vitnas.layers.network_forward`, the same
+code the supernet and the masked multi-arch pass run on their slices.
 Parameter names follow timm's `VisionTransformer` inside each stage
 (``blocks.i.attn.qkv.weight``, ``blocks.i.mlp.fc1.weight``, ...), so a single-stage
 model maps onto timm by renaming the stage prefix (see `vitnas.timm_state_dict`).
@@ -18,15 +20,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from timm.layers import Mlp
 from torch import Tensor, nn
 
 from vitnas.errors import ExportError
-from vitnas.layers import fuse_inattentive_tokens, multi_head_attention, patchify, resize_input, spatial_reduction
+from vitnas.layers.block import NORM_EPS, BlockPlan
+from vitnas.layers.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward
+from vitnas.layers.reducers import get_reducer
+from vitnas.space_spec import REDUCERS
 
-__all__ = ["ViT", "ViTConfig", "StageConfig", "BlockConfig", "NORM_EPS"]
-
-NORM_EPS = 1e-6  # LayerNorm epsilon, as in timm's ViTs
+__all__ = ["ViT", "ViTConfig", "StageConfig", "BlockConfig", "NORM_EPS", "network_plan"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,16 @@ class BlockConfig:
     head_dim: int  # width of one head; the attention is num_heads * head_dim wide
     mlp_hidden: int  # MLP hidden width
     keep_rate: float  # fraction of patch tokens kept after the attention (1.0: none dropped)
+    reducer: str | None = None  # token reducer (a name of vitnas.space_spec.REDUCERS); None where keep_rate is 1.0
+
+    def __post_init__(self) -> None:
+        """A reducing block without a reducer is EViT (configs written before the field); others have none."""
+        if self.reducer is not None and self.reducer not in REDUCERS:
+            raise ExportError(f"BlockConfig.reducer: {self.reducer!r} is not one of {', '.join(REDUCERS)}")
+        if self.keep_rate >= 1.0:
+            object.__setattr__(self, "reducer", None)
+        elif self.reducer is None:
+            object.__setattr__(self, "reducer", "evit")
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ class ViTConfig:
             stage_where = f"{where}.stages[{i}]"
             fields = _fields(stage, stage_where, _STAGE_FIELDS)
             blocks = tuple(
-                BlockConfig(**_fields(block, f"{stage_where}.blocks[{j}]", _BLOCK_FIELDS))
+                BlockConfig(**_fields(block, f"{stage_where}.blocks[{j}]", _BLOCK_FIELDS, _BLOCK_OPTIONAL))
                 for j, block in enumerate(fields["blocks"])
             )
             stages.append(StageConfig(fields["embed_dim"], fields["grid"], blocks))
@@ -85,24 +97,33 @@ class ViTConfig:
 
 
 # What `ViTConfig.from_dict` reads: field -> kind ("int": positive integer, "rate": number in (0, 1],
-# "list": non-empty list).
+# "list": non-empty list, "reducer": null or a name of REDUCERS).
 _CONFIG_FIELDS = {"img_size": "int", "patch_size": "int", "in_chans": "int", "num_classes": "int", "stages": "list"}
 _STAGE_FIELDS = {"embed_dim": "int", "grid": "int", "blocks": "list"}
 _BLOCK_FIELDS = {"num_heads": "int", "head_dim": "int", "mlp_hidden": "int", "keep_rate": "rate"}
+_BLOCK_OPTIONAL = {"reducer": "reducer"}  # absent in configs written before reducers were named: EViT
 
 
-def _fields(data: Any, where: str, kinds: dict[str, str]) -> dict[str, Any]:
-    """`data` as a dict holding exactly the fields of `kinds`, each of its kind; else one ExportError line."""
+def _fields(data: Any, where: str, kinds: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, Any]:
+    """`data` as a dict of the fields of `kinds` (and those of `optional` it has), each of its kind.
+
+    Raises:
+        ExportError: one line naming a missing, unknown or ill-typed field.
+    """
     if not isinstance(data, dict):
         raise ExportError(f"{where}: expected an object, got {type(data).__name__}")
+    optional = optional or {}
     missing = [name for name in kinds if name not in data]
-    unknown = [name for name in data if name not in kinds]
+    unknown = [name for name in data if name not in kinds and name not in optional]
     if missing:
         raise ExportError(f"{where}: missing field {missing[0]!r}")
     if unknown:
-        raise ExportError(f"{where}: unknown field {unknown[0]!r} (expected {', '.join(kinds)})")
+        raise ExportError(f"{where}: unknown field {unknown[0]!r} (expected {', '.join([*kinds, *optional])})")
+    kinds = {**kinds, **{name: kind for name, kind in optional.items() if name in data}}
     for name, kind in kinds.items():
         value = data[name]
+        if kind == "reducer" and value is not None and value not in REDUCERS:
+            raise ExportError(f"{where}.{name}: expected null or one of {', '.join(REDUCERS)}, got {value!r}")
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise ExportError(f"{where}.{name}: expected a positive integer, got {value!r}")
         if kind == "rate" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
@@ -121,8 +142,13 @@ def _check_grids(config: ViTConfig, where: str) -> None:
         if stage.grid != grid:
             raise ExportError(f"{where}.stages[{i}].grid: expected {grid} (from img_size, patch_size and the "
                               f"reductions before it), got {stage.grid}")
-        if i < len(config.stages) - 1 and any(block.keep_rate < 1 for block in stage.blocks):
-            raise ExportError(f"{where}.stages[{i}]: only the last stage may drop tokens (keep_rate < 1)")
+        reducers = sorted({b.reducer for b in stage.blocks if b.reducer is not None})
+        if len(reducers) > 1:
+            raise ExportError(f"{where}.stages[{i}]: blocks use reducers {', '.join(reducers)}; a stage uses one")
+        dropping = [name for name in reducers if not REDUCERS[name].preserves_grid]
+        if i < len(config.stages) - 1 and dropping:
+            raise ExportError(f"{where}.stages[{i}]: only the last stage may drop tokens (keep_rate < 1) with "
+                              f"reducer {dropping[0]}")
         grid = math.ceil(grid / 2)
 
 
@@ -131,99 +157,106 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return patchify(x, self.proj.weight, self.proj.bias)  # (B, N, D)
-
 
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, head_dim: int) -> None:
         super().__init__()
-        self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * num_heads * head_dim)
         self.proj = nn.Linear(num_heads * head_dim, dim)
 
-    def forward(self, x: Tensor, need_class_attention: bool = False) -> tuple[Tensor, Tensor | None]:
-        return multi_head_attention(
-            x, self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias, self.num_heads, need_class_attention
-        )
+
+class Mlp(nn.Module):
+    """timm's `Mlp` parameters (``fc1``, ``fc2``); the GELU between them is in `block_forward`."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; tokens may be reduced between attention and MLP."""
+    """The parameters of one pre-norm block; `vitnas.layers.block_forward` computes with them."""
 
     def __init__(self, dim: int, config: BlockConfig) -> None:
         super().__init__()
-        self.keep_rate = config.keep_rate
         self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.attn = Attention(dim, config.num_heads, config.head_dim)
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
-        self.mlp = Mlp(dim, hidden_features=config.mlp_hidden)
+        self.mlp = Mlp(dim, config.mlp_hidden)
 
-    def forward(self, x: Tensor) -> Tensor:
-        reduces = self.keep_rate < 1.0
-        attended, class_attention = self.attn(self.norm1(x), need_class_attention=reduces)
-        x = x + attended
-        if reduces:
-            x = fuse_inattentive_tokens(x, class_attention, self.keep_rate)
-        return x + self.mlp(self.norm2(x))
+    def weights(self) -> dict[str, Tensor]:
+        return dict(self.named_parameters())
 
 
 class SpatialReduction(nn.Module):
     """Residual spatial reduction into a stage (see `vitnas.layers.spatial_reduction`)."""
 
-    def __init__(self, in_dim: int, out_dim: int, grid: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.grid = grid  # grid side of the incoming tokens
         self.norm = nn.LayerNorm(in_dim, eps=NORM_EPS)
         self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=2, padding=1)
         self.cls_proj = nn.Linear(in_dim, out_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return spatial_reduction(
-            x, self.grid, self.norm.weight, self.norm.bias, self.conv.weight, self.conv.bias,
-            self.cls_proj.weight, self.cls_proj.bias, NORM_EPS,
-        )
-
 
 class Stage(nn.Module):
-    def __init__(self, config: StageConfig, in_dim: int | None, in_grid: int | None) -> None:
+    def __init__(self, config: StageConfig, in_dim: int | None) -> None:
         super().__init__()
-        self.reduction = SpatialReduction(in_dim, config.embed_dim, in_grid) if in_dim is not None else None
+        self.reduction = SpatialReduction(in_dim, config.embed_dim) if in_dim is not None else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.grid**2, config.embed_dim))
-        self.blocks = nn.Sequential(*(Block(config.embed_dim, b) for b in config.blocks))
+        self.blocks = nn.ModuleList(Block(config.embed_dim, b) for b in config.blocks)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.reduction is not None:
-            x = self.reduction(x)
-        return self.blocks(x + self.pos_embed)
+    def weights(self) -> StageWeights:
+        reduction = dict(self.reduction.named_parameters()) if self.reduction is not None else None
+        return StageWeights(self.pos_embed, tuple(block.weights() for block in self.blocks), reduction)
 
 
 class ViT(nn.Module):
-    """A Vision Transformer of one or more stages, with optional token reduction."""
+    """A Vision Transformer of one or more stages, with optional token reduction.
+
+    The modules only hold parameters (named as in timm); the computation is
+    `vitnas.layers.network_forward`, the same code the supernet runs.
+    """
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.config = config
+        self.plan = network_plan(config)
         first, last = config.stages[0], config.stages[-1]
         self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, first.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, first.embed_dim))
         self.stages = nn.ModuleList(
-            Stage(stage, prev.embed_dim if prev else None, prev.grid if prev else None)
+            Stage(stage, prev.embed_dim if prev else None)
             for prev, stage in zip((None,) + config.stages[:-1], config.stages)
         )
         self.norm = nn.LayerNorm(last.embed_dim, eps=NORM_EPS)
         self.head = nn.Linear(last.embed_dim, config.num_classes)
 
+    def weights(self) -> NetworkWeights:
+        """The model's own parameters in the form `network_forward` takes."""
+        return NetworkWeights(
+            self.patch_embed.proj.weight, self.patch_embed.proj.bias, self.cls_token,
+            tuple(stage.weights() for stage in self.stages),
+            self.norm.weight, self.norm.bias, self.head.weight, self.head.bias,
+        )
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) images -> (B, N, D) final tokens, normalised."""
-        x = self.patch_embed(resize_input(x, self.config.img_size))
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        for stage in self.stages:
-            x = stage(x)
-        return self.norm(x)
+        return network_forward(x, self.weights(), self.plan, self.training)
 
     def forward_head(self, x: Tensor) -> Tensor:
         return self.head(x[:, 0])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def network_plan(config: ViTConfig) -> NetworkPlan:
+    """What `network_forward` needs of a config besides the weights."""
+    stages = []
+    for index, stage in enumerate(config.stages):
+        blocks = tuple(
+            BlockPlan(block.head_dim, block.keep_rate, get_reducer(block.reducer) if block.reducer else None)
+            for block in stage.blocks
+        )
+        stages.append(StagePlan(stage.grid, blocks, config.stages[index - 1].grid if index else None))
+    return NetworkPlan(config.img_size, tuple(stages))

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from vitnas.arch import Arch
-from vitnas.cost import BlockShape, block_shapes
+from vitnas.cost import BlockShape, block_shapes, stage_output_tokens
 from vitnas.space import SearchSpace
 from vitnas.space_spec import stage_grid
 
@@ -38,13 +38,13 @@ ARCH_FEATURES: tuple[str, ...] = (
 BLOCK_FEATURES: tuple[str, ...] = (
     "blocks",  # per block: its fixed launch overhead
     "qkv_proj_macs",  # q/k/v and output projections
-    "attention_macs",  # q @ k^T and attention @ v
+    "attention_macs",  # q @ k^T and attention @ v, and a token reducer's own products (scores, matching)
     "attention_scores",  # heads x tokens^2 softmax elements
     "mlp_macs",  # fc1 and fc2 on the tokens left after any reduction
     "token_memory",  # LayerNorms and residual adds over tokens x width
     "mlp_memory",  # GELU over tokens x hidden
     "weight_memory",  # weights the projections and MLP read once per pass: dominant when there are few token rows
-    "reducing_blocks",  # per block with keep rate < 1: class-attention row, argsort, gather launches
+    "reducing_blocks",  # per block with a token reducer: scoring, sort, gather launches
     "reduction_memory",  # tokens x width those ops read and write
 )
 FEATURES: tuple[str, ...] = ARCH_FEATURES + BLOCK_FEATURES
@@ -53,12 +53,12 @@ FEATURES: tuple[str, ...] = ARCH_FEATURES + BLOCK_FEATURES
 def block_row(shape: BlockShape) -> np.ndarray:
     """The block terms of one block, in `BLOCK_FEATURES` order."""
     n, after, dim, attn = shape.tokens, shape.tokens_after, shape.embed_dim, shape.attn_dim
-    reduces = 1.0 if shape.keep_rate < 1.0 else 0.0
+    reduces = 1.0 if shape.reducer is not None else 0.0
     return np.array(
         [
             1.0,
             4.0 * n * dim * attn,
-            2.0 * n * n * attn,
+            2.0 * n * n * attn + shape.reducer_macs,
             float(shape.num_heads * n * n),
             2.0 * after * dim * shape.mlp_hidden,
             float((n + after) * dim),
@@ -71,7 +71,7 @@ def block_row(shape: BlockShape) -> np.ndarray:
 
 
 def arch_row(space: SearchSpace, arch: Arch, final_tokens: int) -> np.ndarray:
-    """The arch terms, in `ARCH_FEATURES` order; `final_tokens` is the last block's output length."""
+    """The arch terms, in `ARCH_FEATURES` order; `final_tokens` is the last stage's output length."""
     grid = arch.img_size // arch.patch_size
     dims = [stage.embed_dim for stage in arch.stages]
     reduction_macs = sum(
@@ -94,7 +94,10 @@ def feature_row(space: SearchSpace, arch: Arch) -> np.ndarray:
     """All terms of `arch`, in `FEATURES` order: the reference the fast predictor path must equal."""
     shapes = block_shapes(space, arch)
     blocks = np.sum([block_row(shape) for shape in shapes], axis=0)
-    return np.concatenate([arch_row(space, arch, shapes[-1].tokens_after), blocks])
+    last = len(arch.stages) - 1
+    grid = stage_grid(arch.img_size // arch.patch_size, last)
+    final = stage_output_tokens(space.stages[last], shapes[-1].tokens_after, grid)
+    return np.concatenate([arch_row(space, arch, final), blocks])
 
 
 def feature_matrix(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:

@@ -25,10 +25,9 @@ from scipy.optimize import nnls
 from scipy.stats import kendalltau
 
 from vitnas.arch import Arch
-from vitnas.cost import BlockShape
+from vitnas.cost import block_shape, stage_output_tokens
 from vitnas.errors import LatencyError
 from vitnas.latency.features import ARCH_FEATURES, FEATURES, arch_row, block_row, feature_matrix, feature_row
-from vitnas.layers.token_reduction import tokens_after_reduction
 from vitnas.space import SearchSpace
 from vitnas.space_spec import mlp_hidden, stage_grid
 
@@ -57,7 +56,8 @@ class LatencyPredictor:
         self._arch_weights = weights[: len(ARCH_FEATURES)]
         self._block_weights = weights[len(ARCH_FEATURES) :]
         self._bases: dict[tuple[int, int, tuple[int, ...]], float] = {}  # arch terms but the head's token part
-        self._blocks: dict[tuple[int, int, int, int, float, float], tuple[float, int]] = {}  # ms, tokens after
+        # (stage, tokens, dim, heads, mlp ratio, keep rate, reducer) -> (ms, tokens after)
+        self._blocks: dict[tuple[int, int, int, int, float, float, str | None], tuple[float, int]] = {}
         self._tokens: dict[tuple[int, int], int] = {}  # (patch grid, stage) -> tokens entering the stage
 
     @classmethod
@@ -133,11 +133,14 @@ class LatencyPredictor:
         for index, stage in enumerate(arch.stages):
             tokens = self._tokens.get((grid, index)) or self._stage_tokens(grid, index)
             dim = stage.embed_dim
-            for heads, ratio, rate in zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate):
-                key = (index, tokens, dim, heads, ratio, rate)
+            spec = self.space.stages[index]
+            for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate)):
+                key = (index, tokens, dim, heads, ratio, rate, spec.reducer_at(block) if rate < 1.0 else None)
                 entry = self._blocks.get(key) or self._block(key)
                 total += entry[0]
                 tokens = entry[1]
+        last = len(arch.stages) - 1
+        tokens = stage_output_tokens(self.space.stages[last], tokens, stage_grid(grid, last))
         return total + self._arch_weights[_HEAD] * tokens * last_dim
 
     def _base(self, arch: Arch) -> float:
@@ -151,19 +154,11 @@ class LatencyPredictor:
         tokens = self._tokens[(grid, index)] = 1 + stage_grid(grid, index) ** 2
         return tokens
 
-    def _block(self, key: tuple[int, int, int, int, float, float]) -> tuple[float, int]:
+    def _block(self, key: tuple[int, int, int, int, float, float, str | None]) -> tuple[float, int]:
         """A block's milliseconds and output length, from the shape `vitnas.block_shapes` would give."""
-        index, tokens, dim, heads, ratio, rate = key
-        shape = BlockShape(
-            stage=index,
-            tokens=tokens,
-            tokens_after=tokens_after_reduction(tokens, rate),
-            embed_dim=dim,
-            num_heads=heads,
-            head_dim=self.space.stages[index].head_width(dim, heads),
-            mlp_hidden=mlp_hidden(dim, ratio),
-            keep_rate=rate,
-        )
+        index, tokens, dim, heads, ratio, rate, reducer = key
+        head_dim = self.space.stages[index].head_width(dim, heads)
+        shape = block_shape(index, tokens, dim, heads, head_dim, mlp_hidden(dim, ratio), rate, reducer)
         entry = self._blocks[key] = (float(self._block_weights @ block_row(shape)), shape.tokens_after)
         return entry
 

@@ -1,18 +1,48 @@
-"""Building blocks shared by the supernet and the standalone ViT."""
+"""Building blocks shared by the supernet, the standalone ViT and the masked multi-arch pass.
 
-from vitnas.layers.attention import class_attention, multi_head_attention
+`network_forward` / `stage_forward` / `block_forward` are the one implementation of the
+forward pass; each caller supplies only its weights. Token reducers live in
+`vitnas.layers.reducers`, behind one `TokenReducer` interface.
+"""
+
+from vitnas.layers.attention import class_attention, self_attention
+from vitnas.layers.block import NORM_EPS, BlockMasks, BlockPlan, ChannelMask, block_forward
+from vitnas.layers.network import (
+    NetworkPlan,
+    NetworkWeights,
+    StageMasks,
+    StagePlan,
+    StageWeights,
+    network_forward,
+    stage_forward,
+    state_dict_of,
+)
 from vitnas.layers.patch_embed import patchify, resample_pos_embed, resize_input
+from vitnas.layers.reducers import TokenReducer, Tokens, get_reducer, kept_token_count
 from vitnas.layers.spatial_reduction import spatial_reduction
-from vitnas.layers.token_reduction import fuse_inattentive_tokens, kept_token_count, tokens_after_reduction
 
 __all__ = [
+    "NORM_EPS",
+    "BlockMasks",
+    "BlockPlan",
+    "ChannelMask",
+    "NetworkPlan",
+    "NetworkWeights",
+    "StageMasks",
+    "StagePlan",
+    "StageWeights",
+    "TokenReducer",
+    "Tokens",
+    "block_forward",
     "class_attention",
-    "multi_head_attention",
+    "get_reducer",
+    "kept_token_count",
+    "network_forward",
     "patchify",
     "resample_pos_embed",
     "resize_input",
+    "self_attention",
     "spatial_reduction",
-    "fuse_inattentive_tokens",
-    "kept_token_count",
-    "tokens_after_reduction",
+    "stage_forward",
+    "state_dict_of",
 ]

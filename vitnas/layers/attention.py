@@ -1,58 +1,82 @@
-"""Multi-head self-attention, shared by the supernet and the standalone ViT.
+"""Multi-head self-attention, the one implementation every forward path calls.
 
 The main product runs through `F.scaled_dot_product_attention` (flash / memory-efficient
-kernels on GPU). Token reducers need the class token's attention over the patches,
-which SDPA does not return, so `class_attention` recomputes just that one row from
-q and k: O(N) instead of materialising the O(N^2) attention matrix.
+kernels on GPU). Token reducers need more than its output (the class token's attention
+row, the keys), which SDPA does not return, so the block hands q and k to the
+reducer's scorer: `class_attention` recomputes just the class row, O(N) instead of
+materialising the O(N^2) attention matrix.
+
+In a masked multi-arch pass (`vitnas.masked`) tensors keep the supernet's full width
+and `head_mask` zeroes each sample's inactive heads before the output projection mixes
+them; everywhere else it is None.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["multi_head_attention", "class_attention"]
+__all__ = ["self_attention", "class_attention", "Scorer"]
+
+# (q, k, head_mask, bias) -> scores a token reducer ranks by
+Scorer = Callable[[Tensor, Tensor, "Tensor | None", "Tensor | None"], Tensor]
 
 
-def multi_head_attention(
+def self_attention(
     x: Tensor,
     qkv_weight: Tensor,
     qkv_bias: Tensor | None,
     proj_weight: Tensor,
     proj_bias: Tensor | None,
-    num_heads: int,
-    need_class_attention: bool = False,
+    head_width: int,
+    head_mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    scorer: Scorer | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Self-attention over all tokens.
 
     Args:
         x: tokens, shape (B, N, D); token 0 is the class token.
-        qkv_weight: (3 * A, D) with rows [q; k; v], A = num_heads * head_dim.
+        qkv_weight: (3 * A, D) with rows [q; k; v], A = heads * head_width.
         proj_weight: (D, A).
-        num_heads: heads; each is A / num_heads wide.
-        need_class_attention: also return the class token's attention over the other tokens.
+        head_width: width of one head.
+        head_mask: (B, H, 1, 1) bool, a sample's active heads (masked passes only).
+        bias: additive attention bias broadcastable to (B, H, N, N), or None.
+        scorer: a token reducer's scorer, called with (q, k, head_mask, bias).
 
     Returns:
-        The attention output (B, N, D), and the class attention (B, N - 1) averaged over
-        heads (fp32), or None.
+        The attention output (B, N, D), and the scorer's result or None.
     """
     batch, tokens, _ = x.shape
     qkv = F.linear(x, qkv_weight, qkv_bias)  # (B, N, 3A)
-    q, k, v = qkv.view(batch, tokens, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, hd)
-    out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, hd)
-    out = F.linear(out.transpose(1, 2).reshape(batch, tokens, -1), proj_weight, proj_bias)
-    return out, class_attention(q, k) if need_class_attention else None
+    q, k, v = qkv.view(batch, tokens, 3, -1, head_width).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
+    bias = bias.to(q.dtype) if bias is not None else None  # SDPA wants the query's dtype (autocast)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, N, hd)
+    if head_mask is not None:
+        out = out * head_mask
+    out = F.linear(out.transpose(1, 2).reshape(batch, tokens, -1), proj_weight, proj_bias)  # (B, N, D)
+    return out, scorer(q, k, head_mask, bias) if scorer is not None else None
 
 
-def class_attention(q: Tensor, k: Tensor) -> Tensor:
-    """The class token's softmax attention over the other tokens, averaged over heads.
+def class_attention(q: Tensor, k: Tensor, head_mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+    """The class token's softmax attention over the other tokens, averaged over (active) heads.
 
     Args:
-        q, k: (B, h, N, hd), token 0 being the class token.
+        q, k: (B, H, N, hd), token 0 being the class token.
+        head_mask: (B, H, 1, 1) bool: average over each sample's active heads only; None: all.
+        bias: the attention's additive bias, broadcastable to (B, H, N, N), or None.
 
     Returns:
         (B, N - 1) in fp32; row b sums to 1 minus the class token's attention to itself.
     """
     scale = q.shape[-1] ** -0.5
-    logits = (q[:, :, :1] * scale) @ k.transpose(-2, -1)  # (B, h, 1, N)
-    return logits.float().softmax(dim=-1).mean(dim=1)[:, 0, 1:]
+    logits = (q[:, :, :1] * scale) @ k.transpose(-2, -1)  # (B, H, 1, N)
+    if bias is not None:
+        logits = logits + bias[..., :1, :]
+    probs = logits.float().softmax(dim=-1)[:, :, 0, 1:]  # (B, H, N - 1)
+    if head_mask is None:
+        return probs.mean(dim=1)
+    weights = head_mask[:, :, :, 0].float()  # (B, H, 1)
+    return (probs * weights).sum(dim=1) / weights.sum(dim=1)  # (B, N - 1)

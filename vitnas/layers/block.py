@@ -1,0 +1,124 @@
+"""The one transformer-block forward that the supernet, the standalone ViT and the masked pass call.
+
+Each caller supplies only the block's weights, as a mapping named like the standalone
+model's parameters (``norm1.weight``, ``attn.qkv.weight``, ``mlp.fc1.weight``, ...):
+the supernet and the masked pass get theirs from `SuperBlock.weights`, the standalone
+`vitnas.vit.Block` from its own parameters. So a sub-network, its export and its
+masked training step cannot drift apart: they run this code on those weights.
+
+A block is pre-norm attention, an optional token reducer (between attention and MLP,
+as in EViT), and a pre-norm GELU MLP. In a masked multi-arch pass (`BlockMasks`) the
+same code runs at full width with per-sample channel, head and hidden-unit masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch.nn.functional as F
+from timm.layers import drop_path
+from torch import Tensor
+
+from vitnas.layers.attention import self_attention
+from vitnas.layers.channel_masks import masked_layer_norm
+from vitnas.layers.reducers import TokenReducer, Tokens
+
+__all__ = [
+    "NORM_EPS", "Weights", "BlockPlan", "ChannelMask", "BlockMasks", "block_forward", "layer_norm", "attention_bias",
+]
+
+NORM_EPS = 1e-6  # LayerNorm epsilon, as in timm's ViTs
+
+Weights = Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What a block computes besides its weights: fixed for a model, or per call in the supernet."""
+
+    head_width: int  # width of one head; the head count follows from the q/k/v weights
+    keep_rate: float = 1.0  # fraction of the non-class tokens kept for full computation
+    reducer: TokenReducer | None = None  # how tokens are reduced where keep_rate < 1
+    drop_path_rate: float = 0.0  # stochastic depth of both residual branches (training only)
+
+    @property
+    def reduces(self) -> bool:
+        return self.reducer is not None and self.keep_rate < 1.0
+
+
+@dataclass(frozen=True)
+class ChannelMask:
+    """Each sample's active channels in a masked multi-arch pass."""
+
+    channels: Tensor  # (B, 1, D) bool: the sample's first embed_dim channels
+    width: Tensor  # (B, 1, 1) fp32: its embed_dim, for the masked LayerNorm
+
+
+@dataclass(frozen=True)
+class BlockMasks:
+    """Per-sample masks of one block of a masked multi-arch pass."""
+
+    stage: ChannelMask  # the stage's channel mask
+    gate: Tensor  # (B, 1, 1) bool: the sample's sub-network has this block
+    heads: Tensor  # (B, H, 1, 1) bool: the sample's first h heads
+    hidden: Tensor  # (B, 1, F) bool: the sample's first MLP hidden units
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, mask: ChannelMask | None = None) -> Tensor:
+    """LayerNorm over the last dimension, or over each sample's active channels under a mask."""
+    if mask is None:
+        return F.layer_norm(x, (x.shape[-1],), weight, bias, NORM_EPS)
+    return masked_layer_norm(x, mask.channels, mask.width, weight, bias, NORM_EPS)
+
+
+def block_forward(
+    tokens: Tokens, w: Weights, plan: BlockPlan, training: bool = False, masks: BlockMasks | None = None
+) -> Tokens:
+    """One pre-norm transformer block, reducing tokens between attention and MLP where planned.
+
+    Args:
+        tokens: the incoming tokens; ``tokens.x`` is (B, N, D).
+        w: the block's weights, named as in `vitnas.vit.Block`.
+        plan: head width, keep rate, reducer and drop-path rate.
+        training: draw drop-path masks (per sample).
+        masks: per-sample masks of a masked multi-arch pass; None elsewhere.
+
+    Returns:
+        The tokens after the block, (B, N', D) with N' the reducer's `tokens_after` of N.
+    """
+    stage_mask = masks.stage if masks is not None else None
+    reducer = plan.reducer if plan.reduces else None
+    normed = layer_norm(tokens.x, w["norm1.weight"], w["norm1.bias"], stage_mask)
+    attended, scores = self_attention(
+        normed, w["attn.qkv.weight"], w["attn.qkv.bias"], w["attn.proj.weight"], w["attn.proj.bias"],
+        plan.head_width, masks.heads if masks is not None else None, attention_bias(tokens),
+        reducer.score if reducer is not None else None,
+    )
+    tokens = tokens.with_x(tokens.x + drop_path(_gated(attended, masks), plan.drop_path_rate, training))
+    if reducer is not None:
+        tokens = reducer.reduce(tokens, scores, plan.keep_rate)
+    normed = layer_norm(tokens.x, w["norm2.weight"], w["norm2.bias"], stage_mask)
+    hidden = F.gelu(F.linear(normed, w["mlp.fc1.weight"], w["mlp.fc1.bias"]))  # (B, N', F)
+    if masks is not None:
+        hidden = hidden * masks.hidden
+    mlp_out = F.linear(hidden, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # (B, N', D)
+    return tokens.with_x(tokens.x + drop_path(_gated(mlp_out, masks), plan.drop_path_rate, training))
+
+
+def attention_bias(tokens: Tokens) -> Tensor | None:
+    """Proportional attention: log(size) on each key's logits, so a merged token weighs as the tokens it holds.
+
+    Returns:
+        (B, 1, 1, N), or None while no token stands for more than itself.
+    """
+    if tokens.sizes is None:
+        return None
+    return tokens.sizes.log().transpose(1, 2).unsqueeze(1)
+
+
+def _gated(branch: Tensor, masks: BlockMasks | None) -> Tensor:
+    """A residual branch, zero outside each sample's channels and wherever its sub-network lacks the block."""
+    if masks is None:
+        return branch
+    return branch * (masks.stage.channels & masks.gate)

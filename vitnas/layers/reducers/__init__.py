@@ -1,0 +1,34 @@
+"""Token reducers behind one interface (`TokenReducer`), chosen by name.
+
+A space file names the reducer of each stage's reduction blocks
+(``token_reduction.reducer``) and an exported model's `BlockConfig` names the one of
+each reducing block; both resolve the name here.
+"""
+
+from __future__ import annotations
+
+from vitnas.errors import ArchError
+from vitnas.layers.reducers.base import TokenReducer, Tokens, kept_token_count
+from vitnas.layers.reducers.evit import EViT
+from vitnas.layers.reducers.evo_vit import EvoViT
+from vitnas.layers.reducers.tome import ToMe
+
+__all__ = ["TokenReducer", "Tokens", "kept_token_count", "get_reducer", "reducer_names"]
+
+_IMPLEMENTATIONS: dict[str, TokenReducer] = {reducer.name: reducer for reducer in (EViT(), EvoViT(), ToMe())}
+
+
+def get_reducer(name: str) -> TokenReducer:
+    """The reducer called `name`.
+
+    Raises:
+        ArchError: no reducer has that name.
+    """
+    try:
+        return _IMPLEMENTATIONS[name]
+    except KeyError:
+        raise ArchError(f"reducer: {name!r} is not one of {', '.join(_IMPLEMENTATIONS)}") from None
+
+
+def reducer_names() -> tuple[str, ...]:
+    return tuple(_IMPLEMENTATIONS)

@@ -106,6 +106,13 @@ def test_state_file_with_code_is_refused(tmp_path):
         load_checkpoint(run)
 
 
+def test_exponent_overrides_read_as_numbers():
+    recipe = load_recipe(TINY, overrides=["optimizer.weight_decay=1e-4", "label_smoothing=5e-2"])
+    assert recipe.optimizer.weight_decay == 1e-4 and recipe.label_smoothing == 0.05
+    with pytest.raises(RecipeError, match=r"optimizer\.weight_decay: expected float, got 'nan'"):
+        load_recipe(TINY, overrides=["optimizer.weight_decay=nan"])
+
+
 def test_recipe_errors_name_the_field(tmp_path):
     with pytest.raises(RecipeError, match=r"<dict>: sampler\.name: expected one of single, sandwich"):
         load_recipe(dict(TINY, sampler={"name": "zigzag"}))

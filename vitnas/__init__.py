@@ -27,7 +27,9 @@ _LAZY = {
     "CheckpointError": "vitnas.checkpoint",
     "load_supernet": "vitnas.checkpoint",
     "evaluate": "vitnas.evaluate",
+    "ElasticViT": "vitnas.export.elastic",
     "extract": "vitnas.export.extract",
+    "finetune": "vitnas.finetune",
     "load": "vitnas.export.load",
     "timm_state_dict": "vitnas.export.extract",
     "vit_config": "vitnas.vit_config",
@@ -40,6 +42,7 @@ _LAZY = {
     "shipped_spaces": "vitnas.space",
     "SuperViT": "vitnas.supernet",
     "train": "vitnas.train",
+    "train_standalone": "vitnas.standalone",
     "ViT": "vitnas.vit",
     "ViTConfig": "vitnas.vit",
 }
@@ -59,7 +62,9 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.cost import block_shapes, count_flops, count_params
     from vitnas.evaluate import evaluate
     from vitnas import export
+    from vitnas.export.elastic import ElasticViT
     from vitnas.export.extract import extract, timm_state_dict
+    from vitnas.finetune import finetune
     from vitnas.export.load import load
     from vitnas.latency.budget import Budget
     from vitnas.latency.profile import DeviceProfile, load_profile
@@ -67,6 +72,7 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas import search
     from vitnas.space import SearchSpace, load_space, shipped_spaces
     from vitnas.supernet import SuperViT
+    from vitnas.standalone import train_standalone
     from vitnas.train import train
     from vitnas.vit import ViT, ViTConfig
     from vitnas.vit_config import vit_config

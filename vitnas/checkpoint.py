@@ -5,7 +5,8 @@ A run directory holds versioned checkpoint folders and a one-line ``latest`` fil
     RUN/latest                  -> "ckpt-000030"
     RUN/ckpt-000030/model.safetensors   supernet weights
                     ema.safetensors     EMA weights (if EMA is on)
-                    space.yaml          the search space, so the checkpoint stands alone
+                    space.yaml          the search space, so the checkpoint stands alone (supernets)
+                    model.json          standalone runs instead: the `vitnas.vit.ViTConfig` trained
                     recipe.yaml         the resolved recipe
                     state.pt            optimizer / scheduler / scaler / RNG state (tensors and plain data only)
                     meta.json           epoch, step, last metrics; written last
@@ -36,7 +37,10 @@ from vitnas.recipe import Recipe, load_recipe
 from vitnas.space import SearchSpace, load_space
 from vitnas.yamlfile import read_yaml
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_supernet", "latest_checkpoint"]
+__all__ = ["CheckpointError", "MODEL_FILE", "save_checkpoint", "load_checkpoint", "load_supernet", "latest_checkpoint"]
+
+
+MODEL_FILE = "model.json"  # standalone runs: the trained model's ViTConfig, in place of space.yaml
 
 
 class CheckpointError(VitnasError):
@@ -47,21 +51,29 @@ def save_checkpoint(
     run_dir: Path,
     step: int,
     model_state: dict[str, torch.Tensor],
-    space: SearchSpace,
+    space: SearchSpace | None,
     recipe: Recipe,
     state: dict[str, Any],
     meta: dict[str, Any],
     ema_state: dict[str, torch.Tensor] | None = None,
     keep: int = 2,
+    model_config: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes checkpoint `step` into `run_dir` atomically and points ``latest`` at it."""
+    """Writes checkpoint `step` into `run_dir` atomically and points ``latest`` at it.
+
+    A supernet checkpoint names its `space`; a standalone model's names its
+    `model_config` (``ViTConfig.to_dict()``) instead, so a resume can check it trains the same network.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{step:07d}"
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir))
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(staging / "model.safetensors"))
     if ema_state is not None:
         save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(staging / "ema.safetensors"))
-    (staging / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+    if space is not None:
+        (staging / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+    if model_config is not None:
+        (staging / MODEL_FILE).write_text(json.dumps(model_config, indent=1))
     (staging / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     torch.save(state, staging / "state.pt")
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -91,10 +103,15 @@ def latest_checkpoint(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Reads every part of a checkpoint; a damaged file is a one-line CheckpointError."""
+    """Reads every part of a checkpoint; a damaged file is a one-line CheckpointError.
+
+    ``space`` is None for a standalone run, whose ``model_config`` (a dict) is None for a supernet.
+    """
     folder = latest_checkpoint(path)
     try:
-        space = load_space(read_yaml(folder / "space.yaml", CheckpointError))
+        standalone = (folder / MODEL_FILE).is_file()
+        space = None if standalone else load_space(read_yaml(folder / "space.yaml", CheckpointError))
+        model_config = json.loads((folder / MODEL_FILE).read_text()) if standalone else None
         recipe = load_recipe(read_yaml(folder / "recipe.yaml", CheckpointError))
         meta = json.loads((folder / "meta.json").read_text())
         model = _load_tensors(folder / "model.safetensors", map_location)
@@ -105,7 +122,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
         raise CheckpointError(f"{folder}: cannot be read ({type(error).__name__}: {_first_line(error)})") from None
     return {"folder": folder, "space": space, "recipe": recipe, "meta": meta, "model": model, "ema": ema,
-            "state": state}
+            "state": state, "model_config": model_config}
 
 
 def load_supernet(path: str | Path, use_ema: bool = False, map_location: str = "cpu"):
@@ -117,6 +134,8 @@ def load_supernet(path: str | Path, use_ema: bool = False, map_location: str = "
     from vitnas.supernet import SuperViT
 
     loaded = load_checkpoint(Path(path), map_location)
+    if loaded["space"] is None:
+        raise CheckpointError(f"{loaded['folder']}: holds a standalone model ({MODEL_FILE}), not a supernet")
     recipe = loaded["recipe"]
     supernet = SuperViT(loaded["space"], drop_path_rate=recipe.drop_path)
     weights = loaded["ema"] if use_ema and loaded["ema"] is not None else loaded["model"]

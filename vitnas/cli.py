@@ -15,11 +15,12 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if args.verb in ("train", "run") and all("=" in item and not item.startswith("-") for item in extra):
+    if args.verb in ("train", "run", "finetune") and all("=" in item and not item.startswith("-") for item in extra):
         args.overrides = list(args.overrides) + extra  # key=value overrides may follow --out
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("vitnas").setLevel(logging.INFO)  # ours: progress; others' (onnxscript, ray) only warnings
     try:
         return args.handler(args)
     except VitnasError as error:
@@ -59,19 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval)
 
     from vitnas.export.cli import register as register_export
+    from vitnas.finetune_cli import register as register_finetune
     from vitnas.latency.cli import register as register_latency
     from vitnas.search.cli import register as register_search
 
     register_latency(verbs)
     register_search(verbs)
     register_export(verbs)
+    register_finetune(verbs)
 
-    run = verbs.add_parser("run", help="the whole pipeline on the built-in digits data")
-    run.add_argument("--recipe", default="tiny32_digits", help="training recipe (default: tiny32_digits)")
-    run.add_argument("--out", default="runs/tiny32_digits", help="run directory; resumed if it holds a run")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. epochs=5")
-    run.set_defaults(handler=_run)
+    from vitnas.run_cli import register as register_run
+
+    register_run(verbs)
     return parser
 
 
@@ -147,10 +147,3 @@ def read_arch(text: str, space):
     if len(archs) != 1:
         raise ArchError(f"{text}: holds {len(archs)} archs; eval takes one")
     return archs[0]
-
-
-def _run(args: argparse.Namespace) -> int:
-    from vitnas.pipeline import run
-
-    print(run(recipe=args.recipe, out=args.out, overrides=args.overrides, seed=args.seed))
-    return 0

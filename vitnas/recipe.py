@@ -3,11 +3,12 @@
 A recipe names the space, the data, the schedule, the sampler (which sub-networks
 train each step), distillation and precision. Every field has a default and a comment;
 an unknown key or a wrong type fails at load with one line naming the file and field.
-Command-line overrides use dotted keys: ``epochs=5 optimizer.lr=1e-3 sampler.name=single``.
+Command-line overrides use dotted keys: ``epochs=5 optimizer.weight_decay=1e-4 sampler.name=single``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -127,7 +128,7 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
         RecipeError: one line naming the file, the field and the problem.
     """
     if isinstance(source, Mapping):
-        data, where = dict(source), "<dict>"
+        data, where = copy.deepcopy(dict(source)), "<dict>"  # overrides must not reach into the caller's dicts
     else:
         path = Path(source)
         if not path.is_file():
@@ -195,6 +196,8 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
             continue
         if kind is float and isinstance(value, (int, float)):
             return float(value)
+        if kind is float and isinstance(value, str) and _is_float_text(value):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; people write learning rates so
         if kind is int and (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
             return int(value)
         if kind in (str, dict, list, tuple) and isinstance(value, kind):
@@ -202,3 +205,11 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
     expected = " or ".join("null" if o is type(None) else getattr(typing.get_origin(o) or o, "__name__", str(o))
                            for o in options)
     raise RecipeError(f"{name}: expected {expected}, got {value!r}")
+
+
+def _is_float_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")

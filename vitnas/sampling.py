@@ -31,7 +31,7 @@ __all__ = ["Piece", "Pass", "Sampler", "build_sampler", "step_rng"]
 
 @dataclass(frozen=True)
 class Piece:
-    arch: Arch
+    arch: Arch | None  # None: a standalone model's one network (`vitnas.standalone`)
     start: int  # first batch row
     stop: int  # one past the last batch row
     role: str  # supervised | distilled | teacher

@@ -1,11 +1,15 @@
 """Training a supernet from a recipe: `vitnas train RECIPE --out DIR [--resume] [key=value ...]`.
 
 One step = the sampler's plan (several sub-networks, see `vitnas.sampling`), gradients
-accumulated over its passes, one optimizer step. Under ``torchrun`` every rank trains
-the same sub-networks on its own shard; gradients are averaged with one flat
-all-reduce after the step's passes. Parameters a step did not touch get zero
-gradients first, so there is no DDP unused-parameter hang and no per-step graph
-bookkeeping. Checkpoints are written at the end of each epoch (see `vitnas.checkpoint`).
+accumulated over its passes, one optimizer step. The loop itself (`fit`) only sees a
+`Trainee`: the model and which of its networks run each step. `SupernetTrainee` is the
+supernet's; `vitnas.standalone` trains one fixed ViT through the same loop, so
+fine-tuning shares the recipe, AMP, EMA, DDP, checkpoint and exact-resume machinery.
+
+Under ``torchrun`` every rank trains the same sub-networks on its own shard; gradients
+are averaged with one flat all-reduce after the step's passes. Parameters a step did
+not touch get zero gradients first, so there is no DDP unused-parameter hang and no
+per-step graph bookkeeping. Checkpoints are written at the end of each epoch (see `vitnas.checkpoint`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import json
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,10 +30,11 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from vitnas.arch import Arch
 from vitnas.atomic import prepare_directory
 from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitnas.data import DataConfig, build_dataset, num_classes_of
@@ -36,14 +42,99 @@ from vitnas.evaluate import count_correct
 from vitnas.masked import mixed_head_widths
 from vitnas.recipe import Recipe, RecipeError, load_recipe
 from vitnas.rewire import rewire
-from vitnas.sampling import Pass, build_sampler, step_rng
-from vitnas.space import load_space
+from vitnas.sampling import Pass, Piece, build_sampler, step_rng
+from vitnas.space import SearchSpace, load_space
 from vitnas.supernet import SuperViT
 from vitnas.yamlfile import read_yaml
 
-__all__ = ["train"]
+__all__ = ["Context", "SupernetTrainee", "Trainee", "build_context", "distributed_setup", "fit", "seed_run", "train"]
 
 log = logging.getLogger(__name__)
+
+
+class Trainee(ABC):
+    """What the loop trains: a model, and which of its networks run on which rows of each step.
+
+    The loop (`fit`) owns everything else: data, optimizer, schedule, precision, EMA,
+    DDP, checkpoints and metrics. A supernet plans several sub-networks per step
+    (`SupernetTrainee`); a standalone model plans its one network
+    (`vitnas.standalone.StandaloneTrainee`), so both share one loop and one resume.
+    """
+
+    model: nn.Module  # the module whose parameters train
+    num_classes: int  # head size: the data must have as many classes
+    img_size: int  # side of the images the data pipeline produces
+    in_chans: int
+    space: SearchSpace | None = None  # saved with each checkpoint (supernets)
+
+    def begin_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        """Called before each epoch's first step (samplers open up, rewiring)."""
+
+    @abstractmethod
+    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        """The passes of one step over a batch of `batch` rows."""
+
+    @abstractmethod
+    def forward(self, images: Tensor, pieces: list[Piece], masked: bool) -> list[Tensor]:
+        """Logits of each learning piece of one pass, with gradients."""
+
+    @abstractmethod
+    def teach(self, images: Tensor, arch: Arch | None) -> Tensor:
+        """Logits whose softmax the distilled pieces learn from (called without gradients)."""
+
+    @abstractmethod
+    def validation(self) -> list[tuple[str, Arch | None]]:
+        """(metric name, arch) of each network scored on the validation split."""
+
+    @abstractmethod
+    def class_error(self, data: DataConfig, classes: int) -> str:
+        """The one-line message for data of `classes` classes that does not fit the head."""
+
+    def model_config(self) -> dict[str, Any] | None:
+        """What a checkpoint records of a standalone model (None: a supernet, recorded by its space)."""
+        return None
+
+    def check_checkpoint(self, loaded: dict[str, Any]) -> None:
+        """Refuses a checkpoint of another model before its weights are loaded."""
+
+
+class SupernetTrainee(Trainee):
+    """A supernet: each step trains the sub-networks its recipe's sampler draws."""
+
+    def __init__(self, model: SuperViT, recipe: Recipe) -> None:
+        self.model, self.recipe, self.space = model, recipe, model.space
+        self.num_classes, self.img_size, self.in_chans = model.num_classes, model.space.img_size, model.space.in_chans
+        self.sampler = build_sampler(model.space, recipe.sampler, recipe.distill and recipe.distill_warmup_epochs == 0)
+
+    def begin_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        recipe = self.recipe
+        distill = recipe.distill and epoch >= recipe.distill_warmup_epochs
+        self.sampler = build_sampler(self.space, recipe.sampler, distill)
+        self.sampler.set_epoch(epoch)
+        if recipe.sampler.rewire and epoch < recipe.sampler.width_warmup_epochs:
+            rewire(self.model, optimizer)  # identical weights on every rank give identical permutations
+
+    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        return self.sampler.plan(rng, batch)
+
+    def forward(self, images: Tensor, pieces: list[Piece], masked: bool) -> list[Tensor]:
+        """Logits of each piece; consecutive pieces (a multi pass) go through one `forward_multi` call."""
+        if len(pieces) == 1:
+            return [self.model(images[pieces[0].start:pieces[0].stop], pieces[0].arch)]
+        start, stop = pieces[0].start, pieces[-1].stop
+        sizes = [p.stop - p.start for p in pieces]
+        logits = self.model.forward_multi(images[start:stop], [p.arch for p in pieces], sizes, masked=masked)
+        return list(logits.split(sizes))
+
+    def teach(self, images: Tensor, arch: Arch | None) -> Tensor:
+        return self.model(images, arch)
+
+    def validation(self) -> list[tuple[str, Arch | None]]:
+        return [("val_top1_largest", self.space.largest()), ("val_top1_smallest", self.space.smallest())]
+
+    def class_error(self, data: DataConfig, classes: int) -> str:
+        return (f"data: {data.name} has {classes} classes but space {self.space.name} has {self.space.num_classes} "
+                "(set num_classes in the space file)")
 
 
 @dataclass
@@ -51,7 +142,7 @@ class Context:
     """What the loop needs, built once."""
 
     recipe: Recipe
-    model: SuperViT
+    trainee: Trainee
     optimizer: torch.optim.Optimizer
     scheduler: Any
     loader: DataLoader
@@ -65,6 +156,10 @@ class Context:
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
     metrics_log: MetricsLog | None = None  # rank 0's metrics file / TensorBoard writer
 
+    @property
+    def model(self) -> nn.Module:
+        return self.trainee.model
+
 
 def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = ()) -> dict:
     """Trains a supernet; returns the final metrics (validation top-1 of largest and smallest).
@@ -77,15 +172,28 @@ def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, over
         overrides: ``key=value`` recipe overrides.
     """
     out = Path(out)
-    if resume:
-        stored = read_yaml(latest_checkpoint(out) / "recipe.yaml", RecipeError)
-        config = load_recipe(stored, overrides)
-    else:
-        config = load_recipe(recipe, overrides)
-        if (out / "latest").exists():
-            raise RecipeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    config = run_recipe(recipe, out, resume, overrides)
     prepare_directory(out, "--out", CheckpointError)  # a bad --out fails now, not after the first epoch
-    context = _build(config)
+    return fit(_build(config), out, resume)
+
+
+def run_recipe(recipe: str | Path | Mapping[str, Any] | Recipe | None, out: Path, resume: bool,
+               overrides: Sequence[str]) -> Recipe:
+    """The recipe of a run in `out`: the stored one on resume (`recipe` unread), else `recipe`; overrides applied.
+
+    Raises:
+        RecipeError: `out` already holds a run and `resume` is off, or the recipe is malformed.
+    """
+    if resume:
+        return load_recipe(read_yaml(latest_checkpoint(out) / "recipe.yaml", RecipeError), overrides)
+    if (out / "latest").exists():
+        raise RecipeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    return load_recipe(recipe.to_dict() if isinstance(recipe, Recipe) else recipe, overrides)
+
+
+def fit(context: Context, out: Path, resume: bool) -> dict[str, Any]:
+    """The epochs of a run: train, validate every `eval_every` epochs, checkpoint; returns the last metrics."""
+    config = context.recipe
     start_epoch, step, metrics = 0, 0, {}
     if resume:
         start_epoch, step, metrics = _restore(context, out)
@@ -105,16 +213,21 @@ def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, over
 
 
 def _build(config: Recipe) -> Context:
-    rank, world, device = _distributed_setup()
-    torch.manual_seed(config.seed)
+    rank, world, device = distributed_setup()
+    seed_run(config.seed)
     space = load_space(config.space)
     if config.sampler.name == "multi" and config.sampler.variant == "masked" and (why := mixed_head_widths(space)):
         raise RecipeError(f"sampler.variant: masked: {why}")
-    data = config.data
     model = SuperViT(space, drop_path_rate=config.drop_path).to(device)
+    return build_context(config, SupernetTrainee(model, config), rank, world, device)
+
+
+def build_context(config: Recipe, trainee: Trainee, rank: int, world: int, device: torch.device) -> Context:
+    """Optimizer, schedule, data, Mixup, EMA and precision of a run, around a trainee already on `device`."""
+    model = trainee.model
     optimizer = create_optimizer_v2(model, opt=config.optimizer.name, lr=config.learning_rate(),
                                     weight_decay=config.optimizer.weight_decay, momentum=config.optimizer.momentum)
-    loader, val_loader = _loaders(config, data, space, rank, world)
+    loader, val_loader = _loaders(config, trainee, rank, world)
     schedule = config.schedule
     scheduler, _ = create_scheduler_v2(optimizer, sched=schedule.name, num_epochs=config.epochs,
                                        warmup_epochs=schedule.warmup_epochs, warmup_lr=schedule.warmup_lr,
@@ -123,22 +236,37 @@ def _build(config: Recipe) -> Context:
     mixup = None
     if config.mixup > 0 or config.cutmix > 0:
         mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
-                      label_smoothing=config.label_smoothing, num_classes=model.num_classes)
+                      label_smoothing=config.label_smoothing, num_classes=trainee.num_classes)
     ema = None
     if config.ema_decay is not None:
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=config.ema_decay)
+    dtype, scaler = _precision(config, device)
+    return Context(config, trainee, optimizer, scheduler, loader, val_loader, device, dtype, rank, world, mixup, ema,
+                   scaler)
+
+
+def _precision(config: Recipe, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """The autocast dtype (None: fp32) and, for fp16, the loss scaler (fp16 gradients underflow unscaled)."""
     precision = config.precision if config.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     if precision == "fp16" and device.type != "cuda":
         raise RecipeError("precision: fp16 training needs a GPU (use bf16 or fp32 on CPU)")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16 gradients underflow unscaled
-    return Context(config, model, optimizer, scheduler, loader, val_loader, device, dtype, rank, world, mixup, ema,
-                   scaler)
+    return dtype, torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
 
-def _distributed_setup() -> tuple[int, int, torch.device]:
+def seed_run(seed: int) -> None:
+    """Seeds torch's global generator (initial weights, data order) and numpy's, which timm's Mixup draws from.
+
+    Without the numpy seed, two runs of one recipe with Mixup or CutMix would mix different pairs.
+    """
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def distributed_setup() -> tuple[int, int, torch.device]:
+    """(rank, world size, device): one process, or one rank of ``torchrun`` (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -151,15 +279,15 @@ def _distributed_setup() -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, torch.device("cpu")
 
 
-def _loaders(config: Recipe, data: DataConfig, space, rank: int, world: int) -> tuple[DataLoader, DataLoader]:
-    train_set = build_dataset(data, "train", space.img_size, space.in_chans)
-    val_set = build_dataset(data, "val", space.img_size, space.in_chans)
+def _loaders(config: Recipe, trainee: Trainee, rank: int, world: int) -> tuple[DataLoader, DataLoader]:
+    data = config.data
+    train_set = build_dataset(data, "train", trainee.img_size, trainee.in_chans)
+    val_set = build_dataset(data, "val", trainee.img_size, trainee.in_chans)
     if config.batch_size % world:
         raise RecipeError(f"batch_size: {config.batch_size} does not split over {world} ranks")
     classes = num_classes_of(data) or len(getattr(train_set, "classes", ())) or None
-    if classes is not None and classes != space.num_classes:
-        raise RecipeError(f"data: {data.name} has {classes} classes but space {space.name} has {space.num_classes} "
-                          "(set num_classes in the space file)")
+    if classes is not None and classes != trainee.num_classes:
+        raise RecipeError(trainee.class_error(data, classes))
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
                                  drop_last=True)
     loader = DataLoader(train_set, batch_size=config.batch_size // world, sampler=sampler, drop_last=True,
@@ -170,11 +298,8 @@ def _loaders(config: Recipe, data: DataConfig, space, rank: int, world: int) -> 
 
 
 def _train_epoch(context: Context, epoch: int, step: int, out: Path) -> int:
-    recipe, model = context.recipe, context.model
-    sampler = build_sampler(model.space, recipe.sampler, recipe.distill and epoch >= recipe.distill_warmup_epochs)
-    sampler.set_epoch(epoch)
-    if recipe.sampler.rewire and epoch < recipe.sampler.width_warmup_epochs:
-        rewire(model, context.optimizer)  # identical weights on every rank give identical permutations
+    recipe, model, trainee = context.recipe, context.model, context.trainee
+    trainee.begin_epoch(epoch, context.optimizer)
     context.loader.sampler.set_epoch(epoch)
     rank = context.rank if recipe.sampler.rank_specific else None
     model.train()
@@ -186,7 +311,7 @@ def _train_epoch(context: Context, epoch: int, step: int, out: Path) -> int:
         targets = labels
         if context.mixup is not None:
             images, targets = context.mixup(images, labels)
-        plan = sampler.plan(step_rng(recipe.seed, step, rank), images.shape[0])
+        plan = trainee.plan(step_rng(recipe.seed, step, rank), images.shape[0])
         loss = _train_step(context, images, targets, plan)
         step += 1
         context.scheduler.step_update(num_updates=step)
@@ -207,7 +332,7 @@ def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pa
     """Runs every pass of the plan, averages gradients over ranks, takes one optimizer step; returns the summed loss."""
     model, recipe = context.model, context.recipe
     context.optimizer.zero_grad(set_to_none=True)
-    soft = torch.zeros(images.shape[0], model.num_classes, device=images.device)
+    soft = torch.zeros(images.shape[0], context.trainee.num_classes, device=images.device)
     total = torch.zeros((), device=images.device)
     scaler = context.scaler
     for step_pass in plan:
@@ -230,16 +355,16 @@ def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pa
 
 def _pass_loss(context: Context, images: Tensor, targets: Tensor, step_pass: Pass, soft: Tensor) -> Tensor:
     """Loss of one pass (one graph), weighted by each piece's share of the batch; fills `soft` for teachers."""
-    model, batch = context.model, images.shape[0]
+    trainee, batch = context.trainee, images.shape[0]
     autocast = torch.autocast(context.device.type, dtype=context.dtype, enabled=context.dtype is not None)
     with autocast:
         for piece in step_pass.pieces:
             if piece.role == "teacher":
                 with torch.no_grad():
-                    logits = model(images[piece.start:piece.stop], piece.arch)
+                    logits = trainee.teach(images[piece.start:piece.stop], piece.arch)
                 soft[piece.start:piece.stop] = logits.float().softmax(-1)
         learners = [p for p in step_pass.pieces if p.role != "teacher"]
-        outputs = _forward_pieces(model, images, learners, step_pass.masked)
+        outputs = trainee.forward(images, learners, step_pass.masked)
     loss = images.new_zeros(())
     for piece, logits in zip(learners, outputs):
         rows = slice(piece.start, piece.stop)
@@ -252,16 +377,6 @@ def _pass_loss(context: Context, images: Tensor, targets: Tensor, step_pass: Pas
                 soft[rows] = logits.detach().softmax(-1)
         loss = loss + piece_loss * (piece.stop - piece.start) / batch
     return loss
-
-
-def _forward_pieces(model: SuperViT, images: Tensor, pieces: list, masked: bool) -> list[Tensor]:
-    """Logits of each piece; consecutive pieces (a multi pass) go through one `forward_multi` call."""
-    if len(pieces) == 1:
-        return [model(images[pieces[0].start:pieces[0].stop], pieces[0].arch)]
-    start, stop = pieces[0].start, pieces[-1].stop
-    sizes = [p.stop - p.start for p in pieces]
-    logits = model.forward_multi(images[start:stop], [p.arch for p in pieces], sizes, masked=masked)
-    return list(logits.split(sizes))
 
 
 def _supervised_loss(logits: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
@@ -287,18 +402,18 @@ def _average_gradients(model: torch.nn.Module, world: int) -> None:
 
 
 def _validate(context: Context, epoch: int, step: int) -> dict[str, Any]:
-    space = context.model.space
     model = context.ema.module if context.ema is not None else context.model
     metrics: dict[str, Any] = {"epoch": epoch + 1, "step": step}
-    for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
+    for name, arch in context.trainee.validation():
         counts = torch.tensor(count_correct(model, context.val_loader, arch, context.device, context.dtype),
                               dtype=torch.float64, device=context.device)
         if context.world > 1:
             dist.all_reduce(counts)  # the ranks hold disjoint shards of the validation set
-        metrics[f"val_top1_{label}"] = (counts[0] / counts[1].clamp(min=1)).item()
-    if context.rank == 0:
-        log.info("epoch %d: val top-1 largest %.4f, smallest %.4f", epoch + 1,
-                 metrics["val_top1_largest"], metrics["val_top1_smallest"])
+        metrics[name] = (counts[0] / counts[1].clamp(min=1)).item()
+    if context.rank == 0:  # "val top-1 largest 0.5, smallest 0.4" or "val top-1 0.5"
+        scores = [f"{name.removeprefix('val_top1').lstrip('_')} {metrics[name]:.4f}".lstrip() for name in metrics
+                  if name.startswith("val_top1")]
+        log.info("epoch %d: val top-1 %s", epoch + 1, ", ".join(scores))
     return metrics
 
 
@@ -353,11 +468,13 @@ def _save(context: Context, out: Path, epoch: int, step: int, metrics: dict[str,
     }
     meta = {"epoch": epoch + 1, "step": step, "metrics": metrics}
     ema = context.ema.module.state_dict() if context.ema is not None else None
-    save_checkpoint(out, step, context.model.state_dict(), context.model.space, context.recipe, state, meta, ema)
+    save_checkpoint(out, step, context.model.state_dict(), context.trainee.space, context.recipe, state, meta, ema,
+                    model_config=context.trainee.model_config())
 
 
 def _restore(context: Context, out: Path) -> tuple[int, int, dict[str, Any]]:
     loaded = load_checkpoint(out, map_location=context.device)
+    context.trainee.check_checkpoint(loaded)
     context.model.load_state_dict(loaded["model"], strict=True)
     if context.ema is not None and loaded["ema"] is not None:
         context.ema.module.load_state_dict(loaded["ema"], strict=True)

@@ -4,7 +4,9 @@
 ``config.json``, ``model.safetensors``, a model card, and on request the timm,
 TorchScript and ONNX forms, each checked against PyTorch at export. `load` reads a
 folder back as a plain `vitnas.vit.ViT` without importing the supernet. `extract` and
-`timm_state_dict` are the in-memory steps underneath.
+`timm_state_dict` are the in-memory steps underneath. An elastic bundle (``--format
+elastic``) holds every budget of a search as operating points of one weight envelope;
+`load` returns it as an `ElasticViT` that switches between them.
 
 The package itself is light (``vitnas export --help`` imports no torch); each name
 loads its module on first use, and the package is callable as its verb:
@@ -20,6 +22,7 @@ _LAZY = {
     "extract": "vitnas.export.extract",
     "timm_state_dict": "vitnas.export.extract",
     "load": "vitnas.export.load",
+    "ElasticViT": "vitnas.export.elastic",
     "FORMAT": "vitnas.export.schema",
     "FORMAT_VERSION": "vitnas.export.schema",
 }

@@ -10,7 +10,7 @@ from typing import Any
 
 __all__ = ["register"]
 
-_FORMATS = ("safetensors", "timm", "torchscript", "onnx")  # as vitnas.export.FORMATS, without importing torch
+_FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")  # as vitnas.export.FORMATS, without torch
 
 
 def register(subparsers: Any) -> None:
@@ -19,14 +19,17 @@ def register(subparsers: Any) -> None:
         "export", help="write chosen sub-networks as standalone, checked model folders",
         description="Extracts sub-networks of a trained supernet into folders holding config.json, "
                     "model.safetensors (vitnas.load) and a model card, plus the timm, TorchScript and ONNX forms "
-                    "on request, each checked against PyTorch. An existing --out is refused unless --overwrite.")
+                    "on request, each checked against PyTorch. --format elastic writes one bundle instead: every "
+                    "budget of a best.json as a named operating point of one weight envelope (vitnas.load(DIR, "
+                    "point=NAME)). An existing --out is refused unless --overwrite.")
     parser.add_argument("--checkpoint", required=True, help="supernet run (vitnas train --out) or checkpoint folder")
     parser.add_argument("--arch", required=True, metavar="ARCH.json",
                         help="an arch JSON file, a search's best.json (its first budget by default), "
                              "or largest / smallest")
     parser.add_argument("--out", required=True, metavar="DIR", help="export folder (with --all: folder of folders)")
     parser.add_argument("--format", nargs="+", choices=_FORMATS, default=["safetensors"], metavar="FORMAT",
-                        dest="formats", help=f"any of {', '.join(_FORMATS)} (safetensors is always written)")
+                        dest="formats", help=f"any of {', '.join(_FORMATS)} (safetensors is always written; "
+                                             "elastic: one bundle of every budget of a best.json, alone)")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--budget", default=None, metavar="NAME", help="best.json: export this budget's choice")
     choice.add_argument("--all", action="store_true", dest="all_budgets",

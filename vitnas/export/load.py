@@ -1,5 +1,9 @@
 """`vitnas.load(DIR)`: an export folder back as a plain `vitnas.vit.ViT`.
 
+An elastic bundle (``vitnas export --format elastic``) loads as the `ElasticViT` that
+switches between its operating points, or with ``point=NAME`` as that point's plain
+`ViT` (see `vitnas.export.elastic`).
+
 Loading needs torch, safetensors and the standalone model module only: nothing here
 imports the supernet, the search space or nni, so a deployment installs vitnas and
 loads a folder without the search machinery. The weights' SHA-256 recorded in
@@ -10,6 +14,7 @@ flipped bit is a clear error, never a model that silently computes something els
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -17,31 +22,43 @@ from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
 from vitnas.errors import ExportError
-from vitnas.export.schema import CONFIG_FILE, read_config, sha256_hex, weights_entry
+from vitnas.export.schema import CONFIG_FILE, ELASTIC, read_config, sha256_hex, weights_entry
 from vitnas.vit import ViT, ViTConfig
 
-__all__ = ["load"]
+if TYPE_CHECKING:
+    from vitnas.export.elastic import ElasticViT
+
+__all__ = ["load", "read_weights"]
 
 
-def load(folder: str | Path, device: str | torch.device = "cpu") -> ViT:
+def load(folder: str | Path, device: str | torch.device = "cpu", point: str | None = None) -> ViT | ElasticViT:
     """The model of an export folder, in eval mode, with the exported weights.
 
     Args:
         folder: a folder written by `vitnas.export` (holding ``config.json`` and ``model.safetensors``).
         device: where to put the model.
+        point: for an elastic bundle, the operating point (its budget's name) to load as a
+            plain `ViT`; without it a bundle loads as an `ElasticViT` holding every point.
 
     Raises:
         ExportError: one line for each kind of bad folder: missing folder or config.json,
             config.json not JSON or with a missing, unknown or ill-typed field, a format
             version newer than this vitnas, weights truncated or modified (size or
-            SHA-256 differ from config.json's), or tensors missing, extra or of the
-            wrong shape for the config.
+            SHA-256 differ from config.json's), tensors missing, extra or of the
+            wrong shape for the config, a `point` that the bundle lacks, or a `point`
+            for a plain folder.
     """
     folder = Path(folder)
     config = read_config(folder)
     path = folder / CONFIG_FILE
+    if config.get("kind") == ELASTIC:
+        from vitnas.export.elastic import load_bundle  # here, not above: the bundle module builds on this one
+
+        return load_bundle(folder, config, device, point)
+    if point is not None:
+        raise ExportError(f"{folder}: holds one model, not an elastic bundle: drop point={point!r}")
     model_config = ViTConfig.from_dict(config["model"], where=f"{path}: model")
-    state = _read_weights(folder, config, path)
+    state = read_weights(folder, config, path)
     with torch.device("meta"):
         model = ViT(model_config)  # no memory or init work: the weights are assigned below
     _check_state(state, model, folder / weights_entry(config, path)[0])
@@ -49,7 +66,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> ViT:
     return model.to(device).eval()
 
 
-def _read_weights(folder: Path, config: dict, config_path: Path) -> dict[str, Tensor]:
+def read_weights(folder: Path, config: dict, config_path: Path) -> dict[str, Tensor]:
     """The weight tensors, after checking the file's size and SHA-256 against config.json."""
     name, size, digest = weights_entry(config, config_path)
     path = folder / name

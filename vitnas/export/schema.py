@@ -18,8 +18,11 @@ from vitnas.errors import ExportError
 
 __all__ = [
     "CONFIG_FILE",
+    "ELASTIC",
     "FORMAT",
     "FORMAT_VERSION",
+    "KINDS",
+    "PLAIN",
     "WEIGHTS_FILE",
     "file_entry",
     "read_config",
@@ -31,6 +34,11 @@ FORMAT = "vitnas.export"  # config.json's "format": what kind of folder this is
 FORMAT_VERSION = 1  # bumped when a reader of an older version would misread a newer folder
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# config.json's "kind": one model (the default; plain folders do not write it), or an elastic bundle of named
+# operating points sharing one weight envelope (vitnas.export.elastic).
+PLAIN, ELASTIC = "plain", "elastic"
+KINDS = (PLAIN, ELASTIC)
+_REQUIRED = {PLAIN: ("model", "weights"), ELASTIC: ("points", "weights")}  # the load-critical fields of each kind
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -48,9 +56,10 @@ def file_entry(path: Path) -> dict[str, Any]:
 def read_config(folder: Path) -> dict[str, Any]:
     """The parsed ``config.json`` of export folder `folder`, its load-critical fields checked.
 
-    Checks the folder, that the file is JSON, the format name and version, and the
-    types of ``model`` and ``weights``; `vitnas.vit.ViTConfig.from_dict` checks the
-    model fields themselves.
+    Checks the folder, that the file is JSON, the format name and version, the kind
+    (plain or elastic), that the kind's fields are there (``model`` or ``points``) and
+    the ``weights`` entry; `vitnas.vit.ViTConfig.from_dict` checks the model fields
+    themselves.
 
     Raises:
         ExportError: one line naming the folder or file and what is wrong.
@@ -71,7 +80,10 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ExportError(f"{path}: expected a JSON object, got {type(data).__name__}")
     _check_format(data, path)
-    for field in ("model", "weights"):
+    kind = data.get("kind", PLAIN)
+    if kind not in KINDS:
+        raise ExportError(f"{path}: kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    for field in _REQUIRED[kind]:
         if field not in data:
             raise ExportError(f"{path}: missing field {field!r}")
     weights_entry(data, path)

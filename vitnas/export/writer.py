@@ -11,7 +11,8 @@ above the tolerance fails the export with the number. The folder is built beside
 target and renamed into place (`vitnas.atomic.staged_folder`), so a failed or killed export
 leaves nothing at ``out`` and an existing folder is replaced only when asked. With
 ``all_budgets`` the unit is ``out`` itself: one sub-folder per budget of a best.json,
-published together.
+published together. The ``elastic`` format writes one bundle of every budget instead
+(`vitnas.export.elastic`).
 """
 
 from __future__ import annotations
@@ -31,22 +32,25 @@ from vitnas.cost import count_flops
 from vitnas.data import DataConfig, parse_data
 from vitnas.errors import ExportError
 from vitnas.export.card import model_card
+from vitnas.export.elastic import bundle_targets, check_bundle_request, write_bundle
 from vitnas.export.extract import extract
 from vitnas.export.forms import check_inputs, max_difference, write_onnx, write_torchscript
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
-from vitnas.export.schema import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
+from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
 from vitnas.atomic import check_target, staged_folder
 from vitnas.export.targets import Target, folder_names, read_targets
 from vitnas.export.timm_form import write_timm
 from vitnas.space import SearchSpace
 from vitnas.supernet import SuperViT
+from vitnas.vit import ViT
 
-__all__ = ["FORMATS", "TOLERANCE", "export"]
+__all__ = ["FORMATS", "TOLERANCE", "check_settings", "export", "write_model_folder"]
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("safetensors", "timm", "torchscript", "onnx")  # safetensors is always written: vitnas.load reads it
+# safetensors is always written: vitnas.load reads it; elastic: one bundle of every budget (vitnas.export.elastic)
+FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")
 TOLERANCE = 1e-4  # largest absolute logit difference a form may show against PyTorch
 LATENCY_WARMUP, LATENCY_REPEATS = 3, 20  # per batch size: enough for a stable median, cheap for big models on CPU
 
@@ -88,7 +92,9 @@ def export(
         arch: an arch JSON file, a search's ``best.json``, ``largest`` / ``smallest``, or an `Arch`.
         out: the folder to write; with `all_budgets`, the folder that holds one
             sub-folder per budget, named after it (``latency_ms<=4`` -> ``latency_ms_le_4``).
-        formats: any of ``safetensors`` (always written), ``timm``, ``torchscript``, ``onnx``.
+        formats: any of ``safetensors`` (always written), ``timm``, ``torchscript``, ``onnx``;
+            or ``elastic``: one folder holding every budget of a best.json as operating points
+            of one weight envelope (alone: the other forms hold one model each).
         budget: from a best.json, export the choice of this budget (default: the first).
         all_budgets: from a best.json, export every budget's choice.
         overwrite: replace an existing `out` (atomically); otherwise it is refused.
@@ -99,7 +105,7 @@ def export(
         tolerance: largest absolute difference a form may show against PyTorch.
 
     Returns:
-        The export folders written, in budget order.
+        The export folders written, in budget order (``elastic``: the one bundle folder).
 
     Raises:
         ExportError: an unknown format, an existing `out`, a form that timm cannot express
@@ -108,9 +114,15 @@ def export(
     """
     formats = _check_formats(formats)
     _check_settings(latency_batches, tolerance)
+    if ELASTIC in formats:
+        check_bundle_request(formats, budget)
     out = Path(out)
     check_target(out, overwrite, ExportError)  # before loading anything
     supernet, space, data, source = _open(checkpoint, use_ema, data)
+    if ELASTIC in formats:
+        return [write_bundle(supernet, bundle_targets(arch, space), out, overwrite=overwrite, data=data,
+                             source=source, latency_batches=latency_batches, device=_latency_device(device),
+                             tolerance=tolerance)]
     targets = read_targets(arch, space, budget, all_budgets)
     job = _Job(supernet, space, data, source, formats, tuple(latency_batches), _latency_device(device), tolerance)
     names = folder_names(targets) if all_budgets else [None]
@@ -120,6 +132,21 @@ def export(
             folder.mkdir(exist_ok=True)
             _write_folder(job, target, folder)
     return [out if name is None else out / name for name in names]
+
+
+def check_settings(formats: Sequence[str], latency_batches: Sequence[int], tolerance: float) -> tuple[str, ...]:
+    """Checks the settings of one model's folder before any slow work; returns the forms besides safetensors.
+
+    Raises:
+        ExportError: an unknown format (or ``elastic``, which bundles several sub-networks), a
+            batch size that is not a positive integer, or a bad tolerance.
+    """
+    _check_settings(latency_batches, tolerance)
+    forms = _check_formats(formats)
+    if ELASTIC in forms:
+        raise ExportError(f"format {ELASTIC!r}: bundles several sub-networks of a supernet; one model is written as "
+                          "safetensors, timm, torchscript or onnx")
+    return forms
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -168,9 +195,63 @@ def _latency_device(device: str | None) -> str:
 
 
 def _write_folder(job: _Job, target: Target, folder: Path) -> None:
-    """One export folder: weights, checked forms, latency, config.json and the card."""
+    """One export folder of a chosen sub-network: extracted from the supernet, then written as any model is."""
     model = extract(job.supernet, target.arch).to(device="cpu", dtype=torch.float32).eval()
-    config = _config(job, target, model)
+    write_model_folder(
+        model, folder, arch=target.arch, name=target.name, data=job.data, source=job.source,
+        input=input_spec(job.data, job.space.img_size, job.space.in_chans),
+        macs=count_flops(job.space, target.arch, model.config.num_classes),
+        extra={"search": target.record} if target.record is not None else None,
+        formats=job.formats, latency_batches=job.latency_batches, device=job.device, tolerance=job.tolerance,
+    )
+    logger.info("exported %s%s", target.arch, f" ({target.name})" if target.name else "")
+
+
+def write_model_folder(
+    model: ViT,
+    folder: Path,
+    *,
+    arch: Arch | None,
+    input: dict[str, Any],
+    data: DataConfig | None,
+    source: dict[str, Any],
+    macs: int,
+    name: str | None = None,
+    extra: dict[str, Any] | None = None,
+    formats: Sequence[str] = (),
+    latency_batches: Sequence[int] = (),
+    device: str | None = None,
+    tolerance: float = TOLERANCE,
+) -> dict[str, Any]:
+    """Writes a standalone model into an existing, empty folder: weights, checked forms, latency, config.json, card.
+
+    `export` writes each chosen sub-network with it, and `vitnas.finetune` its fine-tuned
+    model, so every export folder has one layout and one set of checks. Callers publish
+    the folder atomically (`vitnas.atomic.staged_folder`): a failed check leaves nothing.
+
+    Args:
+        model: the model, in fp32 on the CPU, in eval mode.
+        folder: where to write (the caller's staging folder).
+        arch: the sub-network it is, if it is one (config.json's ``arch``).
+        input: how inputs must be prepared (`vitnas.export.metadata.input_spec`).
+        data: the data it learned from, for class names (None: unknown).
+        source: provenance for config.json (space, checkpoint, EMA, data).
+        macs: multiply-accumulates per image (`vitnas.cost.count_flops`).
+        name: the budget it was chosen for, if any.
+        extra: more config.json entries (a search's ``search`` record, a fine-tune's ``finetune``).
+        formats: forms besides safetensors: ``timm``, ``torchscript``, ``onnx``.
+        latency_batches: batch sizes to time on `device` (empty: do not time).
+        device: where to time (default: cuda in bf16 when present, else cpu in fp32).
+        tolerance: largest absolute difference a form may show against `model`.
+
+    Returns:
+        The config.json written.
+
+    Raises:
+        ExportError: a form differs from `model` by more than `tolerance`, or cannot be written.
+    """
+    forms = check_settings(formats, latency_batches, tolerance)
+    config = _config(model, arch, name, input, data, source, macs, extra)
     inputs = check_inputs(config["input"]["image_size"], config["input"]["in_chans"])
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(folder / WEIGHTS_FILE),
               metadata={"format": "pt"})
@@ -179,35 +260,35 @@ def _write_folder(job: _Job, target: Target, folder: Path) -> None:
     check = {"runtime": f"torch {torch.__version__} (vitnas.load)", "batches": [x.shape[0] for x in inputs],
              "max_abs_diff": max_difference(load(folder), model, inputs)}
     config["formats"] = {"safetensors": {**config["weights"], "check": check}}
-    _enforce("safetensors", config["formats"]["safetensors"], job.tolerance)
-    for name in job.formats:  # each checked as soon as written: a failure stops before the slower ones
-        config["formats"][name] = _write_form(name, model, folder, inputs, config["input"])
-        _enforce(name, config["formats"][name], job.tolerance)
-    config["latency"] = _measure_latency(model, job, config["input"]["image_size"])
+    _enforce("safetensors", config["formats"]["safetensors"], tolerance)
+    for form in forms:  # each checked as soon as written: a failure stops before the slower ones
+        config["formats"][form] = _write_form(form, model, folder, inputs, config["input"])
+        _enforce(form, config["formats"][form], tolerance)
+    config["latency"] = _measure_latency(model, tuple(latency_batches), _latency_device(device),
+                                         config["input"]["image_size"])
     _write_json(folder / CONFIG_FILE, config)
-    (folder / "README.md").write_text(model_card(config, job.tolerance), encoding="utf-8")
-    logger.info("exported %s%s", target.arch, f" ({target.name})" if target.name else "")
+    (folder / "README.md").write_text(model_card(config, tolerance), encoding="utf-8")
+    return config
 
 
-def _config(job: _Job, target: Target, model: nn.Module) -> dict[str, Any]:
+def _config(model: ViT, arch: Arch | None, name: str | None, input: dict[str, Any], data: DataConfig | None,
+            source: dict[str, Any], macs: int, extra: dict[str, Any] | None) -> dict[str, Any]:
     """config.json before the files: what the model is, what it takes, where it came from, what it costs."""
     from vitnas import __version__
 
     num_classes = model.config.num_classes
     config: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"vitnas {__version__}",
-        "torch_version": torch.__version__, "name": target.name, "arch": target.arch.to_dict(),
-        "model": model.config.to_dict(), "input": input_spec(job.data, job.space.img_size, job.space.in_chans),
-        "num_classes": num_classes,
+        "torch_version": torch.__version__, "name": name, "arch": arch.to_dict() if arch is not None else None,
+        "model": model.config.to_dict(), "input": dict(input), "num_classes": num_classes,
     }
-    names = class_names(job.data, num_classes)
+    names = class_names(data, num_classes)
     if names is not None:
         config["class_names"] = names
-    config["source"] = job.source
-    if target.record is not None:
-        config["search"] = target.record
+    config["source"] = source
+    config.update(extra or {})
     config["params"] = sum(p.numel() for p in model.parameters())
-    config["macs"] = count_flops(job.space, target.arch, num_classes)
+    config["macs"] = macs
     return config
 
 
@@ -227,15 +308,15 @@ def _enforce(name: str, entry: dict[str, Any], tolerance: float) -> None:
                           f"(tolerance {tolerance:g}); nothing was written")
 
 
-def _measure_latency(model: nn.Module, job: _Job, image_size: int) -> list[dict[str, Any]]:
-    """Median latency at each batch size on the job's device: bf16 on CUDA (as deployed there), fp32 on CPU."""
-    if not job.latency_batches:
+def _measure_latency(model: nn.Module, batches: tuple[int, ...], device: str, image_size: int) -> list[dict[str, Any]]:
+    """Median latency at each batch size on `device`: bf16 on CUDA (as deployed there), fp32 on CPU."""
+    if not batches:
         return []
     from vitnas.latency.measure import measure
 
-    dtype = "bf16" if str(job.device).startswith("cuda") else "fp32"
-    return [measure(model, job.device, batch, dtype, img_size=image_size, warmup=LATENCY_WARMUP,
-                    repeats=LATENCY_REPEATS).to_dict() for batch in job.latency_batches]
+    dtype = "bf16" if str(device).startswith("cuda") else "fp32"
+    return [measure(model, device, batch, dtype, img_size=image_size, warmup=LATENCY_WARMUP,
+                    repeats=LATENCY_REPEATS).to_dict() for batch in batches]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

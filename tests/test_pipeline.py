@@ -1,0 +1,148 @@
+"""`vitnas run`: every stage's artefact exists and loads, a second call resumes, --fresh starts over."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+import vitnas
+from vitnas.cli import main
+from vitnas.errors import ExportError
+from vitnas.pipeline import STAGES, RunError, RunSettings, choose_budgets, format_run, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+SMALL = dict(backend="local", generations=2, population=6, profile_samples=6, latency_batch=4,
+             formats=("safetensors",), progress=False, overrides=("epochs=1", "sampler.name=single"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    return run(RunSettings(out=str(out), **SMALL))
+
+
+def test_run_writes_every_artefact_and_they_load(finished):
+    out = finished.out
+    supernet, space = vitnas.load_supernet(out / "supernet")
+    profile = vitnas.latency.load_profile(out / "profile.json")
+    assert profile.batch == 4 and profile.samples == 6
+    best = json.loads((out / "search" / "best.json").read_text())
+    assert [row.budget for row in finished.rows] == [record["name"] for record in best]
+    assert len(best) == 3 and sum(record["name"].startswith("latency_ms") for record in best) == 2
+    assert (out / "search" / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    for row, record in zip(finished.rows, best):
+        model = vitnas.load(row.folder)
+        assert row.val_top1 == pytest.approx(record["val_accuracy"])  # the export scores what the supernet did
+        assert row.params == sum(p.numel() for p in model.parameters())
+        assert row.measured_ms > 0 and row.predicted_ms == record["latency_ms"]
+        space.validate(vitnas.Arch.from_dict(record["arch"]))
+    bundle = vitnas.load(finished.elastic)
+    assert sorted(bundle.points) == sorted(record["name"] for record in best)
+    table = format_run(finished)
+    assert all(str(row.folder) in table for row in finished.rows) and str(finished.pareto_plot) in table
+    assert len([line for line in table.splitlines() if line.startswith(("latency_ms", "flops"))]) == 3
+
+
+def test_second_call_resumes_every_stage_and_writes_nothing(finished, monkeypatch):
+    import importlib
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished supernet was retrained")
+
+    monkeypatch.setattr(importlib.import_module("vitnas.train"), "train", no_training)
+    files = {path: path.stat().st_mtime_ns for path in finished.out.rglob("*")}
+    again = run(RunSettings(out=str(finished.out), **SMALL))
+    assert again.resumed == STAGES and again.rows == finished.rows
+    assert {path: path.stat().st_mtime_ns for path in finished.out.rglob("*")} == files
+
+
+def test_a_killed_search_resumes_inside_the_stage(finished, tmp_path):
+    out = tmp_path / "run"
+    first = run(RunSettings(out=str(out), **SMALL))  # in place: search.json records absolute paths
+    for name in ("best.json", "pareto.json", "pareto.png"):
+        (out / "search" / name).unlink()
+    lines = (out / "search" / "results.jsonl").read_text().splitlines(keepends=True)
+    (out / "search" / "results.jsonl").write_text("".join(lines[: len(lines) // 2]))
+    shutil.rmtree(out / "export")
+    (out / "eval.json").unlink()
+    resumed = run(RunSettings(out=str(out), **SMALL))
+    assert resumed.resumed == ("supernet", "profile")
+    assert [row.arch for row in resumed.rows] == [row.arch for row in first.rows]
+
+
+def test_fresh_starts_over(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished.out, out)
+    (out / "notes.txt").write_text("mine")
+    before = (out / "supernet" / "latest").stat().st_mtime_ns
+    again = run(RunSettings(out=str(out), fresh=True, **SMALL))
+    assert again.resumed == () and set(again.seconds) == set(STAGES)
+    assert (out / "supernet" / "latest").stat().st_mtime_ns != before
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own artefacts are deleted
+
+
+def test_other_recipe_or_budgets_on_a_finished_run_are_refused(finished, capsys):
+    with pytest.raises(RunError, match=r"supernet: trained with another recipe \(epochs differs\); pass --fresh"):
+        run(RunSettings(out=str(finished.out), **{**SMALL, "overrides": ("epochs=2", "sampler.name=single")}))
+    with pytest.raises(RunError, match=r"searched under other budgets .* pass --fresh"):
+        run(RunSettings(out=str(finished.out), latency_ms=(123.0,), **SMALL))
+
+
+def test_an_export_that_scores_differently_from_the_supernet_fails_the_run(finished, tmp_path, monkeypatch):
+    import torch
+
+    import importlib
+
+    writer = importlib.import_module("vitnas.export.writer")
+    out = tmp_path / "run"
+    shutil.copytree(finished.out, out)
+    shutil.rmtree(out / "export")
+    (out / "eval.json").unlink()
+    real_extract = writer.extract
+
+    def biased(supernet, arch):
+        model = real_extract(supernet, arch)
+        with torch.no_grad():
+            model.head.bias[0] += 100.0  # every image becomes class 0
+        return model
+
+    monkeypatch.setattr(writer, "extract", biased)
+    with pytest.raises(ExportError, match=r"scores .* on val, but its arch scored .* inside the supernet"):
+        run(RunSettings(out=str(out), **SMALL))
+
+
+def test_budgets_chosen_from_the_profile_bind_and_are_feasible(finished):
+    space = vitnas.load_space("tiny32")
+    profile = vitnas.latency.load_profile(finished.out / "profile.json")
+    latency, flops, reasons = choose_budgets(profile, space)
+    low, high = profile.predict(space.smallest()), profile.predict(space.largest())
+    assert len(latency) == 2 and low <= latency[0] < latency[1] < high
+    target = low + 0.25 * (high - low)
+    assert 0 <= latency[0] - target < 10 ** (math.floor(math.log10(target)) - 1)  # rounded up to two digits
+    macs = [vitnas.count_flops(space, arch) / 1e9 for arch in (space.smallest(), space.largest())]
+    assert macs[0] <= flops[0] < macs[1]
+    assert len(reasons) == 3 and "of the way from the smallest" in reasons[0]
+    assert choose_budgets(profile, space, (2.5,), (0.01,))[:2] == ((2.5,), (0.01,))
+
+
+def test_bad_flags_are_one_line(capsys, tmp_path):
+    assert main(["run", "--out", str(tmp_path / "r"), "--recipe", "tiny32_digit"]) == 2
+    assert "did you mean tiny32_digits?" in capsys.readouterr().err
+    assert main(["run", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere" in err
+    with pytest.raises(RunError, match=r"--ray-address: needs --backend ray"):
+        RunSettings(backend="local", ray_address="auto")
+    with pytest.raises(RunError, match=r"--latency-ms: expected positive numbers"):
+        RunSettings(latency_ms=(-1.0,))
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["run", "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "CUDA is not available" in err and "leave --device out" in err
+    assert not (tmp_path / "r").exists()  # nothing written before the flags were checked

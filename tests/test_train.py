@@ -113,6 +113,12 @@ def test_exponent_overrides_read_as_numbers():
         load_recipe(TINY, overrides=["optimizer.weight_decay=nan"])
 
 
+def test_a_train_split_smaller_than_one_batch_is_one_line(tmp_path):
+    with pytest.raises(RecipeError, match=r"^batch_size: synthetic's train split holds 8 images, not one full "
+                                          r"batch of 32; lower batch_size or add images$"):
+        train(dict(TINY, batch_size=32, data={"name": "synthetic", "synthetic_size": 8}), tmp_path / "run")
+
+
 def test_recipe_errors_name_the_field(tmp_path):
     with pytest.raises(RecipeError, match=r"<dict>: sampler\.name: expected one of single, sandwich"):
         load_recipe(dict(TINY, sampler={"name": "zigzag"}))

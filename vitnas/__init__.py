@@ -36,6 +36,7 @@ _LAZY = {
     "Budget": "vitnas.latency.budget",
     "DeviceProfile": "vitnas.latency.profile",
     "load_profile": "vitnas.latency.profile",
+    "rank_check": "vitnas.rank_check",
     "run": "vitnas.pipeline",
     "SearchSpace": "vitnas.space",
     "load_space": "vitnas.space",
@@ -68,6 +69,7 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.export.load import load
     from vitnas.latency.budget import Budget
     from vitnas.latency.profile import DeviceProfile, load_profile
+    from vitnas.rank_check import rank_check
     from vitnas.pipeline import run
     from vitnas import search
     from vitnas.space import SearchSpace, load_space, shipped_spaces

@@ -39,6 +39,7 @@ def write_bytes_atomically(path: str | Path, data: bytes, error: type[VitnasErro
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0600 would make shared results unreadable to others
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
@@ -49,8 +50,15 @@ def write_bytes_atomically(path: str | Path, data: bytes, error: type[VitnasErro
             Path(temporary).unlink(missing_ok=True)
             raise
     except OSError as problem:
-        raise error(f"{path}: cannot be written ({problem.strerror or problem})") from None
+        raise error(f"{path}: cannot be written ({_reason(problem)})") from None
     return path
+
+
+def _reason(problem: OSError) -> str:
+    """The OS's words, with the fix where there is an obvious one."""
+    if problem.errno == errno.ENOSPC:
+        return "no space left on the device: free some space, or write to another disk"
+    return problem.strerror or str(problem)
 
 
 def prepare_directory(path: str | Path, what: str, error: type[VitnasError] = VitnasError) -> Path:

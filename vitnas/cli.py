@@ -15,7 +15,8 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if args.verb in ("train", "run", "finetune") and all("=" in item and not item.startswith("-") for item in extra):
+    takes_overrides = args.verb in ("train", "run", "finetune", "rank-check")
+    if takes_overrides and all("=" in item and not item.startswith("-") for item in extra):
         args.overrides = list(args.overrides) + extra  # key=value overrides may follow --out
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -62,12 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     from vitnas.export.cli import register as register_export
     from vitnas.finetune_cli import register as register_finetune
     from vitnas.latency.cli import register as register_latency
+    from vitnas.rank_check_cli import register as register_rank_check
     from vitnas.search.cli import register as register_search
 
     register_latency(verbs)
     register_search(verbs)
     register_export(verbs)
     register_finetune(verbs)
+    register_rank_check(verbs)
 
     from vitnas.run_cli import register as register_run
 

@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--workers", type=int, default=2, help="Ray actors evaluating candidates (default: 2)")
     run.add_argument("--generations", type=int, default=10, help="evolution generations (default: 10)")
     run.add_argument("--population", type=int, default=30, help="archs in the first generation (default: 30)")
+    run.add_argument("--profile-samples", type=int, default=40,
+                     help="archs measured for the latency profile (default: 40)")
+    run.add_argument("--format", type=_formats, default=("safetensors", "torchscript", "onnx"), metavar="F,G",
+                     help="forms of each export folder, comma-separated, of safetensors, timm, torchscript, onnx "
+                          "(default: safetensors,torchscript,onnx)")
     run.add_argument("--latency-batch", type=int, default=32,
                      help="images per timed forward pass of the profile and the checks (default: 32)")
     run.add_argument("--threads", type=int, default=None,
@@ -47,6 +52,15 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _formats(text: str) -> tuple[str, ...]:
+    names = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = [name for name in names if name not in ("safetensors", "timm", "torchscript", "onnx")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{unknown[0] if unknown else text!r}: expected safetensors, timm, "
+                                         f"torchscript or onnx")
+    return names
+
+
 def _run(args: argparse.Namespace) -> int:
     from vitnas.pipeline import RunSettings, format_run, run
 
@@ -54,7 +68,8 @@ def _run(args: argparse.Namespace) -> int:
         recipe=args.recipe, out=args.out, overrides=tuple(args.overrides), space=args.space, data=args.data,
         device=args.device, latency_ms=args.latency_ms, flops=args.flops, backend=args.backend,
         ray_address=args.ray_address, workers=args.workers, generations=args.generations,
-        population=args.population, latency_batch=args.latency_batch, threads=args.threads, fresh=args.fresh,
+        population=args.population, profile_samples=args.profile_samples, formats=args.format,
+        latency_batch=args.latency_batch, threads=args.threads, fresh=args.fresh,
         progress=args.progress)
     print(format_run(run(settings)))
     return 0

@@ -292,6 +292,9 @@ def _loaders(config: Recipe, trainee: Trainee, rank: int, world: int) -> tuple[D
                                  drop_last=True)
     loader = DataLoader(train_set, batch_size=config.batch_size // world, sampler=sampler, drop_last=True,
                         num_workers=config.num_workers, pin_memory=torch.cuda.is_available())
+    if len(loader) == 0:
+        raise RecipeError(f"batch_size: {data.name}'s train split holds {len(train_set)} images, not one full "
+                          f"batch of {config.batch_size}; lower batch_size or add images")
     val_shard = Subset(val_set, range(rank, len(val_set), world))  # every image exactly once over the ranks
     val_loader = DataLoader(val_shard, batch_size=max(256, config.batch_size), num_workers=config.num_workers)
     return loader, val_loader

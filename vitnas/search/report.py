@@ -163,10 +163,13 @@ def _plot(context: RunContext, choices: Sequence[Choice], references: dict[str, 
         limit = named.budget.latency_ms if key == "latency_ms" else named.budget.max_flops
         if limit is not None:
             axes.axvline(limit * scale, color="tab:red", linestyle=":", linewidth=1, alpha=0.6)
-    for choice in choices:
-        x = algorithm.costs(choice.arch)[key] * scale
-        axes.scatter([x], [100 * choice.accuracy], marker="*", s=160, color="tab:red", zorder=3)
-        axes.annotate(choice.name, (x, 100 * choice.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    stars: dict[Arch, tuple[float, list[str]]] = {}
+    for choice in choices:  # budgets that chose the same arch share one star and one label
+        stars.setdefault(choice.arch, (choice.accuracy, []))[1].append(choice.name)
+    for arch, (top1, budget_names) in stars.items():
+        x, accuracy = algorithm.costs(arch)[key] * scale, 100 * top1
+        axes.scatter([x], [accuracy], marker="*", s=160, color="tab:red", zorder=3)
+        axes.annotate("\n".join(budget_names), (x, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
     axes.set_xlabel(unit)
     axes.set_ylabel(f"top-1 on {SEARCH_SPLIT} (%)")
     axes.set_title(f"{context.settings.algorithm} search of {context.space.name}: choices (stars) under budgets (dotted)",

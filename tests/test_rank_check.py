@@ -1,0 +1,245 @@
+"""`vitnas rank-check`: the statistics against scipy and hand counts, the stratified draw, artefacts, resume, errors."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import vitnas
+from vitnas.checkpoint import CheckpointError, load_checkpoint
+from vitnas.cli import main
+from vitnas.cost import count_flops
+from vitnas.rank_check import (
+    RankCheckError,
+    format_rank_check,
+    macs_bins,
+    rank_check,
+    rank_statistics,
+    stratified_archs,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+MODULE = importlib.import_module("vitnas.rank_check")  # the module: ``vitnas.rank_check`` is the function
+
+SUPERNET = ["epochs=1", "batch_size=128", "schedule.warmup_epochs=0"]  # one quick epoch on digits (10 steps)
+ARCHS, EPOCHS = 4, 2
+
+
+@pytest.fixture(scope="module")
+def supernet_run(tmp_path_factory) -> Path:
+    """The tiny32 supernet trained one epoch on digits with the default recipe (batch 64)."""
+    out = tmp_path_factory.mktemp("supernet") / "run"
+    vitnas.train("tiny32_digits", out, overrides=SUPERNET)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checked(supernet_run, tmp_path_factory):
+    """A finished rank check: 4 archs, 2 stand-alone epochs each (tests copy it before changing it)."""
+    out = tmp_path_factory.mktemp("rank") / "check"
+    return rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, progress=False)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def copy_of(result, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(result.out, tmp_path / "copy"))
+
+
+# -- statistics ---------------------------------------------------------------------------------------
+
+INHERITED = [0.50, 0.60, 0.60, 0.70, 0.80, 0.90]  # archs 1 and 2 tie
+STANDALONE = [0.55, 0.65, 0.80, 0.75, 0.95, 0.90]
+MACS = [1, 2, 3, 4, 5, 6]
+
+
+def test_statistics_match_scipy_and_hand_counts_with_ties():
+    result = rank_statistics(INHERITED, STANDALONE, MACS, budgets=[0.5, 1, 2, 3, 4, 6], k=3)
+    # 15 pairs: 12 concordant, 2 discordant ((2,3), (4,5)), 1 tied in inherited only: tau-b = 10 / sqrt(15 * 14)
+    assert result.kendall_tau == pytest.approx(10 / math.sqrt(210), abs=1e-12)
+    assert result.kendall_tau == pytest.approx(stats.kendalltau(INHERITED, STANDALONE).statistic, abs=1e-12)
+    hand_rho = np.corrcoef([1, 2.5, 2.5, 4, 5, 6], [1, 2, 4, 3, 6, 5])[0, 1]  # average ranks
+    assert result.spearman_rho == pytest.approx(hand_rho, abs=1e-12)
+    assert result.spearman_rho == pytest.approx(stats.spearmanr(INHERITED, STANDALONE).statistic, abs=1e-12)
+    assert (result.top_k, result.top_k_overlap) == (3, 2)  # {3, 4, 5} by the supernet, {2, 4, 5} stand-alone
+    # budgets 0.5 and 1 admit fewer than two archs (no choice); 2: pick 1, the best; 3: the tied picks 1 and 2
+    # average 0.725 against 0.80; 4: pick 3 (0.75) against 2 (0.80); 6: pick 5 (0.90) against 4 (0.95)
+    assert [row["max_macs"] for row in result.budgets] == [2, 3, 4, 6]
+    assert [row["regret"] for row in result.budgets] == pytest.approx([0.0, 0.075, 0.05, 0.05])
+    assert [row["supernet_pick"] for row in result.budgets] == [[1], [1, 2], [3], [5]]
+    assert [row["best"] for row in result.budgets] == [1, 2, 2, 4]
+    assert result.regret == pytest.approx(0.175 / 4) and result.regret_max == pytest.approx(0.075)
+    assert rank_statistics(INHERITED, STANDALONE, MACS).regret == pytest.approx(0.05)  # default: one budget, all
+
+
+def test_top_k_ties_go_to_fewer_macs_and_a_constant_ranking_is_nan():
+    overlap = rank_statistics([0.9, 0.9, 0.9, 0.1], [0.1, 0.5, 0.9, 0.2], [3, 1, 2, 4], k=2)
+    assert overlap.top_k_overlap == 2  # the supernet's top 2 are the cheaper of the tied: 1 and 2, as stand-alone
+    flat = rank_statistics([0.5] * 4, [0.1, 0.2, 0.3, 0.4], [1, 2, 3, 4])
+    assert math.isnan(flat.kendall_tau) and math.isnan(flat.spearman_rho)
+    assert flat.to_dict()["kendall_tau"] is None and flat.regret == pytest.approx(0.15)  # a random pick's mean
+    with pytest.raises(RankCheckError, match="equal-length lists"):
+        rank_statistics([0.1, 0.2], [0.1], [1, 2])
+
+
+# -- the draw -----------------------------------------------------------------------------------------
+
+def test_stratified_draw_spreads_over_the_whole_macs_range(spaces):
+    space = spaces["tiny32"]
+    edges = macs_bins(space, 10)
+    archs = stratified_archs(space, 10, 10, np.random.default_rng(0))
+    macs = [count_flops(space, arch) for arch in archs]
+    assert len(set(archs)) == 10
+    assert [int(np.searchsorted(edges, m, side="right") - 1) for m in macs[:-1]] == list(range(9))  # one per bin
+    assert edges[9] <= macs[-1] <= edges[10]
+    assert macs[0] == count_flops(space, space.smallest()) and macs[-1] == count_flops(space, space.largest())
+    for seed in range(5):  # ten uniform draws leave bins empty: the far ends are rare
+        rng = np.random.default_rng(seed)
+        hit = {int(np.searchsorted(edges[1:-1], count_flops(space, space.sample(rng)), side="right"))
+               for _ in range(10)}
+        assert len(hit) < 10
+    assert stratified_archs(space, 10, 10, np.random.default_rng(0)) == archs
+    assert stratified_archs(space, 10, 10, np.random.default_rng(1)) != archs
+    quarters = macs_bins(space, 4)
+    bins = [int(np.searchsorted(quarters[1:-1], count_flops(space, a), side="right"))
+            for a in stratified_archs(space, 12, 4, np.random.default_rng(0))]
+    assert sorted(bins) == bins and [bins.count(b) for b in range(4)] == [3, 3, 3, 3]
+    with pytest.raises(RankCheckError, match=r"^MACs bin \d+ \(.* M MACs\) holds 0 of its 1 archs after 5 draws"):
+        stratified_archs(space, 20, 20, np.random.default_rng(0), max_draws=5)
+
+
+# -- a real check ----------------------------------------------------------------------------------------
+
+def test_every_artefact_is_written_and_agrees_with_scipy(checked, supernet_run, spaces):
+    out, space = checked.out, spaces["tiny32"]
+    records = lines(out / "archs.jsonl")
+    assert [r["index"] for r in records] == [0, 1, 2, 3] and [r["bin"] for r in records] == [0, 1, 2, 3]
+    assert records[0]["macs"] == count_flops(space, space.smallest())
+    assert records[-1]["macs"] == count_flops(space, space.largest())
+    supernet, _ = vitnas.load_supernet(supernet_run)
+    data = load_checkpoint(supernet_run)["recipe"].data
+    for record in records:
+        arch = vitnas.Arch.from_dict(record["arch"])
+        assert record["inherited_top1"] == vitnas.evaluate(supernet, arch, data=data, split="val")
+        run = load_checkpoint(out / "runs" / str(record["index"]))
+        assert run["recipe"].distill is False and run["recipe"].epochs == EPOCHS and run["recipe"].data == data
+        assert run["meta"]["epoch"] == EPOCHS
+        assert record["standalone_top1"] == run["meta"]["metrics"]["val_top1"]  # the loop's own validation
+        assert run["model_config"] == json.loads(json.dumps(vitnas.vit_config(space, arch).to_dict()))
+        assert record["wall_s"] > 0 and record["worker"].startswith("local@")
+    inherited, standalone = [r["inherited_top1"] for r in records], [r["standalone_top1"] for r in records]
+    summary = json.loads((out / "summary.json").read_text())
+    tau, rho = stats.kendalltau(inherited, standalone).statistic, stats.spearmanr(inherited, standalone).statistic
+    for key, expected in (("kendall_tau", tau), ("spearman_rho", rho)):
+        assert summary[key] == (None if math.isnan(expected) else pytest.approx(expected, abs=1e-12))
+    assert summary["top_k"] == 4 and summary["top_k_overlap"] == 4  # k = min(5, 4): both top sets hold every arch
+    assert len(summary["budgets"]) == 3 and summary["regret"] == pytest.approx(checked.statistics.regret)
+    assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "rank_check.json").read_text())["settings"]["epochs"] == EPOCHS
+    text = format_rank_check(checked)
+    assert "Kendall tau" in text and "regret" in text and text.count("img 32 patch") == 4
+
+
+def test_resume_trains_nothing_finished_and_continues_a_half_trained_run(checked, supernet_run, tmp_path,
+                                                                        monkeypatch):
+    out = copy_of(checked, tmp_path)
+    before = (out / "archs.jsonl").read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished arch was trained again")
+
+    monkeypatch.setattr(MODULE, "train_standalone", refuse)
+    again = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, progress=False)
+    assert again.resumed == ARCHS and again.statistics.to_dict() == checked.statistics.to_dict()
+    assert (out / "archs.jsonl").read_text() == before
+    # arch 1 half-trained: its run rolled back to epoch 1 and its record gone
+    run = out / "runs" / "1"
+    first, last = sorted(p.name for p in run.glob("ckpt-*"))
+    shutil.rmtree(run / last)
+    (run / "latest").write_text(first + "\n")
+    kept = before.splitlines(keepends=True)
+    (out / "archs.jsonl").write_text(kept[0] + kept[2] + kept[3])
+    calls = []
+    from vitnas.standalone import train_standalone
+
+    def record(model, recipe, run_dir, **kwargs):
+        calls.append((Path(run_dir), kwargs["resume"], recipe))
+        return train_standalone(model, recipe, run_dir, **kwargs)
+
+    monkeypatch.setattr(MODULE, "train_standalone", record)
+    resumed = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, progress=False)
+    assert calls == [(run, True, None)]  # only arch 1, from its checkpoint, with its stored recipe
+    finished, original = load_checkpoint(run), load_checkpoint(checked.out / "runs" / "1")
+    assert finished["meta"]["epoch"] == EPOCHS  # the deleted last epoch was trained again ...
+    assert all(torch.equal(finished["model"][k], v) for k, v in original["model"].items())  # ... exactly
+    assert resumed.records[1].standalone_top1 == checked.records[1].standalone_top1
+    with pytest.raises(RankCheckError, match=r"^--resume: archs is 5, but the check in .* was started with 4"):
+        rank_check(supernet_run, out, archs=5, epochs=EPOCHS, resume=True, progress=False)
+    with pytest.raises(RankCheckError, match="already holds a rank check: pass --resume"):
+        rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, progress=False)
+
+
+def test_cli_prints_the_summary(checked, supernet_run, tmp_path, capsys):
+    out = copy_of(checked, tmp_path)
+    argv = ["rank-check", "--checkpoint", str(supernet_run), "--out", str(out), "--archs", "4", "--epochs", "2"]
+    assert main([*argv, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert f"Kendall tau {checked.statistics.kendall_tau:.3f}" in printed and "4 archs read back on resume" in printed
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    (dict(checkpoint="missing"), CheckpointError, r"missing: no such directory"),
+    (dict(archs=3), RankCheckError, r"^archs: expected an integer >= 4, got 3 \(a ranking"),
+    (dict(epochs=0), RankCheckError, r"^epochs: expected an integer >= 1, got 0$"),
+    (dict(split="train"), RankCheckError, r"^split: expected val or minival"),
+    (dict(backend="slurm"), RankCheckError, r"^backend: unknown 'slurm' \(known: local, ray\)$"),
+    (dict(bins=5), RankCheckError, r"^bins: 5 bins need at least as many archs, got archs=4$"),
+    (dict(overrides=["distill=true"]), RankCheckError, r"^overrides: 'distill=true': the check sets distill"),
+    (dict(overrides=["optimizer.lr=oops"]), vitnas.VitnasError, r"optimizer.lr: expected"),
+    (dict(workers=0), RankCheckError, r"^workers: expected a positive integer, got 0$"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(supernet_run, tmp_path, changes, error, message):
+    arguments = dict(checkpoint=str(supernet_run), archs=ARCHS, epochs=1, progress=False) | changes
+    checkpoint = arguments.pop("checkpoint")
+    with pytest.raises(error, match=message) as raised:
+        rank_check(tmp_path / checkpoint if checkpoint == "missing" else checkpoint, tmp_path / "out", **arguments)
+    assert "\n" not in str(raised.value) and not (tmp_path / "out").exists()
+
+
+def test_cli_error_is_one_line_and_help_loads_no_torch(tmp_path, capsys):
+    assert main(["rank-check", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    probe = ("from vitnas.cli import main\ntry:\n    main(['rank-check', '--help'])\nexcept SystemExit:\n    pass\n"
+             "import sys, vitnas\nprint('torch' in sys.modules, 'ray' in sys.modules, 'rank_check' in dir(vitnas))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "False False True", result.stderr[-2000:]
+    assert vitnas.rank_check is MODULE.rank_check  # the lazy export is the function, not its module
+
+
+@pytest.mark.ray
+def test_ray_backend_trains_the_missing_archs(checked, supernet_run, tmp_path):
+    pytest.importorskip("ray")
+    out = copy_of(checked, tmp_path)
+    kept = (out / "archs.jsonl").read_text().splitlines(keepends=True)
+    (out / "archs.jsonl").write_text(kept[0] + kept[2] + kept[3])
+    shutil.rmtree(out / "runs" / "1")  # not started yet: trained from scratch on the worker
+    result = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, backend="ray", workers=1,
+                        progress=False)
+    assert [r.worker.split("@")[0] for r in result.records] == ["local", "ray", "local", "local"]
+    assert [r.standalone_top1 for r in result.records] == [r.standalone_top1 for r in checked.records]
+    assert [r.inherited_top1 for r in result.records] == [r.inherited_top1 for r in checked.records]
+    assert torch.equal(load_checkpoint(out / "runs" / "1")["model"]["head.weight"],
+                       load_checkpoint(checked.out / "runs" / "1")["model"]["head.weight"])

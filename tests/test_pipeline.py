@@ -135,6 +135,14 @@ def test_bad_flags_are_one_line(capsys, tmp_path):
     assert main(["run", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere" in err
+    assert main(["run", "--out", str(tmp_path / "r"), "--flops", "0.0001"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no sub-network of tiny32 meets it (the smallest has 0.000386 G MACs)" in err
+    kept = tmp_path / "kept"
+    (kept / "supernet").mkdir(parents=True)
+    assert main(["run", "--out", str(kept), "--fresh", "--flops", "0.0001"]) == 2
+    assert (kept / "supernet").is_dir()  # --fresh deletes nothing when a flag is wrong
+    capsys.readouterr()
     with pytest.raises(RunError, match=r"--ray-address: needs --backend ray"):
         RunSettings(backend="local", ray_address="auto")
     with pytest.raises(RunError, match=r"--latency-ms: expected positive numbers"):

@@ -9,6 +9,11 @@ MLP ratios and keep rates. Choices of blocks beyond the chosen depth cannot be
 represented, so two archs that run the same network are always equal (NNI's
 AutoFormer export, by contrast, returns "distinct" models differing only in the head
 count of a removed block).
+
+The token reducer of a stage is recorded only where the space makes it a choice and
+the stage reduces tokens (`StageArch.reducer`); elsewhere it is None and the space's
+one reducer applies. So archs written before reducers were searchable load unchanged,
+and an arch that keeps every token does not differ by a reducer it never runs.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class StageArch:
     num_heads: tuple[int, ...]  # attention heads of each block
     mlp_ratio: tuple[float, ...]  # MLP hidden width / embed_dim of each block
     keep_rate: tuple[float, ...]  # fraction of patch tokens kept after each block's attention (1.0: none dropped)
+    reducer: str | None = None  # the stage's token reducer where the space offers a choice and a keep rate is < 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "embed_dim", _as_int(self.embed_dim, "embed_dim"))
@@ -50,6 +56,8 @@ class StageArch:
             )
         if not self.num_heads:
             raise ArchError("stage: a stage needs at least one block")
+        if self.reducer is not None and (not isinstance(self.reducer, str) or not self.reducer):
+            raise ArchError(f"reducer: expected a reducer name or null, got {self.reducer!r}")
 
     @property
     def depth(self) -> int:
@@ -57,12 +65,16 @@ class StageArch:
         return len(self.num_heads)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The stage as JSON-ready data; ``reducer`` only where one was chosen, so older readers still load it."""
+        data: dict[str, Any] = {
             "embed_dim": self.embed_dim,
             "num_heads": list(self.num_heads),
             "mlp_ratio": list(self.mlp_ratio),
             "keep_rate": list(self.keep_rate),
         }
+        if self.reducer is not None:
+            data["reducer"] = self.reducer
+        return data
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,7 @@ class Arch:
             where = f"arch.stages[{index}]"
             if not isinstance(stage, dict):
                 raise ArchError(f"{where}: expected an object")
-            _check_keys(stage, {"embed_dim", "num_heads", "mlp_ratio", "keep_rate"}, where)
+            _check_keys(stage, {"embed_dim", "num_heads", "mlp_ratio", "keep_rate"}, where, optional={"reducer"})
             for key in ("num_heads", "mlp_ratio", "keep_rate"):
                 if not isinstance(stage[key], list):
                     raise ArchError(f"{where}.{key}: expected a list with one entry per block")
@@ -133,6 +145,7 @@ class Arch:
         for index, stage in enumerate(self.stages):
             rates = sorted({r for r in stage.keep_rate if r < 1.0})
             keep = f" keep {rates}" if rates else ""
+            keep += f" {stage.reducer}" if stage.reducer else ""
             parts.append(f"stage{index}: dim {stage.embed_dim} depth {stage.depth}{keep}")
         return " | ".join(parts)
 
@@ -193,9 +206,9 @@ def _json_line(line: str, source: str, number: int) -> Any:
         raise ArchError(f"{source} line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
 
 
-def _check_keys(data: dict, expected: set[str], where: str) -> None:
+def _check_keys(data: dict, expected: set[str], where: str, optional: set[str] = frozenset()) -> None:
     missing = sorted(expected - data.keys())
-    unknown = sorted(data.keys() - expected)
+    unknown = sorted(data.keys() - expected - optional)
     if missing:
         raise ArchError(f"{where}: missing field {missing[0]!r}")
     if unknown:

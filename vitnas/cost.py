@@ -68,19 +68,20 @@ def block_shapes(space: SearchSpace, arch: Arch) -> list[BlockShape]:
     for index, (spec, stage) in enumerate(zip(space.stages, arch.stages)):
         tokens = 1 + stage_grid(base_grid, index) ** 2
         for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate)):
+            reducer = spec.reducer_at(block, stage.reducer) if rate < 1.0 else None
             shape = block_shape(index, tokens, stage.embed_dim, heads, spec.head_width(stage.embed_dim, heads),
-                                mlp_hidden(stage.embed_dim, ratio), rate, spec.reducer_at(block))
+                                mlp_hidden(stage.embed_dim, ratio), rate, reducer)
             shapes.append(shape)
             tokens = shape.tokens_after
     return shapes
 
 
-def stage_output_tokens(spec: StageSpec, tokens: int, grid: int) -> int:
-    """Sequence length leaving a stage whose last block leaves `tokens`: a grid-preserving reducer restores the grid."""
-    reduction = spec.token_reduction
-    if reduction is not None and get_reducer(reduction.reducer).info.preserves_grid:
-        return 1 + grid * grid
-    return tokens
+def stage_output_tokens(spec: StageSpec, tokens: int, grid: int, reducer: str | None = None) -> int:
+    """Sequence length leaving a stage whose last block leaves `tokens`: a grid-preserving reducer restores the grid.
+
+    `reducer` is the arch's choice for the stage (`StageArch.reducer`); None takes the space's only one.
+    """
+    return spec.output_tokens(tokens, grid, reducer)
 
 
 def count_params(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> int:

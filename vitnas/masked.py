@@ -12,8 +12,11 @@ costs only what each sub-network costs. `benchmarks/multi_arch_pass.py` times bo
 between the archs of one pass; the sequence length may not. `masked_forward` accepts
 any archs and runs one masked pass per *token-shape group* (`token_shape_groups`),
 scattering the logits back into batch order. Two archs share a pass when they have
-the same ``img_size`` and ``patch_size``, the same token reductions in every stage but
-the last, and, in the last stage, agree on the keep rate of every block both have.
+the same ``img_size`` and ``patch_size``, the same token reductions (keep rates and
+reducer) in every stage but the last, and, in the last stage, agree on the keep rate of
+every block both have and on the reducer where both drop tokens. Reducers group like
+keep rates: where a space makes the reducer a choice, archs that chose differently run
+in different passes, because a pass shares one `BlockPlan` (and so one reducer) per block.
 A block beyond a shorter arch's depth may reduce tokens for its samples too: in the
 last stage nothing follows but blocks whose residual branches are masked to zero, and
 a reduction never moves the class token, so those samples' class token, logits and
@@ -89,16 +92,17 @@ def token_shape_groups(archs: Sequence[Arch]) -> list[list[int]]:
         first index.
     """
     order = sorted(range(len(archs)), key=lambda i: -archs[i].stages[-1].depth)
-    groups: list[tuple[tuple, tuple[float, ...], list[int]]] = []
+    groups: list[tuple[tuple, tuple[float, ...], str | None, list[int]]] = []
     for index in order:
-        fixed, last = _shape_key(archs[index])
-        for key, pattern, members in groups:
-            if key == fixed and pattern[: len(last)] == last:
+        fixed, last, reducer = _shape_key(archs[index])
+        for key, pattern, group_reducer, members in groups:
+            # an arch keeping every token of its last stage runs no reducer of its own: any group's will do
+            if key == fixed and pattern[: len(last)] == last and reducer in (None, group_reducer):
                 members.append(index)
                 break
         else:
-            groups.append((fixed, last, [index]))
-    return sorted((sorted(members) for _, _, members in groups), key=lambda members: members[0])
+            groups.append((fixed, last, reducer, [index]))
+    return sorted((sorted(members) for *_, members in groups), key=lambda members: members[0])
 
 
 def masked_forward(supernet: SuperViT, x: Tensor, archs: Sequence[Arch], sizes: Sequence[int]) -> Tensor:
@@ -158,15 +162,16 @@ def _check_call(supernet: SuperViT, x: Tensor, archs: Sequence[Arch], sizes: Seq
     return sizes
 
 
-def _shape_key(arch: Arch) -> tuple[tuple, tuple[float, ...]]:
-    """What must match exactly, and the last stage's keep rates (which must agree as prefixes)."""
+def _shape_key(arch: Arch) -> tuple[tuple, tuple[float, ...], str | None]:
+    """What must match exactly, the last stage's keep rates (which must agree as prefixes), and its reducer."""
     earlier = []
     for stage in arch.stages[:-1]:
         rates = list(stage.keep_rate)
         while rates and rates[-1] == 1.0:  # a missing block keeps every token, like a rate of 1.0
             rates.pop()
-        earlier.append(tuple(rates))
-    return (arch.img_size, arch.patch_size, tuple(earlier)), arch.stages[-1].keep_rate
+        earlier.append((tuple(rates), stage.reducer))
+    last = arch.stages[-1]
+    return (arch.img_size, arch.patch_size, tuple(earlier)), last.keep_rate, last.reducer
 
 
 def _plan_group(supernet: SuperViT, archs: list[Arch], sizes: list[int], device: torch.device) -> _GroupPlan:
@@ -188,7 +193,9 @@ def _plan_group(supernet: SuperViT, archs: list[Arch], sizes: list[int], device:
         channels = ChannelMask(_prefix_mask(dims, stage.blocks[0].norm1.weight.shape[0]).unsqueeze(1),  # (B, 1, D)
                                dims.float().view(-1, 1, 1))
         masks.append(StageMasks(channels, _block_masks(stage, channels, blocks, table, column + 1)))
-        plans.append(_stage_plan(stage, blocks, stage_grid(base_grid, s), stage_grid(base_grid, s - 1) if s else None))
+        reducer = next((arch.stages[s].reducer for arch in archs if arch.stages[s].reducer is not None), None)
+        in_grid = stage_grid(base_grid, s - 1) if s else None
+        plans.append(_stage_plan(stage, blocks, reducer, stage_grid(base_grid, s), in_grid))
         column += 1 + 3 * len(blocks)
     attn_dims = tuple(tuple(attn_dim for _, _, attn_dim in blocks) for blocks in shared)
     return _GroupPlan(NetworkPlan(archs[0].img_size, tuple(plans)), attn_dims, tuple(masks))
@@ -216,13 +223,19 @@ def _block_columns(
     return active[0].keep_rate[index], widths[0], heads * widths[0]
 
 
-def _stage_plan(stage: SuperStage, blocks: list[tuple[float, int, int]], grid: int, in_grid: int | None) -> StagePlan:
-    """The plan a pass shares in one stage: every arch having a block agrees on its keep rate and head width."""
+def _stage_plan(
+    stage: SuperStage, blocks: list[tuple[float, int, int]], reducer: str | None, grid: int, in_grid: int | None
+) -> StagePlan:
+    """The plan a pass shares in one stage: every arch having a block agrees on its keep rate and head width.
+
+    `reducer` is the group's choice for the stage (`StageArch.reducer`; grouping made every
+    member that drops tokens agree on it), None where the space has only one.
+    """
     plans = tuple(
         BlockPlan(
             head_width=head_width,
             keep_rate=keep_rate,
-            reducer=get_reducer(stage.spec.reducer_at(index)) if keep_rate < 1.0 else None,
+            reducer=get_reducer(stage.spec.reducer_at(index, reducer)) if keep_rate < 1.0 else None,
             drop_path_rate=stage.blocks[index].drop_path_rate,
         )
         for index, (keep_rate, head_width, _) in enumerate(blocks)

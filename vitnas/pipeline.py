@@ -17,6 +17,7 @@ returned as a `RunResult`, which `format_run` prints as one table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from vitnas.errors import VitnasError
 
@@ -55,7 +56,7 @@ class RunSettings:
     overrides: tuple[str, ...] = ()  # recipe key=value overrides, e.g. epochs=5
     space: str | None = None  # search space replacing the recipe's
     data: str | None = None  # digits, cifar10:/path, cifar100:/path or an ImageFolder root, replacing the recipe's
-    device: str | None = None  # cpu or cuda[:N] for profiling, search and evaluation (default: cuda when present)
+    device: str | None = None  # cpu or cuda[:N] for every stage (default: cuda when present)
     latency_ms: tuple[float, ...] = ()  # latency budgets (default: chosen from the profile)
     flops: tuple[float, ...] = ()  # MACs budgets in G (default: chosen from the space)
     backend: str = "ray"  # search backend: ray or local
@@ -157,14 +158,15 @@ def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
     paths = _Paths(Path(settings.out))
     recipe = _recipe(settings)
     device = _device(settings.device)
-    if settings.fresh:
-        _start_over(paths)
     space = _space_of(recipe)
     _check_data(recipe, space)
+    _check_flops_budgets(space, settings.flops)
+    if settings.fresh:  # only once every flag has passed: a typo must not cost the finished stages
+        _start_over(paths)
     threads = _choose_threads(settings, space, device)
     clock, resumed = {}, []
     with _torch_threads(threads):
-        _stage("supernet", 1, clock, resumed, lambda: _train_stage(recipe, paths))
+        _stage("supernet", 1, clock, resumed, lambda: _train_stage(recipe, device, paths))
         profile = _stage("profile", 2, clock, resumed, lambda: _profile_stage(settings, space, device, paths))
         latency_ms, flops, reasons = choose_budgets(profile, space, settings.latency_ms, settings.flops)
         for line in reasons:
@@ -296,6 +298,17 @@ def _check_data(recipe, space: SearchSpace) -> None:
     build_dataset(recipe.data, "val", space.img_size, space.in_chans)
 
 
+def _check_flops_budgets(space: SearchSpace, flops: Sequence[float]) -> None:
+    """A MACs budget below the space's cheapest sub-network fails now, not after training."""
+    from vitnas.cost import count_flops
+
+    cheapest = count_flops(space, space.smallest()) / 1e9
+    for value in flops:
+        if value < cheapest:
+            raise RunError(f"--flops {value:g}: no sub-network of {space.name} meets it (the smallest has "
+                           f"{cheapest:.3g} G MACs); raise the budget")
+
+
 def _choose_threads(settings: RunSettings, space: SearchSpace, device: str) -> int | None:
     """Torch CPU threads for the run: one for small models on CPU, else torch's choice.
 
@@ -313,27 +326,22 @@ def _choose_threads(settings: RunSettings, space: SearchSpace, device: str) -> i
     return 1
 
 
-class _torch_threads:
-    """Sets torch's intra-op threads for a block and restores them after."""
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Sets torch's intra-op threads for a block (None: leaves them) and restores them after."""
+    import torch
 
-    def __init__(self, threads: int | None) -> None:
-        self.threads, self.before = threads, None
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.before = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-            logger.info("torch threads: %d", self.threads)
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        torch.set_num_threads(self.before)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+        logger.info("torch threads: %d", threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def _train_stage(recipe, paths: _Paths) -> tuple[None, bool]:
+def _train_stage(recipe, device: str, paths: _Paths) -> tuple[None, bool]:
     from vitnas.train import train
 
     stored = _stored_recipe(paths.supernet)
@@ -344,7 +352,7 @@ def _train_stage(recipe, paths: _Paths) -> tuple[None, bool]:
     if stored is not None and _finished_epochs(paths.supernet) >= recipe.epochs:
         logger.info("  finished supernet found in %s", paths.supernet)
         return None, True
-    train(recipe.to_dict(), paths.supernet, resume=stored is not None)
+    train(recipe.to_dict(), paths.supernet, resume=stored is not None, device=device)
     return None, False
 
 

@@ -56,7 +56,7 @@ class SamplerConfig:
     subnets: int = 4  # multi: sub-batches (sub-networks) per pass
     variant: str = "sliced"  # multi: sliced weights per sub-batch, or masked full-width channels
     include_largest: bool = True  # multi: sub-batch 0 trains the largest sub-network (the teacher)
-    shared_token_shape: bool = True  # multi: all random sub-batches of a step share patch size and keep rates
+    shared_token_shape: bool = True  # multi: all random sub-batches of a step share patch size, keep rates and reducers
     rank_specific: bool = False  # DDP: each rank draws its own sub-networks (gradients are averaged either way)
     width_warmup_epochs: int = 0  # ViT-ResNAS: width choices open up from the widest over this many epochs
     rewire: bool = False  # during width warm-up, re-sort heads and MLP units by importance each epoch

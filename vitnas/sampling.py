@@ -122,7 +122,8 @@ class MultiSampler(Sampler):
     With ``include_largest`` sub-batch 0 trains the largest sub-network; with distillation
     the others learn from its soft labels, computed by a no-grad forward of the largest
     on their rows. With ``shared_token_shape`` the random sub-networks of a step share
-    patch size, resolution and keep rates (one sequence length, as the masked variant needs).
+    patch size, resolution, keep rates and reducers (one sequence length and one reducer per
+    stage, as the masked variant needs).
     """
 
     def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
@@ -181,10 +182,13 @@ def _reduced(space: SearchSpace, arch: Arch, rng: np.random.Generator) -> Arch:
 
 
 def _with_token_shape(space: SearchSpace, arch: Arch, donor: dict, rng: np.random.Generator) -> Arch:
-    """`arch` with the resolution, patch size and keep-rate genes of the `donor` sample."""
+    """`arch` with the resolution, patch size, keep-rate and reducer genes of the `donor` sample.
+
+    The reducer goes with the keep rates: a masked pass shares one reducer per stage.
+    """
     genes = space.to_sample(arch, rng)
     for label in genes:
-        if label in ("img_size", "patch_size") or label.endswith(".keep_rate"):
+        if label in ("img_size", "patch_size") or label.endswith((".keep_rate", ".reducer")):
             genes[label] = donor[label]
     return space.arch_from_sample(genes)
 

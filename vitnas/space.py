@@ -10,6 +10,7 @@ dropped when a sample becomes an arch, which is what canonicalises inactive choi
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -63,6 +64,7 @@ class SearchSpace:
         self.spec = spec
         self._source = dict(source) if source is not None else None
         self.mutables = MutableDict({c.label: c for c in self._categoricals()})
+        self._extremes: dict[bool, Arch] = {}  # largest / smallest, costed once (reducer choices rank by MACs)
 
     # -- plain facts ---------------------------------------------------------------------------
     @property
@@ -114,6 +116,7 @@ class SearchSpace:
         num_heads: Any = None,
         mlp_ratio: Any = None,
         keep_rate: Any = None,
+        reducer: str | Sequence[str | None] | None = None,
     ) -> Arch:
         """Builds a named point of the space, e.g. DeiT-S in ``deit``::
 
@@ -124,6 +127,8 @@ class SearchSpace:
         single value for every stage or one per stage; ``num_heads``, ``mlp_ratio`` and
         ``keep_rate`` may also be one sequence per stage with one entry per block. A keep
         rate given as a single value applies to the blocks that reduce tokens only.
+        ``reducer`` (one name, or one per stage) counts only in stages that drop tokens; a
+        stage that offers a choice and is given none takes the first reducer its file lists.
 
         Raises:
             ArchError: a value is not a choice of the space (naming the field).
@@ -143,7 +148,9 @@ class SearchSpace:
                 rates = tuple(float(stage_rate) if i in sites else 1.0 for i in range(d))
             else:
                 rates = _per_block([stage_rate] * num_stages, index, num_stages, d, "keep_rate", ())
-            stages.append(StageArch(dims[index], heads, ratios, rates))
+            chosen = _per_stage(reducer, num_stages, "reducer", [None] * num_stages)[index]
+            named = _named_reducer(stage_spec, rates, chosen, index)
+            stages.append(StageArch(dims[index], heads, ratios, rates, named))
         arch = Arch(
             img_size=top.img_size if img_size is None else img_size,
             patch_size=top.patch_size if patch_size is None else patch_size,
@@ -157,12 +164,15 @@ class SearchSpace:
         stages = []
         for s, stage in enumerate(self.stages):
             depth = sample[f"stage{s}.depth"]
+            rates = tuple(sample.get(f"stage{s}.block{i}.keep_rate", 1.0) for i in range(depth))
             stages.append(
                 StageArch(
                     embed_dim=sample[f"stage{s}.embed_dim"],
                     num_heads=tuple(sample[f"stage{s}.block{i}.num_heads"] for i in range(depth)),
                     mlp_ratio=tuple(sample[f"stage{s}.block{i}.mlp_ratio"] for i in range(depth)),
-                    keep_rate=tuple(sample.get(f"stage{s}.block{i}.keep_rate", 1.0) for i in range(depth)),
+                    keep_rate=rates,
+                    # the reducer gene is inactive (dropped) while the stage keeps every token
+                    reducer=sample.get(f"stage{s}.reducer") if min(rates) < 1.0 else None,
                 )
             )
         return Arch(img_size=sample["img_size"], patch_size=sample["patch_size"], stages=tuple(stages))
@@ -181,6 +191,8 @@ class SearchSpace:
                 sample[f"stage{s}.block{i}.mlp_ratio"] = stage.mlp_ratio[i]
                 if f"stage{s}.block{i}.keep_rate" in sample:
                     sample[f"stage{s}.block{i}.keep_rate"] = stage.keep_rate[i]
+            if stage.reducer is not None:
+                sample[f"stage{s}.reducer"] = stage.reducer
         return sample
 
     def mutate(self, arch: Arch, prob: float, rng: np.random.Generator) -> Arch:
@@ -217,6 +229,7 @@ class SearchSpace:
                 if len(allowed) == 1 and allowed[0] == 1.0 and stage.keep_rate[i] != 1.0:
                     raise ArchError(f"{where}.keep_rate[{i}]: block {i} drops no tokens in this space, must be 1.0")
                 _check_choice(stage.keep_rate[i], allowed, f"{where}.keep_rate[{i}]")
+            _check_reducer(stage, spec, where)
 
     def contains(self, arch: Arch) -> bool:
         try:
@@ -231,12 +244,12 @@ class SearchSpace:
         total = len(self.spec.patch.img_sizes) * len(self.spec.patch.sizes)
         for stage in self.stages:
             per_depth = 0
+            reducers = max(1, len(stage.reducer_choices))
             for depth in stage.depths:
-                blocks = math.prod(
-                    len(stage.num_heads[i]) * len(stage.mlp_ratios[i]) * len(stage.keep_rates_at(i))
-                    for i in range(depth)
-                )
-                per_depth += blocks
+                shapes = [len(stage.num_heads[i]) * len(stage.mlp_ratios[i]) for i in range(depth)]
+                blocks = math.prod(n * len(stage.keep_rates_at(i)) for i, n in enumerate(shapes))
+                keeping = math.prod(n * (1.0 in stage.keep_rates_at(i)) for i, n in enumerate(shapes))
+                per_depth += keeping + (blocks - keeping) * reducers  # a reducer is chosen where tokens drop
             total *= per_depth * len(stage.embed_dims)
         return total
 
@@ -259,7 +272,8 @@ class SearchSpace:
             )
             if stage.token_reduction is not None:
                 red = stage.token_reduction
-                lines.append(f"    token reduction ({red.reducer}) at blocks {list(red.blocks)}: "
+                names = red.reducers[0] if not red.searchable else "choice of " + ", ".join(red.reducers)
+                lines.append(f"    token reduction ({names}) at blocks {list(red.blocks)}: "
                              f"keep rates {list(red.keep_rates)}")
         return "\n".join(lines)
 
@@ -282,24 +296,89 @@ class SearchSpace:
                 rates = stage.keep_rates_at(i)
                 if len(rates) > 1 or rates[0] != 1.0:
                     genes.append(Categorical(list(rates), label=f"stage{s}.block{i}.keep_rate"))
+            if stage.reducer_choices:  # after the stage's other genes, so spaces without a choice draw as before
+                genes.append(Categorical(list(stage.reducer_choices), label=f"stage{s}.reducer"))
         return genes
 
     def _extreme(self, largest: bool) -> Arch:
+        if largest not in self._extremes:
+            self._extremes[largest] = self._build_extreme(largest)
+        return self._extremes[largest]
+
+    def _build_extreme(self, largest: bool) -> Arch:
         pick = max if largest else min
         stages = []
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             depth = pick(stage.depths)
+            rates = tuple(pick(stage.keep_rates_at(i)) for i in range(depth))
             stages.append(
                 StageArch(
                     embed_dim=pick(stage.embed_dims),
                     num_heads=tuple(pick(stage.num_heads[i]) for i in range(depth)),
                     mlp_ratio=tuple(pick(stage.mlp_ratios[i]) for i in range(depth)),
-                    keep_rate=tuple(pick(stage.keep_rates_at(i)) for i in range(depth)),
+                    keep_rate=rates,
+                    reducer=_named_reducer(stage, rates, None, index),
                 )
             )
         patch = self.spec.patch
         coarse = min if largest else max
-        return Arch(img_size=pick(patch.img_sizes), patch_size=coarse(patch.sizes), stages=tuple(stages))
+        arch = Arch(img_size=pick(patch.img_sizes), patch_size=coarse(patch.sizes), stages=tuple(stages))
+        return self._extreme_reducers(arch, pick)
+
+    def _extreme_reducers(self, arch: Arch, pick: Any) -> Arch:
+        """`arch` with, in each stage that chooses its reducer, the one giving the most (`max`) or fewest MACs.
+
+        Reducers differ in what they do with the tokens they leave out, not in a size, so
+        "largest" and "smallest" rank them by cost; ties go to the reducer listed first.
+        """
+        from vitnas.cost import count_flops  # deferred: the cost model reads this module
+
+        for index, stage in enumerate(arch.stages):
+            if stage.reducer is None:
+                continue
+            choices = [_with_stage(arch, index, replace(stage, reducer=name))
+                       for name in self.stages[index].reducer_choices]
+            arch = pick(choices, key=lambda candidate: count_flops(self, candidate))
+        return arch
+
+
+def _named_reducer(spec: StageSpec, rates: Sequence[float], chosen: str | None, stage: int) -> str | None:
+    """What `StageArch.reducer` records for a stage with these keep rates given `chosen` (see `vitnas.arch`).
+
+    Raises:
+        ArchError: `chosen` is not a reducer of the stage.
+    """
+    if min(rates) >= 1.0:
+        return None
+    reduction = spec.token_reduction
+    if chosen is not None:
+        _check_choice(chosen, reduction.reducers if reduction is not None else (), f"stages[{stage}].reducer")
+    if not spec.reducer_choices:
+        return None  # the space's one reducer: not recorded
+    return chosen if chosen is not None else spec.reducer_choices[0]
+
+
+def _check_reducer(stage: StageArch, spec: StageSpec, where: str) -> None:
+    """A reducer is named exactly where the space offers a choice and the stage drops tokens."""
+    choices, reduces = spec.reducer_choices, min(stage.keep_rate) < 1.0
+    if stage.reducer is None:
+        if choices and reduces:
+            raise ArchError(f"{where}.reducer: the stage drops tokens and the space makes its reducer a choice of "
+                            f"{list(choices)}; name one")
+        return
+    if not choices:
+        only = spec.token_reduction.reducers[0] if spec.token_reduction is not None else None
+        what = f"its one reducer is {only}" if only else "it reduces no tokens"
+        raise ArchError(f"{where}.reducer: {stage.reducer!r} given, but the space offers no reducer choice in this "
+                        f"stage ({what}); leave it null")
+    _check_choice(stage.reducer, choices, f"{where}.reducer")
+    if not reduces:
+        raise ArchError(f"{where}.reducer: the stage keeps every token (keep rates all 1.0), so it runs no reducer; "
+                        "leave it null")
+
+
+def _with_stage(arch: Arch, index: int, stage: StageArch) -> Arch:
+    return replace(arch, stages=arch.stages[:index] + (stage,) + arch.stages[index + 1 :])
 
 
 def _check_choice(value: Any, choices: Sequence[Any], field: str) -> None:

@@ -24,6 +24,7 @@ File format (see `search_spaces/*.yaml` for complete, commented examples)::
         mlp_ratio: [2.0, 4.0] # likewise
         head_dim: 16          # optional; without it a head is embed_dim / num_heads wide
         token_reduction:      # see `TokenReductionSpec`
+          reducer: evit       # or a list of names: the reducer is then a searched gene of the stage
           blocks: [1, 2]      # 0-based block indices within the stage
           keep_rates: [0.5, 1.0]
 """
@@ -35,7 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vitnas.errors import SpaceError
+from vitnas.errors import ArchError, SpaceError
 
 __all__ = ["PatchSpec", "TokenReductionSpec", "StageSpec", "SpaceSpec", "ReducerInfo", "REDUCERS", "parse_space"]
 
@@ -87,11 +88,23 @@ class TokenReductionSpec:
     tokens works in the last stage only: a spatial reduction after it would need the
     full token grid. One that preserves the grid (`ReducerInfo.preserves_grid`) may
     reduce in any stage.
+
+    Several reducers make the reducer a searched gene, **one per stage** (all the
+    stage's reduction blocks use the arch's choice, `StageArch.reducer`), not one per
+    block: reducers carry state along the stage in `vitnas.layers.reducers.Tokens`
+    (ToMe's token sizes, which every later attention reads; Evo-ViT's set-aside grid,
+    restored at the stage end) that no other reducer honours, so two reducers in one
+    stage have no defined meaning. One reducer per stage is also how each paper runs.
     """
 
-    reducer: str  # a name of `REDUCERS`; "evit" = class-attention top-k plus one fused token
+    reducers: tuple[str, ...]  # names of `REDUCERS`, in file order; more than one: a searched choice
     blocks: tuple[int, ...]  # 0-based block indices within the stage
     keep_rates: tuple[float, ...]  # keep-rate choices at each of those blocks, each in (0, 1]
+
+    @property
+    def searchable(self) -> bool:
+        """Whether each arch chooses its reducer here (the space file lists several)."""
+        return len(self.reducers) > 1
 
 
 @dataclass(frozen=True)
@@ -116,10 +129,44 @@ class StageSpec:
             return reduction.keep_rates
         return (1.0,)
 
-    def reducer_at(self, block: int) -> str | None:
-        """Name of the token reducer at a block, None where the block reduces no tokens."""
+    @property
+    def reducer_choices(self) -> tuple[str, ...]:
+        """The reducers an arch chooses among in this stage; empty where there is no choice to make."""
         reduction = self.token_reduction
-        return reduction.reducer if reduction is not None and block in reduction.blocks else None
+        return reduction.reducers if reduction is not None and reduction.searchable else ()
+
+    def reducer_at(self, block: int, chosen: str | None = None) -> str | None:
+        """Name of the token reducer at a block, None where the block reduces no tokens.
+
+        Args:
+            block: 0-based block index within the stage.
+            chosen: the arch's choice for this stage (`StageArch.reducer`); None takes the
+                space's only reducer, which is all a stage without a choice has.
+
+        Raises:
+            ArchError: the stage offers a choice and `chosen` names none of it (an arch
+                that `SearchSpace.validate` rejects).
+        """
+        reduction = self.token_reduction
+        if reduction is None or block not in reduction.blocks:
+            return None
+        if chosen is None and not reduction.searchable:
+            return reduction.reducers[0]
+        if chosen not in reduction.reducers:
+            raise ArchError(f"reducer: {chosen!r} is not one of this stage's reducers {list(reduction.reducers)}")
+        return chosen
+
+    def output_tokens(self, tokens: int, grid: int, chosen: str | None = None) -> int:
+        """Sequence length leaving the stage whose last block leaves `tokens`.
+
+        A grid-preserving reducer (`ReducerInfo.preserves_grid`) gives every token back to
+        its grid position at the stage end; any other leaves `tokens`.
+        """
+        reduction = self.token_reduction
+        if reduction is None:
+            return tokens
+        name = chosen if chosen is not None else (None if reduction.searchable else reduction.reducers[0])
+        return 1 + grid * grid if name is not None and REDUCERS[name].preserves_grid else tokens
 
     def head_width(self, embed_dim: int, num_heads: int) -> int:
         return self.head_dim if self.head_dim is not None else embed_dim // num_heads
@@ -309,19 +356,18 @@ def _parse_stage(data: Any, index: int, is_last: bool, source: str) -> StageSpec
     reduction = None
     if reduction_data is not None:
         reduction = _parse_reduction(reduction_data, f"{where}.token_reduction", max_depth, source)
-        if not is_last and not REDUCERS[reduction.reducer].preserves_grid:
+        dropping = [name for name in reduction.reducers if not REDUCERS[name].preserves_grid]
+        if not is_last and dropping:
             keepers = [name for name, info in REDUCERS.items() if info.preserves_grid]
             hint = f"; reducers that keep the grid may: {', '.join(keepers)}" if keepers else ""
-            fields.fail(f"only the last stage may drop tokens with reducer {reduction.reducer}: the spatial reduction "
+            fields.fail(f"only the last stage may drop tokens with reducer {dropping[0]}: the spatial reduction "
                         f"after it needs the full grid{hint}", "token_reduction")
     return StageSpec(depths, embed_dims, num_heads, mlp_ratios, head_dim, reduction)
 
 
 def _parse_reduction(data: Any, where: str, max_depth: int, source: str) -> TokenReductionSpec:
     fields = _Fields(data, where, source, _REDUCTION_KEYS)
-    reducer = fields.get("reducer", "evit")
-    if reducer not in REDUCERS:
-        fields.fail(f"expected one of {', '.join(REDUCERS)}, got {_describe(reducer)}", "reducer")
+    reducers = _reducer_names(fields)
     blocks_value = fields.get("blocks")
     blocks = blocks_value if isinstance(blocks_value, list) else [blocks_value]
     for block in blocks:
@@ -335,11 +381,26 @@ def _parse_reduction(data: Any, where: str, max_depth: int, source: str) -> Toke
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
             fields.fail(f"keep rate {_describe(rate)} is outside (0, 1]", "keep_rates")
     keep_rates = fields.choices("keep_rates", float)
-    floor = REDUCERS[reducer].min_keep_rate
-    if keep_rates[0] < floor:
-        fields.fail(f"reducer {reducer} keeps at least {floor} of the tokens, got keep rate {keep_rates[0]}",
-                    "keep_rates")
-    return TokenReductionSpec(reducer, tuple(sorted(blocks)), keep_rates)
+    for reducer in reducers:  # every reducer must honour every keep rate: the genes are drawn independently
+        floor = REDUCERS[reducer].min_keep_rate
+        if keep_rates[0] < floor:
+            fields.fail(f"reducer {reducer} keeps at least {floor} of the tokens, got keep rate {keep_rates[0]}",
+                        "keep_rates")
+    return TokenReductionSpec(reducers, tuple(sorted(blocks)), keep_rates)
+
+
+def _reducer_names(fields: _Fields) -> tuple[str, ...]:
+    """The ``reducer`` key: one name, or a list of distinct names (a choice); file order is kept."""
+    value = fields.get("reducer", "evit")
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        fields.fail("expected a reducer name or a non-empty list of them", "reducer")
+    for name in names:
+        if not isinstance(name, str) or name not in REDUCERS:
+            fields.fail(f"expected one of {', '.join(REDUCERS)}, got {_describe(name)}", "reducer")
+    if len(set(names)) != len(names):
+        fields.fail(f"repeated choice in {names}", "reducer")
+    return tuple(names)
 
 
 def _check_grids(patch: PatchSpec, num_stages: int, source: str) -> None:

@@ -164,7 +164,7 @@ class SuperStage(nn.Module):
             BlockPlan(
                 head_width=self.spec.head_width(stage.embed_dim, heads),
                 keep_rate=rate,
-                reducer=get_reducer(self.spec.reducer_at(i)) if rate < 1.0 else None,
+                reducer=get_reducer(self.spec.reducer_at(i, stage.reducer)) if rate < 1.0 else None,
                 drop_path_rate=self.blocks[i].drop_path_rate,
             )
             for i, (heads, rate) in enumerate(zip(stage.num_heads, stage.keep_rate))

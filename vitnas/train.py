@@ -161,7 +161,8 @@ class Context:
         return self.trainee.model
 
 
-def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = ()) -> dict:
+def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = (),
+          device: str | None = None) -> dict:
     """Trains a supernet; returns the final metrics (validation top-1 of largest and smallest).
 
     Args:
@@ -170,11 +171,13 @@ def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, over
         resume: continue from the latest checkpoint in `out`, with the recipe stored in it
             (`recipe` is then not read; `overrides` still apply, e.g. ``epochs=400`` to extend).
         overrides: ``key=value`` recipe overrides.
+        device: ``cpu`` or ``cuda[:N]`` for a single-process run (default: CUDA when present;
+            under ``torchrun`` each rank takes its own GPU).
     """
     out = Path(out)
     config = run_recipe(recipe, out, resume, overrides)
     prepare_directory(out, "--out", CheckpointError)  # a bad --out fails now, not after the first epoch
-    return fit(_build(config), out, resume)
+    return fit(_build(config, device), out, resume)
 
 
 def run_recipe(recipe: str | Path | Mapping[str, Any] | Recipe | None, out: Path, resume: bool,
@@ -212,8 +215,8 @@ def fit(context: Context, out: Path, resume: bool) -> dict[str, Any]:
     return metrics
 
 
-def _build(config: Recipe) -> Context:
-    rank, world, device = distributed_setup()
+def _build(config: Recipe, device: str | None = None) -> Context:
+    rank, world, device = distributed_setup(device)
     seed_run(config.seed)
     space = load_space(config.space)
     if config.sampler.name == "multi" and config.sampler.variant == "masked" and (why := mixed_head_widths(space)):
@@ -265,11 +268,12 @@ def seed_run(seed: int) -> None:
     np.random.seed(seed)
 
 
-def distributed_setup() -> tuple[int, int, torch.device]:
-    """(rank, world size, device): one process, or one rank of ``torchrun`` (NCCL on GPUs, gloo on CPUs)."""
+def distributed_setup(device: str | None = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): one process (on `device`, default CUDA when present), or one rank of
+    ``torchrun`` (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -40,7 +40,7 @@ def vit_config(space: SearchSpace, arch: Arch, num_classes: int | None = None) -
                 head_dim=spec.head_width(stage.embed_dim, heads),
                 mlp_hidden=mlp_hidden(stage.embed_dim, ratio),
                 keep_rate=rate,
-                reducer=spec.reducer_at(block) if rate < 1.0 else None,
+                reducer=spec.reducer_at(block, stage.reducer) if rate < 1.0 else None,
             )
             for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate))
         )

@@ -6,7 +6,10 @@ the projections and the MLP reach different efficiencies), elements the memory-b
 ops read and write (LayerNorm, residual adds, GELU, softmax, the token gather), the
 weights each pass reads (at batch 1 with few tokens a projection is bound by reading
 its weights, not by its MACs), and fixed per-call overheads (kernel launches: one
-constant per block, per reducing block, per spatial reduction and per model).
+constant per block, per reducing block, per spatial reduction and per model). Each
+token reducer also has a term of its own (one per block it reduces at), because their
+launches differ (ToMe's matching and scatters, Evo-ViT's set-aside bookkeeping, EViT's
+one gather): with the reducer a searched choice, the profile must tell them apart.
 Activation terms are counted per image and weight terms per pass; either way a
 profile is fitted at one batch size, whose factor the coefficients absorb.
 
@@ -23,9 +26,10 @@ import numpy as np
 from vitnas.arch import Arch
 from vitnas.cost import BlockShape, block_shapes, stage_output_tokens
 from vitnas.space import SearchSpace
-from vitnas.space_spec import stage_grid
+from vitnas.space_spec import REDUCERS, stage_grid
 
-__all__ = ["ARCH_FEATURES", "BLOCK_FEATURES", "FEATURES", "arch_row", "block_row", "feature_row", "feature_matrix"]
+__all__ = ["ARCH_FEATURES", "BLOCK_FEATURES", "FEATURES", "REDUCER_FEATURES", "arch_row", "block_row", "feature_row",
+           "feature_matrix"]
 
 ARCH_FEATURES: tuple[str, ...] = (
     "constant",  # per forward pass: input handling, class token, final norm, head launches
@@ -47,6 +51,9 @@ BLOCK_FEATURES: tuple[str, ...] = (
     "reducing_blocks",  # per block with a token reducer: scoring, sort, gather launches
     "reduction_memory",  # tokens x width those ops read and write
 )
+# per block reducing with that reducer: what its own ops cost beyond the shared reducing_blocks term
+REDUCER_FEATURES: tuple[str, ...] = tuple(f"reducer_{name}" for name in REDUCERS)
+BLOCK_FEATURES += REDUCER_FEATURES
 FEATURES: tuple[str, ...] = ARCH_FEATURES + BLOCK_FEATURES
 
 
@@ -66,6 +73,7 @@ def block_row(shape: BlockShape) -> np.ndarray:
             float(4 * dim * attn + 2 * dim * shape.mlp_hidden),
             reduces,
             reduces * n * dim,
+            *(float(shape.reducer == name) for name in REDUCERS),
         ]
     )
 
@@ -96,7 +104,7 @@ def feature_row(space: SearchSpace, arch: Arch) -> np.ndarray:
     blocks = np.sum([block_row(shape) for shape in shapes], axis=0)
     last = len(arch.stages) - 1
     grid = stage_grid(arch.img_size // arch.patch_size, last)
-    final = stage_output_tokens(space.stages[last], shapes[-1].tokens_after, grid)
+    final = stage_output_tokens(space.stages[last], shapes[-1].tokens_after, grid, arch.stages[last].reducer)
     return np.concatenate([arch_row(space, arch, final), blocks])
 
 

@@ -27,7 +27,15 @@ from scipy.stats import kendalltau
 from vitnas.arch import Arch
 from vitnas.cost import block_shape, stage_output_tokens
 from vitnas.errors import LatencyError
-from vitnas.latency.features import ARCH_FEATURES, FEATURES, arch_row, block_row, feature_matrix, feature_row
+from vitnas.latency.features import (
+    ARCH_FEATURES,
+    FEATURES,
+    REDUCER_FEATURES,
+    arch_row,
+    block_row,
+    feature_matrix,
+    feature_row,
+)
 from vitnas.space import SearchSpace
 from vitnas.space_spec import mlp_hidden, stage_grid
 
@@ -117,12 +125,10 @@ class LatencyPredictor:
         """
         if data.get("kind") != cls.kind:
             raise LatencyError(f"predictor.kind: {data.get('kind')!r} is not {cls.kind!r}")
-        if data.get("features") != list(FEATURES):
-            raise LatencyError("predictor.features: made with other terms than this vitnas uses; rebuild the profile")
         coefficients = data.get("coefficients")
         if not isinstance(coefficients, list) or not all(_is_number(c) for c in coefficients):
             raise LatencyError("predictor.coefficients: expected a list of numbers")
-        return cls(space, coefficients)
+        return cls(space, _with_reducer_terms(data.get("features"), coefficients))
 
     # -- the fast path -------------------------------------------------------------------------
     def _predict_valid(self, arch: Arch) -> float:
@@ -135,12 +141,13 @@ class LatencyPredictor:
             dim = stage.embed_dim
             spec = self.space.stages[index]
             for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate)):
-                key = (index, tokens, dim, heads, ratio, rate, spec.reducer_at(block) if rate < 1.0 else None)
+                key = (index, tokens, dim, heads, ratio, rate,
+                       spec.reducer_at(block, stage.reducer) if rate < 1.0 else None)
                 entry = self._blocks.get(key) or self._block(key)
                 total += entry[0]
                 tokens = entry[1]
         last = len(arch.stages) - 1
-        tokens = stage_output_tokens(self.space.stages[last], tokens, stage_grid(grid, last))
+        tokens = stage_output_tokens(self.space.stages[last], tokens, stage_grid(grid, last), arch.stages[last].reducer)
         return total + self._arch_weights[_HEAD] * tokens * last_dim
 
     def _base(self, arch: Arch) -> float:
@@ -195,6 +202,25 @@ def prediction_error(predicted: Sequence[float], measured: Sequence[float]) -> P
         kendall_tau=None if math.isnan(tau) else tau,
         count=int(guess.size),
     )
+
+
+def _with_reducer_terms(features: Any, coefficients: list[float]) -> list[float]:
+    """Coefficients in `FEATURES` order; per-reducer terms a profile was saved without weigh 0.
+
+    A profile fitted before a reducer (or any per-reducer term) existed never timed one,
+    so a zero there predicts exactly what it predicted when it was saved.
+
+    Raises:
+        LatencyError: the saved terms are not `FEATURES` less some per-reducer terms.
+    """
+    missing = [name for name in FEATURES if not isinstance(features, list) or name not in features]
+    if not isinstance(features, list) or [name for name in FEATURES if name in features] != features \
+            or not set(missing) <= set(REDUCER_FEATURES):
+        raise LatencyError("predictor.features: made with other terms than this vitnas uses; rebuild the profile")
+    if len(features) != len(coefficients):
+        raise LatencyError(f"predictor.coefficients: expected {len(features)}, one per term, got {len(coefficients)}")
+    saved = dict(zip(features, coefficients))
+    return [saved.get(name, 0.0) for name in FEATURES]
 
 
 def _is_number(value: Any) -> bool:

@@ -1,8 +1,9 @@
 """Token reducers behind one interface (`TokenReducer`), chosen by name.
 
 A space file names the reducer of each stage's reduction blocks
-(``token_reduction.reducer``) and an exported model's `BlockConfig` names the one of
-each reducing block; both resolve the name here.
+(``token_reduction.reducer``; a list makes it a per-stage choice that each `Arch`
+records) and an exported model's `BlockConfig` names the one of each reducing block;
+both resolve the name here.
 """
 
 from __future__ import annotations

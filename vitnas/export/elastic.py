@@ -48,7 +48,6 @@ weight files, each point's state dict serialised as a plain export writes it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -499,6 +498,8 @@ def write_bundle(
     """
     if len(targets) < 2 or any(not target.name for target in targets):
         raise ExportError("elastic: a bundle needs two or more named points (a search's best.json names them)")
+    from vitnas.export.writer import measure_latency, write_json  # the writer imports this module
+
     out = Path(out)
     models = {target.name: extract(supernet, target.arch).to(device="cpu", dtype=torch.float32).eval()
               for target in targets}
@@ -509,12 +510,13 @@ def write_bundle(
         save_file(envelope, str(folder / WEIGHTS_FILE), metadata=_SERIALISED)
         config = _bundle_config(supernet, targets, models, envelope, data, source)
         config["weights"] = file_entry(folder / WEIGHTS_FILE)
-        _write_json(folder / CONFIG_FILE, config)  # load reads it just below
+        write_json(folder / CONFIG_FILE, config)  # load reads it just below
         _check_points(folder, config, models, tolerance)
         for entry in config["points"]:
-            entry["latency"] = _latency(models[entry["name"]], device, latency_batches, config["input"]["image_size"])
+            entry["latency"] = measure_latency(models[entry["name"]], tuple(latency_batches), device,
+                                               config["input"]["image_size"])
         config["size"] = size_report(config["weights"]["bytes"], states, envelope)
-        _write_json(folder / CONFIG_FILE, config)
+        write_json(folder / CONFIG_FILE, config)
         (folder / "README.md").write_text(elastic_model_card(config, tolerance), encoding="utf-8")
     logger.info("exported an elastic bundle of %d points to %s", len(targets), out)
     return out
@@ -602,19 +604,3 @@ def size_report(bundle_bytes: int, states: Mapping[str, Mapping[str, Tensor]],
         "method": "separate_bytes: each point's state dict serialised with safetensors, as a plain export "
                   "writes its model.safetensors",
     }
-
-
-def _latency(model: ViT, device: str, batches: Sequence[int], image_size: int) -> list[dict[str, Any]]:
-    """Median latency of one point at each batch size, timed as a plain export times its model."""
-    if not batches:
-        return []
-    from vitnas.export.writer import LATENCY_REPEATS, LATENCY_WARMUP  # the writer imports this module
-    from vitnas.latency.measure import measure  # imports the search space: writing needs it, loading must not
-
-    dtype = "bf16" if str(device).startswith("cuda") else "fp32"
-    return [measure(model, device, batch, dtype, img_size=image_size, warmup=LATENCY_WARMUP,
-                    repeats=LATENCY_REPEATS).to_dict() for batch in batches]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -256,7 +256,7 @@ def write_model_folder(
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(folder / WEIGHTS_FILE),
               metadata={"format": "pt"})
     config["weights"] = file_entry(folder / WEIGHTS_FILE)
-    _write_json(folder / CONFIG_FILE, config)  # vitnas.load reads it just below
+    write_json(folder / CONFIG_FILE, config)  # vitnas.load reads it just below
     check = {"runtime": f"torch {torch.__version__} (vitnas.load)", "batches": [x.shape[0] for x in inputs],
              "max_abs_diff": max_difference(load(folder), model, inputs)}
     config["formats"] = {"safetensors": {**config["weights"], "check": check}}
@@ -264,9 +264,9 @@ def write_model_folder(
     for form in forms:  # each checked as soon as written: a failure stops before the slower ones
         config["formats"][form] = _write_form(form, model, folder, inputs, config["input"])
         _enforce(form, config["formats"][form], tolerance)
-    config["latency"] = _measure_latency(model, tuple(latency_batches), _latency_device(device),
+    config["latency"] = measure_latency(model, tuple(latency_batches), _latency_device(device),
                                          config["input"]["image_size"])
-    _write_json(folder / CONFIG_FILE, config)
+    write_json(folder / CONFIG_FILE, config)
     (folder / "README.md").write_text(model_card(config, tolerance), encoding="utf-8")
     return config
 
@@ -308,7 +308,7 @@ def _enforce(name: str, entry: dict[str, Any], tolerance: float) -> None:
                           f"(tolerance {tolerance:g}); nothing was written")
 
 
-def _measure_latency(model: nn.Module, batches: tuple[int, ...], device: str, image_size: int) -> list[dict[str, Any]]:
+def measure_latency(model: nn.Module, batches: tuple[int, ...], device: str, image_size: int) -> list[dict[str, Any]]:
     """Median latency at each batch size on `device`: bf16 on CUDA (as deployed there), fp32 on CPU."""
     if not batches:
         return []
@@ -319,5 +319,5 @@ def _measure_latency(model: nn.Module, batches: tuple[int, ...], device: str, im
                     repeats=LATENCY_REPEATS).to_dict() for batch in batches]
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -20,27 +20,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vitnas.layers.attention import class_attention
-from vitnas.layers.reducers.base import TokenReducer, Tokens, kept_token_count
+from vitnas.layers.reducers.base import Tokens, kept_token_count
+from vitnas.layers.reducers.evit import EViT
 
 __all__ = ["EvoViT"]
 
 
-class EvoViT(TokenReducer):
-    """Class-attention top-k stay; the rest are set aside, summarised, updated from the summary, restored."""
+class EvoViT(EViT):
+    """Class-attention top-k stay; the rest are set aside, summarised, updated from the summary, restored.
+
+    It scores and counts tokens as EViT does (class, k kept, one summary token); what differs
+    is what becomes of the rest, and that they come back at the end of the stage.
+    """
 
     name = "evo_vit"
-
-    def tokens_after(self, tokens: int, keep_rate: float) -> int:
-        patches = tokens - 1
-        kept = kept_token_count(patches, keep_rate)
-        return tokens if kept >= patches else 1 + kept + 1
-
-    def extra_macs(self, tokens: int, keep_rate: float, embed_dim: int, num_heads: int, head_dim: int) -> int:
-        return tokens * num_heads * head_dim  # q_cls @ K^T
-
-    def score(self, q: Tensor, k: Tensor, head_mask: Tensor | None, bias: Tensor | None) -> Tensor:
-        return class_attention(q, k, head_mask, bias)  # (B, N - 1)
 
     def reduce(self, tokens: Tokens, scores: Tensor, keep_rate: float) -> Tokens:
         x = tokens.x  # (B, 1 + m, D)

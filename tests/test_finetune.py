@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ddp_env import as_torchrun_rank, free_port
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
@@ -231,16 +230,8 @@ def test_train_standalone_trains_a_config_and_resumes_only_the_same_model(tmp_pa
         train_standalone(config, recipe, tmp_path / "run")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    as_torchrun_rank(rank, world, port)
     import torch.distributed as dist
 
     space = vitnas.load_space("tiny32")
@@ -255,7 +246,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_ddp_replicas_of_a_standalone_model_stay_identical(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(first[k], second[k]) for k in first)
     saved = load_file(str(tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "model.safetensors"))

@@ -6,11 +6,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from ddp_env import as_torchrun_rank, free_port
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
@@ -202,16 +202,8 @@ def test_shipped_recipes_validate_and_take_steps(tmp_path, name):
     assert any(not torch.equal(before[k], v) for k, v in context.model.state_dict().items())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    as_torchrun_rank(rank, world, port)
     import torch.distributed as dist
 
     from vitnas.train import _build, _train_epoch, _validate
@@ -228,7 +220,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_ddp_replicas_stay_identical(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     first = torch.load(tmp_path / "rank0.pt", weights_only=True)
     second = torch.load(tmp_path / "rank1.pt", weights_only=True)
     initial = vitnas.SuperViT(vitnas.load_space("tiny32"), drop_path_rate=0.1)

@@ -31,6 +31,7 @@ from vitnas.rank_check import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODULE = importlib.import_module("vitnas.rank_check")  # the module: ``vitnas.rank_check`` is the function
+RUNS = importlib.import_module("vitnas.standalone_runs")
 
 SUPERNET = ["epochs=1", "batch_size=128", "schedule.warmup_epochs=0"]  # one quick epoch on digits (10 steps)
 ARCHS, EPOCHS = 4, 2
@@ -161,7 +162,7 @@ def test_resume_trains_nothing_finished_and_continues_a_half_trained_run(checked
     def refuse(*args, **kwargs):
         raise AssertionError("a finished arch was trained again")
 
-    monkeypatch.setattr(MODULE, "train_standalone", refuse)
+    monkeypatch.setattr(RUNS, "train_standalone", refuse)
     again = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, progress=False)
     assert again.resumed == ARCHS and again.statistics.to_dict() == checked.statistics.to_dict()
     assert (out / "archs.jsonl").read_text() == before
@@ -179,7 +180,7 @@ def test_resume_trains_nothing_finished_and_continues_a_half_trained_run(checked
         calls.append((Path(run_dir), kwargs["resume"], recipe))
         return train_standalone(model, recipe, run_dir, **kwargs)
 
-    monkeypatch.setattr(MODULE, "train_standalone", record)
+    monkeypatch.setattr(RUNS, "train_standalone", record)
     resumed = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, progress=False)
     assert calls == [(run, True, None)]  # only arch 1, from its checkpoint, with its stored recipe
     finished, original = load_checkpoint(run), load_checkpoint(checked.out / "runs" / "1")
@@ -243,3 +244,44 @@ def test_ray_backend_trains_the_missing_archs(checked, supernet_run, tmp_path):
     assert [r.inherited_top1 for r in result.records] == [r.inherited_top1 for r in checked.records]
     assert torch.equal(load_checkpoint(out / "runs" / "1")["model"]["head.weight"],
                        load_checkpoint(checked.out / "runs" / "1")["model"]["head.weight"])
+
+
+def test_a_second_seed_reuses_the_first_checks_runs_and_reports_the_seed_tau(checked, supernet_run, tmp_path,
+                                                                               monkeypatch):
+    trained = []
+    from vitnas.standalone import train_standalone
+
+    def record(model, recipe, run_dir, **kwargs):
+        trained.append(Path(run_dir).name)
+        return train_standalone(model, recipe, run_dir, **kwargs)
+
+    monkeypatch.setattr(RUNS, "train_standalone", record)
+    out = tmp_path / "two_seeds"
+    result = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, seeds=2, reuse=[checked.out], progress=False)
+    assert sorted(trained) == [f"{i}-seed1" for i in range(ARCHS)]  # seed 0 of every arch came from `checked`
+    assert not (out / "runs" / "0").exists()
+    assert all(r.worker.startswith("local@") and r.worker.endswith(",reused") for r in result.records)
+    first = [r.standalone_top1 for r in checked.records]
+    second = [r.standalone_seeds[1] for r in result.records]
+    assert [r.standalone_seeds[0] for r in result.records] == first
+    assert [r.standalone_top1 for r in result.records] == pytest.approx([(a + b) / 2 for a, b in zip(first, second)])
+    assert load_checkpoint(out / "runs" / "2-seed1")["recipe"].seed == load_checkpoint(supernet_run)["recipe"].seed + 1
+    tau = stats.kendalltau(first, second).statistic
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed_tau"] == (None if math.isnan(tau) else pytest.approx(tau, abs=1e-12))
+    assert "Kendall tau between stand-alone seeds" in format_rank_check(result)
+    with pytest.raises(RankCheckError, match=r"^--resume: seeds is 1, but the check in .* was started with 2"):
+        rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, progress=False)
+
+
+def test_the_reuse_key_ignores_supernet_only_fields():
+    from vitnas.recipe import load_recipe
+    from vitnas.standalone_runs import standalone_key, standalone_recipe
+
+    base = load_recipe("tiny32_digits")
+    key = standalone_key(standalone_recipe(base, 2))
+    other_sampler = load_recipe("tiny32_digits", ["sampler.name=multi", "distill_warmup_epochs=0"])
+    assert standalone_key(standalone_recipe(other_sampler, 2)) == key
+    assert standalone_key(standalone_recipe(base, 3)) != key  # other epochs
+    assert standalone_key(standalone_recipe(base, 2, seed=1)) != key  # another seed
+    assert standalone_recipe(base, 2, ["seed=5"], seed=1).seed == 6  # the offset applies after the overrides

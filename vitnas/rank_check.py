@@ -11,6 +11,16 @@ scored twice on the same held-out split: with the weights it inherits from the
 supernet, and with its own stand-alone weights. The statistics (`rank_statistics`)
 compare the two rankings.
 
+Stand-alone training is itself noisy: with ``seeds`` > 1 each arch is trained that many
+times (the recipe's seed, then seed + 1, ...), the mean is the ground truth, and the
+Kendall tau between seeds says how far the ground truth agrees with itself: a supernet
+cannot be expected to rank better than that. On a small data set where every arch lands
+within a few images of the others, that ceiling, not the supernet, may be what limits tau.
+
+Stand-alone runs do not depend on the supernet, so ``reuse`` takes the finished runs of
+earlier checks (same space, recipe, epochs and seed) instead of training them again:
+checking a second supernet, trained with another sampler say, costs only its evaluation.
+
 The run directory::
 
     OUT/rank_check.json   the settings and the drawn archs (read back on resume)
@@ -18,6 +28,7 @@ The run directory::
     OUT/summary.json      the statistics, written when every arch is done
     OUT/scatter.png       inherited vs stand-alone top-1, coloured by MACs
     OUT/runs/<i>/         the stand-alone run of arch i (checkpoints, metrics.jsonl)
+    OUT/runs/<i>-seed<k>/ its run at the k-th extra seed (``seeds`` > 1)
 
 A resumed check trains no finished arch again; a half-trained run continues from its
 latest checkpoint. With ``backend="ray"`` the stand-alone runs are Ray tasks, a few at
@@ -33,15 +44,11 @@ import io
 import json
 import logging
 import math
-import os
-import shutil
-import socket
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -55,11 +62,10 @@ from vitnas.cost import count_flops, count_params
 from vitnas.data import SPLITS, build_dataset
 from vitnas.errors import VitnasError
 from vitnas.evaluate import count_topk
-from vitnas.recipe import Recipe, load_recipe
+from vitnas.recipe import Recipe
 from vitnas.space import SearchSpace
-from vitnas.standalone import train_standalone
+from vitnas.standalone_runs import BACKENDS, StandaloneJob, finished_runs, run_jobs, standalone_job, standalone_recipe
 from vitnas.vit import ViT, ViTConfig
-from vitnas.vit_config import vit_config
 
 __all__ = ["ArchRecord", "RankCheckError", "RankCheckResult", "RankCheckSettings", "RankStatistics",
            "format_rank_check", "macs_bins", "rank_check", "rank_statistics", "stratified_archs"]
@@ -68,7 +74,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE, ARCHS_FILE, SUMMARY_FILE, PLOT_FILE, RUNS_FOLDER = (
     "rank_check.json", "archs.jsonl", "summary.json", "scatter.png", "runs")
-BACKENDS = ("local", "ray")
 MIN_ARCHS = 4  # fewer points give a Kendall tau that means nothing
 TOP_K = 5  # the top-k overlap reported
 _MUTATION_PROB = 0.2  # how far a draw aimed at a sparse bin moves from its neighbour's arch
@@ -92,6 +97,7 @@ class RankCheckSettings:
     overrides: tuple[str, ...]  # extra recipe overrides of the stand-alone runs
     use_ema: bool  # score EMA weights (the supernet's and each run's) where kept
     max_draws: int  # bound on the draws that fill the bins
+    seeds: int = 1  # stand-alone runs per arch (recipe seed, seed + 1, ...); their mean is the ground truth
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "overrides": list(self.overrides)}
@@ -107,16 +113,18 @@ class ArchRecord:
     params: int
     bin: int  # the MACs bin it was drawn for
     inherited_top1: float  # with the supernet's weights, on the split
-    standalone_top1: float  # after its own training, on the split
+    standalone_top1: float  # after its own training, on the split (the mean over its seeds)
     wall_s: float  # training (the part run by the call that finished it) and both evaluations
-    worker: str  # where it trained: "local@host" or "ray@host"
+    worker: str  # where it trained: "local@host", "ray@host" or "reused" (an earlier check's run)
+    standalone_seeds: tuple[float, ...] = ()  # top-1 of each seed's run, in seed order
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "arch": self.arch.to_dict()}
+        return {**dataclasses.asdict(self), "arch": self.arch.to_dict(), "standalone_seeds": list(self.standalone_seeds)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchRecord:
-        return cls(**{**data, "arch": Arch.from_dict(data["arch"])})
+        seeds = tuple(data.get("standalone_seeds") or (data["standalone_top1"],))  # records before seeds: one
+        return cls(**{**data, "arch": Arch.from_dict(data["arch"]), "standalone_seeds": seeds})
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,7 @@ class RankStatistics:
     regret: float  # mean over the MACs budgets, in accuracy (0.01 = one point)
     regret_max: float  # worst budget
     budgets: tuple[dict[str, Any], ...]  # per budget: max_macs, candidates, supernet_pick, best, regret
+    seed_tau: float = math.nan  # mean Kendall tau between the stand-alone seeds: the ceiling (NaN: one seed)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -162,6 +171,8 @@ def rank_check(
     overrides: Sequence[str] = (),
     use_ema: bool = False,
     max_draws: int | None = None,
+    seeds: int = 1,
+    reuse: Sequence[str | Path] = (),
     backend: str = "local",
     workers: int = 2,
     gpus_per_worker: float = 0.0,
@@ -187,6 +198,10 @@ def rank_check(
             ``distill`` and ``epochs`` are the check's own and refused).
         use_ema: score EMA weights, the supernet's and each run's, where the recipe keeps them.
         max_draws: bound on the draws that fill the bins (default: 200 per arch).
+        seeds: stand-alone runs per arch (the recipe's seed, then seed + 1, ...); the ground
+            truth is their mean, and `RankStatistics.seed_tau` how well they agree.
+        reuse: earlier rank-check directories whose finished stand-alone runs of the same
+            arch, recipe, epochs and seed are taken instead of training them again.
         backend: ``local`` (one run after another, in this process) or ``ray`` (`workers`
             runs at once as Ray tasks of `cpus_per_worker` CPUs and `gpus_per_worker` GPUs,
             on the cluster at `ray_address` or ``RAY_ADDRESS``, else a local Ray).
@@ -205,8 +220,9 @@ def rank_check(
     """
     out = Path(out)
     _check_execution(backend, workers, gpus_per_worker, cpus_per_worker, device)
-    settings, supernet, space, recipe = _prepare(checkpoint, archs, epochs, seed, bins, split, overrides, use_ema,
-                                                 max_draws)
+    settings, supernet, space, recipes = _prepare(checkpoint, archs, epochs, seed, bins, split, overrides, use_ema,
+                                                  max_draws, seeds)
+    reusable = finished_runs([Path(folder) / RUNS_FOLDER for folder in reuse])
     drawn = _check_run_directory(out, settings, resume)
     drawn = drawn if drawn is not None else stratified_archs(space, archs, settings.bins,
                                                              np.random.default_rng(seed), settings.max_draws)
@@ -217,16 +233,18 @@ def rank_check(
         write_text_atomically(out / SETTINGS_FILE, json.dumps(stored, indent=1) + "\n", RankCheckError)
     records = _read_records(out / ARCHS_FILE) if resume else {}
     resumed = len(records)
-    scorer = _Scorer(supernet, space, recipe, split, device)
-    jobs = [_job(out, index, arch, space, recipe) for index, arch in enumerate(drawn) if index not in records]
-    runner = _local_runs(jobs) if backend == "local" else _ray_runs(jobs, workers, gpus_per_worker, cpus_per_worker,
-                                                                    ray_address)
+    scorer = _Scorer(supernet, space, recipes[0], split, device)
+    jobs = [standalone_job(out / RUNS_FOLDER, index, k, arch, space, recipe, reusable)
+            for index, arch in enumerate(drawn) if index not in records for k, recipe in enumerate(recipes)]
+    finished: dict[int, list[tuple[StandaloneJob, float, str]]] = {}
     with tqdm(total=len(drawn), initial=resumed, desc="rank-check", unit="arch", disable=not progress,
               dynamic_ncols=True) as bar:
-        for job, seconds, worker in runner:
-            records[job.index] = _record(job, settings, space, scorer, seconds, worker)
-            _write_records(out / ARCHS_FILE, records)
-            bar.update()
+        for job, seconds, worker in run_jobs(jobs, backend, workers, gpus_per_worker, cpus_per_worker, ray_address):
+            finished.setdefault(job.index, []).append((job, seconds, worker))
+            if len(finished[job.index]) == len(recipes):  # every seed of the arch is done
+                records[job.index] = _record(finished.pop(job.index), settings, space, scorer)
+                _write_records(out / ARCHS_FILE, records)
+                bar.update()
     return _finish(out, settings, space, drawn, records, resumed)
 
 
@@ -236,6 +254,7 @@ def rank_statistics(
     macs: Sequence[float],
     budgets: Sequence[float] | None = None,
     k: int = TOP_K,
+    seeds: Sequence[Sequence[float]] | None = None,
 ) -> RankStatistics:
     """Rank agreement of inherited vs stand-alone accuracies of the same archs.
 
@@ -250,6 +269,8 @@ def rank_statistics(
       It is >= 0, and 0 when the supernet's pick is truly the best at that budget.
       ``regret`` is the mean over the budgets that admit at least two archs (with one there
       is no choice to get wrong), ``regret_max`` the largest.
+    - With `seeds` (each seed's stand-alone accuracies, in arch order): ``seed_tau``, the
+      mean Kendall tau over pairs of seeds, how well stand-alone training agrees with itself.
 
     Raises:
         RankCheckError: lists of different lengths, or fewer than two archs.
@@ -270,7 +291,20 @@ def rank_statistics(
                   if (row := _regret_at(inherited, standalone, macs, float(limit))) is not None]
     regrets = [row["regret"] for row in per_budget]
     return RankStatistics(tau, rho, top, overlap, float(np.mean(regrets)) if regrets else math.nan,
-                          float(np.max(regrets)) if regrets else math.nan, tuple(per_budget))
+                          float(np.max(regrets)) if regrets else math.nan, tuple(per_budget), _seed_tau(seeds))
+
+
+def _seed_tau(seeds: Sequence[Sequence[float]] | None) -> float:
+    """Mean Kendall tau-b over pairs of seeds' accuracy lists (NaN with fewer than two seeds or constant lists)."""
+    from scipy import stats
+
+    if seeds is None or len(seeds) < 2:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        taus = [float(stats.kendalltau(seeds[a], seeds[b]).statistic)
+                for a in range(len(seeds)) for b in range(a + 1, len(seeds))]
+    return float(np.mean(taus))
 
 
 def _top_k(accuracy: np.ndarray, macs: np.ndarray, k: int) -> list[int]:
@@ -397,10 +431,11 @@ def _check_execution(backend: str, workers: int, gpus: float, cpus: float, devic
 
 
 def _prepare(checkpoint: str | Path, archs: int, epochs: int | None, seed: int, bins: int | None, split: str,
-             overrides: Sequence[str], use_ema: bool,
-             max_draws: int | None) -> tuple[RankCheckSettings, Any, SearchSpace, Recipe]:
-    """Checks every setting and loads the supernet; returns the settings and the stand-alone recipe."""
+             overrides: Sequence[str], use_ema: bool, max_draws: int | None,
+             seeds: int) -> tuple[RankCheckSettings, Any, SearchSpace, list[Recipe]]:
+    """Checks every setting and loads the supernet; returns the settings and each seed's stand-alone recipe."""
     _check_count("archs", archs, MIN_ARCHS, "a ranking of fewer sub-networks means nothing")
+    _check_count("seeds", seeds, 1, "")
     _check_count("epochs", epochs, 1, "", optional=True)
     _check_count("bins", bins, 1, "", optional=True)
     _check_count("max_draws", max_draws, 1, "", optional=True)
@@ -420,13 +455,13 @@ def _prepare(checkpoint: str | Path, archs: int, epochs: int | None, seed: int, 
     supernet, space = load_supernet(checkpoint, use_ema=use_ema)
     base = load_checkpoint(Path(checkpoint))["recipe"]
     epochs = base.epochs if epochs is None else epochs
-    recipe = load_recipe(base.to_dict(), [*overrides, f"epochs={epochs}", "distill=false"])
-    if split == "minival" and not recipe.data.holdout:
+    recipes = [standalone_recipe(base, epochs, overrides, k) for k in range(seeds)]
+    if split == "minival" and not base.data.holdout:
         log.warning("rank-check: data.holdout is off, so both the supernet and the stand-alone runs trained on "
                     "the minival images; val is the fair split")
     settings = RankCheckSettings(str(Path(checkpoint).resolve()), archs, bins, epochs, seed, split, overrides,
-                                 use_ema, 200 * archs if max_draws is None else max_draws)
-    return settings, supernet, space, recipe
+                                 use_ema, 200 * archs if max_draws is None else max_draws, seeds)
+    return settings, supernet, space, recipes
 
 
 def _check_count(name: str, value: Any, low: int, why: str, optional: bool = False) -> None:
@@ -455,90 +490,12 @@ def _check_run_directory(out: Path, settings: RankCheckSettings, resume: bool) -
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RankCheckError(f"{path}: not a rank check's settings ({error})") from None
     mine = settings.to_dict()
+    theirs = {"seeds": 1, **theirs}  # checks from before the seeds setting trained one seed
     differing = next((key for key in mine if mine[key] != theirs.get(key)), None)
     if differing is not None:
         raise RankCheckError(f"--resume: {differing} is {mine[differing]!r}, but the check in {out} was started "
                              f"with {theirs.get(differing)!r}; resume with the same settings")
     return drawn
-
-
-# -- training ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Job:
-    """One stand-alone run, in plain data: what a Ray task receives."""
-
-    index: int
-    arch: Arch
-    model: dict[str, Any]  # ViTConfig.to_dict()
-    recipe: dict[str, Any]  # Recipe.to_dict()
-    run: str  # the run directory
-    image_size: int  # the data's image side (the space's; a resized-input model resizes inside)
-
-
-def _job(out: Path, index: int, arch: Arch, space: SearchSpace, recipe: Recipe) -> _Job:
-    return _Job(index, arch, vit_config(space, arch).to_dict(), recipe.to_dict(),
-                str(out / RUNS_FOLDER / str(index)), space.img_size)
-
-
-def _train_job(job: _Job, threads: int | None = None) -> tuple[float, str]:
-    """Trains one arch stand-alone, resuming its run where one was checkpointed; (seconds, host).
-
-    The resume decision is taken here, not by the caller, so a Ray task re-run after its
-    worker died continues from the last epoch the dead one saved.
-    """
-    if threads is not None:
-        torch.set_num_threads(threads)  # a Ray worker process of its own: one thread per reserved CPU
-    started, run = time.perf_counter(), Path(job.run)
-    resume = (run / "latest").is_file()
-    if not resume and run.exists():
-        shutil.rmtree(run)  # killed before its first checkpoint: its partial metrics log would mislead
-    config = ViTConfig.from_dict(job.model)
-    train_standalone(config, None if resume else job.recipe, run, resume=resume, image_size=job.image_size)
-    return time.perf_counter() - started, socket.gethostname()
-
-
-def _local_runs(jobs: Sequence[_Job]) -> Iterator[tuple[_Job, float, str]]:
-    """Each job in turn, in this process."""
-    for job in jobs:
-        seconds, host = _train_job(job)
-        yield job, seconds, f"local@{host}"
-
-
-def _ray_runs(jobs: Sequence[_Job], workers: int, gpus: float, cpus: float,
-              address: str | None) -> Iterator[tuple[_Job, float, str]]:
-    """The jobs as Ray tasks, at most `workers` at once; yields each as it finishes.
-
-    A task whose worker process dies is retried by Ray (and resumes its checkpoint); an
-    error a task raises is re-raised here, a `VitnasError` as its own one-line class.
-    """
-    from vitnas.search.ray_backend import BackendError, _check_cluster, _connect, require_ray
-
-    ray = require_ray()
-    owns = _connect(ray, address or os.environ.get("RAY_ADDRESS") or None, workers, gpus, cpus)
-    try:
-        _check_cluster(ray, workers, gpus, cpus)
-        task = ray.remote(_train_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=3)
-        todo, running = deque(jobs), {}
-        while todo or running:
-            while todo and len(running) < workers:
-                job = todo.popleft()
-                running[task.remote(job, max(1, int(cpus)))] = job
-            ready, _ = ray.wait(list(running), num_returns=1)
-            job = running.pop(ready[0])
-            try:
-                seconds, host = ray.get(ready[0])
-            except ray.exceptions.RayError as failure:
-                cause = getattr(failure, "cause", None)
-                if isinstance(cause, VitnasError):
-                    raise type(cause)(str(cause)) from None
-                lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
-                raise BackendError(f"rank-check: the run of arch {job.index} failed on Ray: "
-                                   f"{(lines[-1] if lines else type(failure).__name__)[:300]}") from None
-            yield job, seconds, f"ray@{host}"
-    finally:
-        if owns and ray.is_initialized():
-            ray.shutdown()
 
 
 # -- scoring and reporting --------------------------------------------------------------------------
@@ -564,17 +521,22 @@ class _Scorer:
         return self.top1(model.to(self.device), None)
 
 
-def _record(job: _Job, settings: RankCheckSettings, space: SearchSpace, scorer: _Scorer, seconds: float,
-            worker: str) -> ArchRecord:
+def _record(runs: list[tuple[StandaloneJob, float, str]], settings: RankCheckSettings, space: SearchSpace,
+            scorer: _Scorer) -> ArchRecord:
+    """The record of one arch from its finished runs, one per seed."""
     started = time.perf_counter()
+    runs = sorted(runs, key=lambda run: run[0].seed)
+    job = runs[0][0]
     inherited = scorer.top1(scorer.supernet, job.arch)
-    standalone = scorer.standalone(Path(job.run), settings.use_ema)
+    seeds = tuple(scorer.standalone(Path(run.run), settings.use_ema) for run, _, _ in runs)
     macs = count_flops(space, job.arch)
+    workers = sorted({worker for _, _, worker in runs})
     record = ArchRecord(job.index, job.arch, macs, count_params(space, job.arch),
-                        _bin_of(macs_bins(space, settings.bins), macs), inherited, standalone,
-                        seconds + time.perf_counter() - started, worker)
+                        _bin_of(macs_bins(space, settings.bins), macs), inherited, float(np.mean(seeds)),
+                        sum(seconds for _, seconds, _ in runs) + time.perf_counter() - started, ",".join(workers),
+                        seeds)
     log.info("arch %d (%.2f M MACs): inherited %.2f%%, stand-alone %.2f%% on %s (%.0f s)", job.index, macs / 1e6,
-             100 * inherited, 100 * standalone, settings.split, record.wall_s)
+             100 * inherited, 100 * record.standalone_top1, settings.split, record.wall_s)
     return record
 
 
@@ -598,8 +560,9 @@ def _finish(out: Path, settings: RankCheckSettings, space: SearchSpace, drawn: S
     """The statistics over every record, written as summary.json and scatter.png."""
     ordered = tuple(records[index] for index in range(len(drawn)))
     edges = macs_bins(space, settings.bins)
+    seeds = [[r.standalone_seeds[k] for r in ordered] for k in range(settings.seeds)]
     statistics = rank_statistics([r.inherited_top1 for r in ordered], [r.standalone_top1 for r in ordered],
-                                 [r.macs for r in ordered], budgets=edges[1:])
+                                 [r.macs for r in ordered], budgets=edges[1:], seeds=seeds)
     result = RankCheckResult(out, settings, space.name, ordered, statistics, sum(r.wall_s for r in ordered), resumed)
     summary = {"space": space.name, "settings": settings.to_dict(), "archs": len(ordered),
                **statistics.to_dict(), "inherited_best": _best(ordered, "inherited_top1"),
@@ -649,14 +612,18 @@ def format_rank_check(result: RankCheckResult) -> str:
     """The printable summary: one line per arch (by MACs), then the statistics and the files."""
     stats, settings = result.statistics, result.settings
     lines = [f"rank check of {settings.checkpoint}: {len(result.records)} sub-networks of {result.space}, "
-             f"{settings.epochs} stand-alone epochs each, top-1 on {settings.split}",
+             f"{settings.epochs} stand-alone epochs each" + (f", mean of {settings.seeds} seeds" if settings.seeds > 1
+                                                               else "") + f", top-1 on {settings.split}",
              f"{'#':>3} {'MACs':>9} {'params':>9} {'inherited':>10} {'stand-alone':>12} {'wall':>7}  arch"]
     for r in sorted(result.records, key=lambda r: (r.macs, r.index)):
+        per_seed = f" ({' '.join(f'{a:.2%}' for a in r.standalone_seeds)})" if len(r.standalone_seeds) > 1 else ""
         lines.append(f"{r.index:>3} {r.macs / 1e6:>8.2f}M {r.params / 1e6:>8.3f}M {r.inherited_top1:>10.2%} "
-                     f"{r.standalone_top1:>12.2%} {r.wall_s:>6.0f}s  {r.arch}")
+                     f"{r.standalone_top1:>12.2%} {r.wall_s:>6.0f}s  {r.arch}{per_seed}")
     pick, best = _best(result.records, "inherited_top1"), _best(result.records, "standalone_top1")
     lines += [f"Kendall tau {stats.kendall_tau:.3f}, Spearman rho {stats.spearman_rho:.3f}, "
               f"top-{stats.top_k} overlap {stats.top_k_overlap}/{stats.top_k}",
+              *([f"Kendall tau between stand-alone seeds {stats.seed_tau:.3f}: the ceiling of the supernet's tau on "
+                 "this ground truth"] if settings.seeds > 1 else []),
               f"regret of picking by the supernet: {100 * stats.regret:.2f} points mean, {100 * stats.regret_max:.2f} "
               f"max over {len(stats.budgets)} MACs budgets (stand-alone top-1 of the best arch within each budget "
               "minus that of the supernet's pick)",

@@ -29,6 +29,12 @@ def register(subparsers: Any) -> None:
                         help="log-MACs bins to stratify over (default: one per arch)")
     parser.add_argument("--split", default="val", help="held-out split both accuracies use: val (default) or minival")
     parser.add_argument("--seed", type=int, default=0, help="seeds the draw of the sub-networks")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="stand-alone runs per arch; their mean is the ground truth and the tau between them "
+                             "its ceiling (default 1)")
+    parser.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                        help="an earlier rank-check directory whose finished stand-alone runs (same arch, recipe, "
+                             "epochs, seed) are taken instead of training again; repeatable")
     parser.add_argument("--ema", action="store_true", help="score EMA weights where the recipe keeps them")
     parser.add_argument("--backend", default="local", help="local (one run after another, default) or ray")
     parser.add_argument("--workers", type=int, default=2, help="Ray: runs at once (default: 2)")
@@ -48,6 +54,7 @@ def _rank_check(args: argparse.Namespace) -> int:
 
     result = rank_check(args.checkpoint, args.out, archs=args.archs, epochs=args.epochs, seed=args.seed,
                         bins=args.bins, split=args.split, overrides=args.overrides, use_ema=args.ema,
+                        seeds=args.seeds, reuse=args.reuse,
                         backend=args.backend, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                         cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address, resume=args.resume,
                         device=args.device)

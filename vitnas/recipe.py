@@ -60,6 +60,9 @@ class SamplerConfig:
     rank_specific: bool = False  # DDP: each rank draws its own sub-networks (gradients are averaged either way)
     width_warmup_epochs: int = 0  # ViT-ResNAS: width choices open up from the widest over this many epochs
     rewire: bool = False  # during width warm-up, re-sort heads and MLP units by importance each epoch
+    complexity_window: float | None = None  # ElasticViT: random sub-networks from a sliding log-MACs window of
+    #                                         this fraction of the range (single, sandwich); None: the whole space
+    complexity_period: int = 200  # steps of one sweep of the window up the MACs range and back
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Recipe:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     distill: bool = True  # smaller sub-networks learn from the largest one's detached soft labels
     distill_warmup_epochs: int = 0  # students learn from labels until the teacher is worth copying
+    gradient_projection: bool = False  # NASViT: sub-network gradients that conflict with the largest's are projected
     label_smoothing: float = 0.1
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
@@ -95,6 +99,13 @@ class Recipe:
         _require(self.sampler.num_random >= 0, "sampler.num_random", "must be non-negative")
         _require(self.sampler.width_warmup_epochs >= 0, "sampler.width_warmup_epochs", "must be non-negative")
         _require(self.distill_warmup_epochs >= 0, "distill_warmup_epochs", "must be non-negative")
+        window = self.sampler.complexity_window
+        _require(window is None or 0.0 < window <= 1.0, "sampler.complexity_window", "must be in (0, 1], or null")
+        _require(window is None or self.sampler.name in ("single", "sandwich"), "sampler.complexity_window",
+                 "applies to the single and sandwich samplers (multi and supervit fix the token shape per step)")
+        _require(self.sampler.complexity_period >= 2, "sampler.complexity_period", "must be at least 2 steps")
+        _require(not self.gradient_projection or self.sampler.name in ("sandwich", "supervit"), "gradient_projection",
+                 "needs the largest sub-network in a pass of its own first: sampler sandwich or supervit")
         _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}")
         _require((self.optimizer.lr is None) != (self.optimizer.lr_per_512 is None), "optimizer.lr",
                  "give exactly one of lr and lr_per_512")

@@ -6,7 +6,8 @@ the batch, with a role). Gradients of all passes accumulate into one optimizer s
 
 The generator is seeded from (run seed, global step), so every DDP rank draws the
 same sub-networks and a resumed run draws what the uninterrupted one would have,
-without any sampler state to save.
+without any sampler state to save. For the same reason the complexity window
+(`ComplexityWindow`) is a function of the step, not a walk that would need its state.
 
 Roles:
 - ``supervised``: hard-label loss; a piece marked ``teacher`` also publishes its detached
@@ -20,13 +21,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import math
+import typing
+
 import numpy as np
 
 from vitnas.arch import Arch
+from vitnas.cost import count_flops
 from vitnas.recipe import SamplerConfig
 from vitnas.space import SearchSpace
 
-__all__ = ["Piece", "Pass", "Sampler", "build_sampler", "step_rng"]
+__all__ = ["ComplexityWindow", "Piece", "Pass", "Sampler", "build_sampler", "step_rng"]
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,17 @@ class Sampler(ABC):
         self.config = config
         self.distill = distill
         self.epoch = 0
+        self.step = 0
+        self.window = (ComplexityWindow(space, config.complexity_window, config.complexity_period)
+                       if config.complexity_window is not None else None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def random_arch(self, rng: np.random.Generator) -> Arch:
-        """A random arch within the width choices open at this epoch."""
+        """A random arch within the width choices open at this epoch (and the step's MACs window, if any)."""
+        if self.window is not None:
+            return self.window.draw(lambda: self._within_warmup(self.space.sample(rng), rng), self.step)
         return self._within_warmup(self.space.sample(rng), rng)
 
     def smallest_arch(self) -> Arch:
@@ -88,9 +98,14 @@ class Sampler(ABC):
                 genes[label] = allowed[rng.integers(len(allowed))] if rng is not None else allowed[0]
         return self.space.arch_from_sample(genes)
 
+    def plan(self, rng: np.random.Generator, batch: int, step: int = 0) -> list[Pass]:
+        """The passes of training step `step` over a batch of `batch` rows."""
+        self.step = step
+        return self._plan(rng, batch)
+
     @abstractmethod
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
-        """The passes of one step over a batch of `batch` rows."""
+    def _plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+        """The passes of the current step."""
 
     def _student(self) -> str:
         return "distilled" if self.distill else "supervised"
@@ -99,7 +114,7 @@ class Sampler(ABC):
 class SingleSampler(Sampler):
     """One uniformly random sub-network per step (AutoFormer, SPOS)."""
 
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+    def _plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
         return [Pass((Piece(self.random_arch(rng), 0, batch, "supervised"),))]
 
 
@@ -109,7 +124,7 @@ class SandwichSampler(Sampler):
     The largest learns from the labels and teaches the others in place (BigNAS, OFA).
     """
 
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+    def _plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
         passes = [Pass((Piece(self.space.largest(), 0, batch, "supervised", teacher=self.distill),))]
         students = [self.smallest_arch()] + [self.random_arch(rng) for _ in range(self.config.num_random)]
         passes += [Pass((Piece(arch, 0, batch, self._student()),)) for arch in students]
@@ -126,7 +141,7 @@ class MultiSampler(Sampler):
     stage, as the masked variant needs).
     """
 
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+    def _plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
         count = min(self.config.subnets, batch)
         bounds = np.linspace(0, batch, count + 1).round().astype(int)
         archs = [self.random_arch(rng) for _ in range(count)]
@@ -152,7 +167,7 @@ class SuperViTSampler(Sampler):
     keep r'). Width and depth stay the largest, as in SuperViT's fixed-width backbone.
     """
 
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+    def _plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
         full = self.space.largest()
         patch = self.space.spec.patch
         shapes = [(r, p) for r in patch.img_sizes for p in patch.sizes if (r, p) != (full.img_size, full.patch_size)]
@@ -166,6 +181,49 @@ class SuperViTSampler(Sampler):
 
 
 _WIDTH_GENES = (".depth", ".embed_dim", ".num_heads", ".mlp_ratio")
+
+
+class ComplexityWindow:
+    """ElasticViT's complexity-aware sampling, in a form that needs no state.
+
+    Sub-networks of very different size pull shared weights different ways (gradient
+    conflict); ElasticViT bounds the MACs gap between the sub-networks of consecutive
+    steps while still covering every size. Here the random sub-networks of step t come
+    from a window of `width` (a fraction of the log-MACs range of the space) whose centre
+    sweeps from the smallest arch to the largest and back every `period` steps, so the
+    centre moves by ``2 / period`` of the range per step. A function of the step, so a
+    resumed run and every DDP rank draw what an uninterrupted single run would.
+    """
+
+    TRIES = 32  # uniform draws before settling for the one nearest the window
+
+    def __init__(self, space: SearchSpace, width: float, period: int) -> None:
+        self.space, self.width, self.period = space, width, period
+        self.low = math.log(count_flops(space, space.smallest()))
+        self.high = math.log(count_flops(space, space.largest()))
+
+    def bounds(self, step: int) -> tuple[float, float]:
+        """The window of `step` in log-MACs."""
+        phase = (step % self.period) / self.period
+        position = 2 * phase if phase < 0.5 else 2 - 2 * phase  # 0 -> 1 -> 0 over one period
+        span = self.high - self.low
+        centre = self.low + position * span
+        half = self.width * span / 2
+        return max(self.low, centre - half), min(self.high, centre + half)
+
+    def draw(self, sample: typing.Callable[[], Arch], step: int) -> Arch:
+        """The first of up to `TRIES` draws of `sample` inside the window; else the draw nearest to it."""
+        low, high = self.bounds(step)
+        nearest, distance = None, math.inf
+        for _ in range(self.TRIES):
+            arch = sample()
+            macs = math.log(count_flops(self.space, arch))
+            gap = max(low - macs, macs - high, 0.0)
+            if gap == 0.0:
+                return arch
+            if gap < distance:
+                nearest, distance = arch, gap
+        return nearest
 
 
 def _reduced(space: SearchSpace, arch: Arch, rng: np.random.Generator) -> Arch:

@@ -121,7 +121,7 @@ class StandaloneTrainee(Trainee):
         self.img_size = image_size or model.config.img_size
         _check_teacher(teacher, model.config)
 
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
+    def plan(self, rng: np.random.Generator, batch: int, step: int = 0) -> list[Pass]:
         if self.teacher is None:
             return [Pass((Piece(None, 0, batch, "supervised"),))]
         return [Pass((Piece(None, 0, batch, "teacher"), Piece(None, 0, batch, "distilled")))]

@@ -39,6 +39,7 @@ from vitnas.atomic import prepare_directory
 from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitnas.data import DataConfig, build_dataset, num_classes_of
 from vitnas.evaluate import count_correct
+from vitnas.gradient_projection import ConflictProjection
 from vitnas.masked import mixed_head_widths
 from vitnas.recipe import Recipe, RecipeError, load_recipe
 from vitnas.rewire import rewire
@@ -71,8 +72,8 @@ class Trainee(ABC):
         """Called before each epoch's first step (samplers open up, rewiring)."""
 
     @abstractmethod
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
-        """The passes of one step over a batch of `batch` rows."""
+    def plan(self, rng: np.random.Generator, batch: int, step: int = 0) -> list[Pass]:
+        """The passes of training step `step` over a batch of `batch` rows."""
 
     @abstractmethod
     def forward(self, images: Tensor, pieces: list[Piece], masked: bool) -> list[Tensor]:
@@ -114,8 +115,8 @@ class SupernetTrainee(Trainee):
         if recipe.sampler.rewire and epoch < recipe.sampler.width_warmup_epochs:
             rewire(self.model, optimizer)  # identical weights on every rank give identical permutations
 
-    def plan(self, rng: np.random.Generator, batch: int) -> list[Pass]:
-        return self.sampler.plan(rng, batch)
+    def plan(self, rng: np.random.Generator, batch: int, step: int = 0) -> list[Pass]:
+        return self.sampler.plan(rng, batch, step)
 
     def forward(self, images: Tensor, pieces: list[Piece], masked: bool) -> list[Tensor]:
         """Logits of each piece; consecutive pieces (a multi pass) go through one `forward_multi` call."""
@@ -154,6 +155,7 @@ class Context:
     mixup: Mixup | None
     ema: Any
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
+    projection: ConflictProjection | None = None  # NASViT gradient-conflict projection (recipe.gradient_projection)
     metrics_log: MetricsLog | None = None  # rank 0's metrics file / TensorBoard writer
 
     @property
@@ -246,8 +248,9 @@ def build_context(config: Recipe, trainee: Trainee, rank: int, world: int, devic
 
         ema = ModelEmaV3(model, decay=config.ema_decay)
     dtype, scaler = _precision(config, device)
+    projection = ConflictProjection(model.parameters()) if config.gradient_projection else None
     return Context(config, trainee, optimizer, scheduler, loader, val_loader, device, dtype, rank, world, mixup, ema,
-                   scaler)
+                   scaler, projection)
 
 
 def _precision(config: Recipe, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
@@ -318,7 +321,7 @@ def _train_epoch(context: Context, epoch: int, step: int, out: Path) -> int:
         targets = labels
         if context.mixup is not None:
             images, targets = context.mixup(images, labels)
-        plan = trainee.plan(step_rng(recipe.seed, step, rank), images.shape[0])
+        plan = trainee.plan(step_rng(recipe.seed, step, rank), images.shape[0], step)
         loss = _train_step(context, images, targets, plan)
         step += 1
         context.scheduler.step_update(num_updates=step)
@@ -330,8 +333,12 @@ def _train_epoch(context: Context, epoch: int, step: int, out: Path) -> int:
             elapsed, value = time.perf_counter() - started, loss.item()
             lr = context.optimizer.param_groups[0]["lr"]
             progress.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / elapsed:.0f}", lr=f"{lr:.2e}")
-            _log_metrics(context, out, {"epoch": epoch, "step": step, "loss": value, "lr": lr,
-                                             "images_per_s": seen / elapsed, "subnets_per_s": subnets / elapsed})
+            metrics = {"epoch": epoch, "step": step, "loss": value, "lr": lr, "images_per_s": seen / elapsed,
+                       "subnets_per_s": subnets / elapsed}
+            if context.projection is not None:  # share of smaller sub-networks' gradients that conflicted
+                conflicts, passes = context.projection.take_counts()
+                metrics["gradient_conflicts"] = conflicts / max(passes, 1)
+            _log_metrics(context, out, metrics)
     return step
 
 
@@ -341,10 +348,16 @@ def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pa
     context.optimizer.zero_grad(set_to_none=True)
     soft = torch.zeros(images.shape[0], context.trainee.num_classes, device=images.device)
     total = torch.zeros((), device=images.device)
-    scaler = context.scaler
+    scaler, projection = context.scaler, context.projection
+    if projection is not None:
+        projection.begin_step()
     for step_pass in plan:
         loss = _pass_loss(context, images, targets, step_pass, soft)
+        if projection is not None:
+            projection.begin_pass()
         (scaler.scale(loss) if scaler is not None else loss).backward()
+        if projection is not None:
+            projection.end_pass()  # the first pass (the largest) is the reference; later ones lose their conflict
         total += loss.detach()  # stays on the device: no synchronisation per pass
     if context.world > 1:
         _average_gradients(model, context.world)

@@ -177,9 +177,8 @@ class LatencyPredictor:
         entry = self._blocks[key] = (float(self._block_weights @ block_row(shape)), shape.tokens_after)
         return entry
 
-
     def _finish(self, first: tuple[int, int, int, int, float, float, str | None], start: int, end: int) -> float:
-        """Milliseconds of a stage end (`vitnas.cost.stage_finish_macs`) after `first` reduced, `start` -> `end` tokens."""
+        """Milliseconds of a stage end (`vitnas.cost.stage_finish_macs`): `first` reduced, `start` -> `end` tokens."""
         index, _, dim, heads, _, _, reducer = first
         macs = get_reducer(reducer).finish_macs(start, end, dim, heads, self.space.stages[index].head_width(dim, heads))
         return float(self._block_weights[_ATTENTION_MACS] * macs) if macs else 0.0

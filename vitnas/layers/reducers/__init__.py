@@ -17,7 +17,9 @@ from vitnas.layers.reducers.tome import ToMe
 
 __all__ = ["TokenReducer", "Tokens", "kept_token_count", "get_reducer", "reducer_names"]
 
-_IMPLEMENTATIONS: dict[str, TokenReducer] = {reducer.name: reducer for reducer in (EViT(), EvoViT(), ToMe(), STViT(), STViTRecovery())}
+_IMPLEMENTATIONS: dict[str, TokenReducer] = {
+    reducer.name: reducer for reducer in (EViT(), EvoViT(), ToMe(), STViT(), STViTRecovery())
+}
 
 
 def get_reducer(name: str) -> TokenReducer:

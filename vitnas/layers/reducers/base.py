@@ -6,7 +6,10 @@ fused `scaled_dot_product_attention` kernel and only a cheap extra product is pa
 how many to **keep** for full computation, **what becomes of the rest** (`reduce`),
 the **token count after** it and its **extra parameters and MACs**. The last two are
 pure functions of integers, so the cost model and the latency predictor ask the
-reducer instead of repeating its rule.
+reducer instead of repeating its rule. Two optional hooks serve reducers that compute
+with the block's own attention weights (STViT): `reduce_in_block`, which blocks call and
+which hands the reducer the block's attention, and `finish_macs`, the cost of what
+`finish_stage` computes.
 
 Real speed needs one token count for every image of a (sub-)batch at a given layer,
 cut out with gather: masks save nothing. So every reducer keeps a count that depends

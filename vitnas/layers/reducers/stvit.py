@@ -99,7 +99,7 @@ class STViTRecovery(STViT):
     name = "stvit_r"
 
     def finish_stage(self, tokens: Tokens) -> Tokens:
-        """(B, 1 + n, D): the class token, then each set-aside image token plus its attention over the semantic tokens."""
+        """(B, 1 + n, D): the class token, then each set-aside image token plus its attention over the semantic ones."""
         if tokens.aside is None or tokens.recovery is None:
             return tokens
         image = tokens.aside + tokens.recovery(tokens.aside, tokens.x[:, 1:])  # (B, n, D)

@@ -60,7 +60,7 @@ step 45 "search: candidates per hour on one GPU at DeiT-S scale, 10,000 fitness 
     --max-gflops "$max_gflops" --candidates "$candidates" --workers ""
 step 35 "export speed: exported DeiT-S vs timm vit_small_patch16_224, and keep rate 0.7 ($dtype)" \
     python3 benchmarks/export_speed.py --device "$device" --dtype "$dtype" --forms eager,torchscript $export_args
-step 35 "token reducers: MACs ratio and speedup of the DeiT-S shape at keep 0.7, batch 1 and 64 ($dtype)" \
+step 35 "token reducers: MACs ratio and speedup of the DeiT-S shape at keep 0.7 (and STViT's 16 semantic tokens), batch 1 and 64 ($dtype)" \
     python3 benchmarks/reducers.py --device "$device" --dtype "$dtype" $reducer_args
 if [ "${GPU_SUITE_SMOKE:-0}" = 1 ]; then  # the deit path takes minutes on a CPU: tests/test_pipeline.py covers it
     echo "(smoke mode: the end-to-end deit run is skipped)" | tee -a "$out"

@@ -13,6 +13,12 @@ issue's targets: speedup at batch 64 >= 0.9x the MACs ratio, and >= 1.0x at batc
 The papers' figures are printed underneath for comparison (other hardware, batch sizes and
 training; DynamicViT is not a reducer here yet).
 
+STViT (``stvit``; ``stvit_r`` also recovers the 196 image tokens at the end) runs at the
+same keep rates, where k = ceil(0.7 n) semantic tokens replace the n tokens (196 -> 138 ->
+97 -> 68, no extra token). One more row is the paper's setting: 16 semantic tokens (keep
+0.08 of 196, pooled 4 x 4) from block 4 on and no further reduction (``--semantic-tokens``;
+0 leaves the row out).
+
     python benchmarks/reducers.py --threads 1 --batches 1,64 --repeats 3 --warmup 1   # CPU, a few minutes
     python benchmarks/reducers.py --device cuda                                       # GPU, bf16
 """
@@ -39,6 +45,7 @@ PAPERS = (
     ("DynamicViT keep 0.7", "2.9 G MACs, +40% images/s (DeiT-S)"),
     ("ToMe ViT-S r=13", "about 1.6x images/s (953 -> 1564 img/s, V100, off-the-shelf timm)"),
     ("Evo-ViT DeiT-S", "+60% images/s (batch 256)"),
+    ("STViT DeiT-S 16 tokens", "> 2x images/s at about 60% fewer FLOPs, same accuracy (abstract; no DeiT code public)"),
 )
 
 
@@ -52,6 +59,8 @@ def main() -> None:
                         help="default: bf16 on a GPU, fp32 on the CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--keep-rate", type=float, default=0.7, help="keep rate at blocks 4, 7 and 10 (default: 0.7)")
+    parser.add_argument("--semantic-tokens", type=int, default=16,
+                        help="STViT's paper row: this many semantic tokens from block 4 on (default: 16; 0: no row)")
     args = parser.parse_args()
     batches = [int(text) for text in args.batches.split(",")]
     if args.threads:
@@ -60,20 +69,22 @@ def main() -> None:
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
 
     space = reducer_space()
-    archs = {UNREDUCED: space.arch(**DEIT_S)}
-    archs.update({name: space.arch(**DEIT_S, keep_rate=args.keep_rate, reducer=name) for name in REDUCERS})
-    models = {name: build_model(space, arch, device, dtype) for name, arch in archs.items()}
-    macs = {name: vitnas.count_flops(space, arch) for name, arch in archs.items()}
+    rows = {UNREDUCED: (space, space.arch(**DEIT_S))}
+    rows.update({name: (space, space.arch(**DEIT_S, keep_rate=args.keep_rate, reducer=name)) for name in REDUCERS})
+    if args.semantic_tokens:
+        rows[f"stvit {args.semantic_tokens}"] = semantic_row(args.semantic_tokens)
+    models = {name: build_model(where, arch, device, dtype) for name, (where, arch) in rows.items()}
+    macs = {name: vitnas.count_flops(where, arch) for name, (where, arch) in rows.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"torch {torch.__version__}, {name} {dtype}, {torch.get_num_threads()} threads, DeiT-S shape, keep "
           f"{args.keep_rate:g} at blocks 4/7/10, {args.repeats} interleaved rounds after {args.warmup}, median")
-    for reducer, arch in archs.items():
-        print(f"  {reducer:<10} tokens {token_path(space, arch)}")
+    for reducer, (where, arch) in rows.items():
+        print(f"  {reducer:<10} tokens {token_path(where, arch)}")
     speeds = {batch: time_interleaved(models, batch, device, args.warmup, args.repeats) for batch in batches}
     print_table(macs, speeds, batches)
     print("\npapers (their GPUs, batch sizes and training; DynamicViT is not a vitnas reducer yet):")
     for title, figure in PAPERS:
-        print(f"  {title:<20} {figure}")
+        print(f"  {title:<22} {figure}")
 
 
 def reducer_space() -> vitnas.SearchSpace:
@@ -83,6 +94,26 @@ def reducer_space() -> vitnas.SearchSpace:
     stage["token_reduction"] = dict(stage["token_reduction"], reducer=list(REDUCERS))
     data["stages"] = [stage]
     return vitnas.load_space(data)
+
+
+def semantic_row(count: int) -> tuple[vitnas.SearchSpace, vitnas.Arch]:
+    """STViT's paper setting on the DeiT-S shape: `count` semantic tokens at block 4, none pooled further.
+
+    The keep rate is the smallest whose ``ceil(keep_rate * 196)`` is `count`; the space offers it
+    at block 4 (only ``stvit``: ToMe's floor of 0.5 would forbid it in `reducer_space`).
+    """
+    patches = (224 // DEIT_S["patch_size"]) ** 2
+    rate = (count - 1) / patches + 0.5 / patches  # between (count - 1) / n and count / n: ceil gives count
+    data = dict(vitnas.load_space("deit").to_dict())
+    stage = dict(data["stages"][0])
+    stage["token_reduction"] = dict(stage["token_reduction"], reducer="stvit", keep_rates=[round(rate, 6), 1.0])
+    data["stages"] = [stage]
+    space = vitnas.load_space(data)
+    keep_rate = [1.0] * DEIT_S["depth"]
+    keep_rate[3] = round(rate, 6)
+    arch = space.arch(**DEIT_S, keep_rate=[keep_rate])
+    assert vitnas.block_shapes(space, arch)[3].tokens_after == 1 + count
+    return space, arch
 
 
 def token_path(space: vitnas.SearchSpace, arch: vitnas.Arch) -> str:

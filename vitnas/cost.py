@@ -16,13 +16,15 @@ forward they describe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from vitnas.arch import Arch
 from vitnas.layers.reducers import get_reducer
 from vitnas.space import SearchSpace
 from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
 
-__all__ = ["BlockShape", "block_shape", "block_shapes", "stage_output_tokens", "count_params", "count_flops"]
+__all__ = ["BlockShape", "block_shape", "block_shapes", "stage_output_tokens", "stage_finish_macs", "count_params",
+           "count_flops"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,22 @@ def stage_output_tokens(spec: StageSpec, tokens: int, grid: int, reducer: str | 
     return spec.output_tokens(tokens, grid, reducer)
 
 
+def stage_finish_macs(shapes: Sequence[BlockShape]) -> int:
+    """MACs per image of what reducers compute at their stages' ends (STViT-R's recovery), over all stages.
+
+    A reducer's stage end runs with the attention of the stage's first block that really
+    reduced (`TokenReducer.finish_macs`); stages where nothing was reduced add nothing.
+    """
+    total = 0
+    for stage in sorted({shape.stage for shape in shapes}):
+        blocks = [shape for shape in shapes if shape.stage == stage]
+        first = next((s for s in blocks if s.reducer is not None and s.tokens_after < s.tokens), None)
+        if first is not None:
+            total += get_reducer(first.reducer).finish_macs(blocks[0].tokens, blocks[-1].tokens_after,
+                                                            first.embed_dim, first.num_heads, first.head_dim)
+    return total
+
+
 def count_params(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> int:
     """Parameters of the standalone model of `arch` (as `vitnas.extract` builds it)."""
     classes = space.num_classes if num_classes is None else num_classes
@@ -115,7 +133,9 @@ def count_flops(space: SearchSpace, arch: Arch, num_classes: int | None = None) 
     for index in range(1, len(arch.stages)):
         prev, dim = arch.stages[index - 1].embed_dim, arch.stages[index].embed_dim
         total += stage_grid(base_grid, index) ** 2 * dim * prev * 9 + prev * dim  # conv, class-token linear
-    for shape in block_shapes(space, arch):
+    shapes = block_shapes(space, arch)
+    total += stage_finish_macs(shapes)  # e.g. STViT-R's recovery of the image tokens
+    for shape in shapes:
         n, dim, attn = shape.tokens, shape.embed_dim, shape.attn_dim
         total += n * dim * 3 * attn + 2 * n * n * attn + n * attn * dim  # qkv, q@k^T and attn@v, proj
         total += shape.reducer_macs  # e.g. EViT's class-token scores q_cls @ k^T

@@ -99,6 +99,10 @@ _REDUCER_WORDS = {
     "evo_vit": "by class attention; the rest are set aside, updated from one summary token and returned to the "
                "grid at the end of the stage",
     "tome": "by merging the most similar tokens into size-weighted means",
+    "stvit": "as semantic tokens: the grid max-pooled into that many windows, refined by attention over the image "
+             "tokens",
+    "stvit_r": "as semantic tokens: the grid max-pooled into that many windows, refined by attention over the image "
+               "tokens; the image tokens are recovered from them by attention at the end of the stage",
 }
 
 

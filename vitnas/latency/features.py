@@ -10,6 +10,8 @@ constant per block, per reducing block, per spatial reduction and per model). Ea
 token reducer also has a term of its own (one per block it reduces at), because their
 launches differ (ToMe's matching and scatters, Evo-ViT's set-aside bookkeeping, EViT's
 one gather): with the reducer a searched choice, the profile must tell them apart.
+A reducer's stage-end step (STViT-R's recovery attention, `vitnas.cost.stage_finish_macs`)
+counts in ``attention_macs`` with the reducers' own products.
 Activation terms are counted per image and weight terms per pass; either way a
 profile is fitted at one batch size, whose factor the coefficients absorb.
 
@@ -24,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from vitnas.arch import Arch
-from vitnas.cost import BlockShape, block_shapes, stage_output_tokens
+from vitnas.cost import BlockShape, block_shapes, stage_finish_macs, stage_output_tokens
 from vitnas.space import SearchSpace
 from vitnas.space_spec import REDUCERS, stage_grid
 
@@ -102,6 +104,7 @@ def feature_row(space: SearchSpace, arch: Arch) -> np.ndarray:
     """All terms of `arch`, in `FEATURES` order: the reference the fast predictor path must equal."""
     shapes = block_shapes(space, arch)
     blocks = np.sum([block_row(shape) for shape in shapes], axis=0)
+    blocks[BLOCK_FEATURES.index("attention_macs")] += stage_finish_macs(shapes)
     last = len(arch.stages) - 1
     grid = stage_grid(arch.img_size // arch.patch_size, last)
     final = stage_output_tokens(space.stages[last], shapes[-1].tokens_after, grid, arch.stages[last].reducer)

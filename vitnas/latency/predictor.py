@@ -29,6 +29,7 @@ from vitnas.cost import block_shape, stage_output_tokens
 from vitnas.errors import LatencyError
 from vitnas.latency.features import (
     ARCH_FEATURES,
+    BLOCK_FEATURES,
     FEATURES,
     REDUCER_FEATURES,
     arch_row,
@@ -36,12 +37,14 @@ from vitnas.latency.features import (
     feature_matrix,
     feature_row,
 )
+from vitnas.layers.reducers import get_reducer
 from vitnas.space import SearchSpace
 from vitnas.space_spec import mlp_hidden, stage_grid
 
 __all__ = ["LatencyPredictor", "PredictionError", "prediction_error"]
 
 _HEAD = ARCH_FEATURES.index("head_memory")
+_ATTENTION_MACS = BLOCK_FEATURES.index("attention_macs")
 
 
 class LatencyPredictor:
@@ -137,15 +140,20 @@ class LatencyPredictor:
         total = self._base(arch)
         tokens = 0
         for index, stage in enumerate(arch.stages):
-            tokens = self._tokens.get((grid, index)) or self._stage_tokens(grid, index)
+            tokens = start = self._tokens.get((grid, index)) or self._stage_tokens(grid, index)
             dim = stage.embed_dim
             spec = self.space.stages[index]
+            first = None  # the key of the stage's first block that really reduced
             for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate)):
                 key = (index, tokens, dim, heads, ratio, rate,
                        spec.reducer_at(block, stage.reducer) if rate < 1.0 else None)
                 entry = self._blocks.get(key) or self._block(key)
                 total += entry[0]
+                if first is None and key[-1] is not None and entry[1] < tokens:
+                    first = key
                 tokens = entry[1]
+            if first is not None:
+                total += self._finish(first, start, tokens)
         last = len(arch.stages) - 1
         tokens = stage_output_tokens(self.space.stages[last], tokens, stage_grid(grid, last), arch.stages[last].reducer)
         return total + self._arch_weights[_HEAD] * tokens * last_dim
@@ -168,6 +176,12 @@ class LatencyPredictor:
         shape = block_shape(index, tokens, dim, heads, head_dim, mlp_hidden(dim, ratio), rate, reducer)
         entry = self._blocks[key] = (float(self._block_weights @ block_row(shape)), shape.tokens_after)
         return entry
+
+    def _finish(self, first: tuple[int, int, int, int, float, float, str | None], start: int, end: int) -> float:
+        """Milliseconds of a stage end (`vitnas.cost.stage_finish_macs`): `first` reduced, `start` -> `end` tokens."""
+        index, _, dim, heads, _, _, reducer = first
+        macs = get_reducer(reducer).finish_macs(start, end, dim, heads, self.space.stages[index].head_width(dim, heads))
+        return float(self._block_weights[_ATTENTION_MACS] * macs) if macs else 0.0
 
 
 @dataclass(frozen=True)

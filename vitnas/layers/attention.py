@@ -18,7 +18,7 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["self_attention", "class_attention", "Scorer"]
+__all__ = ["self_attention", "cross_attention", "class_attention", "Scorer"]
 
 # (q, k, head_mask, bias) -> scores a token reducer ranks by
 Scorer = Callable[[Tensor, Tensor, "Tensor | None", "Tensor | None"], Tensor]
@@ -80,3 +80,37 @@ def class_attention(q: Tensor, k: Tensor, head_mask: Tensor | None = None, bias:
         return probs.mean(dim=1)
     weights = head_mask[:, :, :, 0].float()  # (B, H, 1)
     return (probs * weights).sum(dim=1) / weights.sum(dim=1)  # (B, N - 1)
+
+
+def cross_attention(
+    queries: Tensor,
+    context: Tensor,
+    qkv_weight: Tensor,
+    qkv_bias: Tensor | None,
+    proj_weight: Tensor,
+    proj_bias: Tensor | None,
+    head_width: int,
+    head_mask: Tensor | None = None,
+) -> Tensor:
+    """A self-attention's weights run as cross-attention: q from `queries`, k and v from `context`.
+
+    Token reducers that build or restore tokens by attention (STViT) call it with the
+    block's own weights, so they add no parameters and a supernet shares them.
+
+    Args:
+        queries: (B, M, D). context: (B, N, D).
+        qkv_weight, qkv_bias, proj_weight, proj_bias, head_width, head_mask: as in `self_attention`.
+
+    Returns:
+        (B, M, D): the attention output for each query.
+    """
+    batch, count, _ = queries.shape
+    attn_dim = qkv_weight.shape[0] // 3
+    q_bias, kv_bias = (qkv_bias[:attn_dim], qkv_bias[attn_dim:]) if qkv_bias is not None else (None, None)
+    q = F.linear(queries, qkv_weight[:attn_dim], q_bias).view(batch, count, -1, head_width).transpose(1, 2)
+    kv = F.linear(context, qkv_weight[attn_dim:], kv_bias)  # (B, N, 2A)
+    k, v = kv.view(batch, context.shape[1], 2, -1, head_width).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
+    out = F.scaled_dot_product_attention(q, k, v)  # (B, H, M, hd), q being (B, H, M, hd) too
+    if head_mask is not None:
+        out = out * head_mask
+    return F.linear(out.transpose(1, 2).reshape(batch, count, -1), proj_weight, proj_bias)  # (B, M, D)

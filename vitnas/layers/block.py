@@ -14,18 +14,21 @@ same code runs at full width with per-sample channel, head and hidden-unit masks
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping
 
 import torch.nn.functional as F
 from timm.layers import drop_path
 from torch import Tensor
 
-from vitnas.layers.attention import self_attention
+from vitnas.layers.attention import cross_attention, self_attention
 from vitnas.layers.channel_masks import masked_layer_norm
 from vitnas.layers.reducers import TokenReducer, Tokens
+from vitnas.layers.reducers.base import BlockAttention
 
 __all__ = [
     "NORM_EPS", "Weights", "BlockPlan", "ChannelMask", "BlockMasks", "block_forward", "layer_norm", "attention_bias",
+    "attention_of",
 ]
 
 NORM_EPS = 1e-6  # LayerNorm epsilon, as in timm's ViTs
@@ -97,13 +100,34 @@ def block_forward(
     )
     tokens = tokens.with_x(tokens.x + drop_path(_gated(attended, masks), plan.drop_path_rate, training))
     if reducer is not None:
-        tokens = reducer.reduce(tokens, scores, plan.keep_rate)
+        tokens = reducer.reduce_in_block(tokens, scores, plan.keep_rate, attention_of(w, plan, masks))
     normed = layer_norm(tokens.x, w["norm2.weight"], w["norm2.bias"], stage_mask)
     hidden = F.gelu(F.linear(normed, w["mlp.fc1.weight"], w["mlp.fc1.bias"]))  # (B, N', F)
     if masks is not None:
         hidden = hidden * masks.hidden
     mlp_out = F.linear(hidden, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # (B, N', D)
     return tokens.with_x(tokens.x + drop_path(_gated(mlp_out, masks), plan.drop_path_rate, training))
+
+
+def attention_of(w: Weights, plan: BlockPlan, masks: BlockMasks | None = None) -> BlockAttention:
+    """The block's attention as a cross-attention residual branch (`BlockAttention`), for reducers that reuse it.
+
+    Pre-norm like the block (norm1 on queries and context), its q/k/v and projection
+    weights, and in a masked pass its head mask and channel/block gate.
+    """
+    return partial(_block_cross_attention, w, plan.head_width, masks)
+
+
+def _block_cross_attention(w: Weights, head_width: int, masks: BlockMasks | None, queries: Tensor,
+                           context: Tensor) -> Tensor:
+    stage_mask = masks.stage if masks is not None else None
+    out = cross_attention(
+        layer_norm(queries, w["norm1.weight"], w["norm1.bias"], stage_mask),
+        layer_norm(context, w["norm1.weight"], w["norm1.bias"], stage_mask),
+        w["attn.qkv.weight"], w["attn.qkv.bias"], w["attn.proj.weight"], w["attn.proj.bias"],
+        head_width, masks.heads if masks is not None else None,
+    )
+    return _gated(out, masks)
 
 
 def attention_bias(tokens: Tokens) -> Tensor | None:

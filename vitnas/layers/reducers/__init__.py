@@ -12,11 +12,14 @@ from vitnas.errors import ArchError
 from vitnas.layers.reducers.base import TokenReducer, Tokens, kept_token_count
 from vitnas.layers.reducers.evit import EViT
 from vitnas.layers.reducers.evo_vit import EvoViT
+from vitnas.layers.reducers.stvit import STViT, STViTRecovery
 from vitnas.layers.reducers.tome import ToMe
 
 __all__ = ["TokenReducer", "Tokens", "kept_token_count", "get_reducer", "reducer_names"]
 
-_IMPLEMENTATIONS: dict[str, TokenReducer] = {reducer.name: reducer for reducer in (EViT(), EvoViT(), ToMe())}
+_IMPLEMENTATIONS: dict[str, TokenReducer] = {
+    reducer.name: reducer for reducer in (EViT(), EvoViT(), ToMe(), STViT(), STViTRecovery())
+}
 
 
 def get_reducer(name: str) -> TokenReducer:

@@ -6,7 +6,10 @@ fused `scaled_dot_product_attention` kernel and only a cheap extra product is pa
 how many to **keep** for full computation, **what becomes of the rest** (`reduce`),
 the **token count after** it and its **extra parameters and MACs**. The last two are
 pure functions of integers, so the cost model and the latency predictor ask the
-reducer instead of repeating its rule.
+reducer instead of repeating its rule. Two optional hooks serve reducers that compute
+with the block's own attention weights (STViT): `reduce_in_block`, which blocks call and
+which hands the reducer the block's attention, and `finish_macs`, the cost of what
+`finish_stage` computes.
 
 Real speed needs one token count for every image of a (sub-)batch at a given layer,
 cut out with gather: masks save nothing. So every reducer keeps a count that depends
@@ -18,13 +21,17 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from torch import Tensor
 
 from vitnas.space_spec import REDUCERS, ReducerInfo
 
-__all__ = ["Tokens", "TokenReducer", "kept_token_count"]
+__all__ = ["Tokens", "TokenReducer", "BlockAttention", "kept_token_count"]
+
+# A block's own attention weights run as cross-attention: (queries (B, M, D), context (B, N, D)) -> (B, M, D),
+# the residual branch (pre-norm, projected, masked as the block's attention is); `vitnas.layers.block.attention_of`.
+BlockAttention = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,11 @@ class Tokens:
 
     x: Tensor  # (B, N, D), class token first
     sizes: Tensor | None = None  # (B, N, 1) patches each token stands for, once a merging reducer (ToMe) ran
-    # Set by a grid-preserving reducer (Evo-ViT) from its first reduction to the end of the stage:
+    # Set by a grid-preserving reducer (Evo-ViT, STViT-R) from its first reduction to the end of the stage:
     aside: Tensor | None = None  # (B, n, D) the stage's n grid tokens as they were set aside
     kept_index: Tensor | None = None  # (B, k) grid position of each of x[:, 1 : 1 + k], the tokens still computed
     summary_start: Tensor | None = None  # (B, 1, D) the summary token x[:, -1:] when it was formed
+    recovery: BlockAttention | None = None  # STViT-R: the attention that gives `aside` back at the stage end
 
     def with_x(self, x: Tensor) -> Tokens:
         return replace(self, x=x)
@@ -101,3 +109,20 @@ class TokenReducer(ABC):
     def finish_stage(self, tokens: Tokens) -> Tokens:
         """Called at the end of every stage in which this reducer ran; the default changes nothing."""
         return tokens
+
+    def reduce_in_block(self, tokens: Tokens, scores: Tensor, keep_rate: float, attention: BlockAttention) -> Tokens:
+        """What a block calls: `reduce`, for a reducer that may also run the block's own attention weights.
+
+        `attention` is the block's attention as cross-attention (`BlockAttention`). The
+        default ignores it; STViT refines its pooled semantic tokens with it and keeps
+        it in `Tokens.recovery` to recover the image tokens at the stage end.
+        """
+        return self.reduce(tokens, scores, keep_rate)
+
+    def finish_macs(self, grid_tokens: int, tokens: int, embed_dim: int, num_heads: int, head_dim: int) -> int:
+        """MACs per image of `finish_stage` in a stage entered by `grid_tokens` and left (before it) by `tokens`.
+
+        `num_heads` and `head_dim` are those of the stage's first block that reduced (whose
+        attention STViT-R recovers with); the default, a stage end that computes nothing, is 0.
+        """
+        return 0

@@ -192,7 +192,8 @@ def test_unreadable_or_missing_space_files(tmp_path):
         vitnas.load_space(broken)
     with pytest.raises(vitnas.SpaceError, match=r"no such file, and not a shipped space \(shipped: deit"):
         vitnas.load_space(tmp_path / "missing.yaml")
-    with pytest.raises(vitnas.SpaceError, match=r"^tiny23: .*\(did you mean tiny32\? shipped: deit, resnas, tiny32\)$"):
+    shipped = "deit, resnas, tiny32, tiny32_reducers"
+    with pytest.raises(vitnas.SpaceError, match=rf"^tiny23: .*\(did you mean tiny32\? shipped: {shipped}\)$"):
         vitnas.load_space("tiny23")
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n- 2\n")

@@ -97,6 +97,7 @@ COUNTS = {
     "evit": [1 + 32 + 1, 34, 1 + 17 + 1],  # kept tokens plus one fused token
     "evo_vit": [1 + 32 + 1, 34, 1 + 17 + 1],  # slow tokens plus one summary; the grid returns at the stage end
     "tome": [1 + 32, 33, 1 + 16],  # 32 and 16 tokens merged away, no extra token
+    "dynamicvit": [1 + 32, 33, 1 + 16],  # the predictor's top k gathered, the rest dropped
 }
 
 

@@ -75,6 +75,7 @@ class Recipe:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     distill: bool = True  # smaller sub-networks learn from the largest one's detached soft labels
     distill_warmup_epochs: int = 0  # students learn from labels until the teacher is worth copying
+    keep_ratio_weight: float = 2.0  # DynamicViT's ratio loss: weight of each image's kept fraction's squared error
     label_smoothing: float = 0.1
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
@@ -95,6 +96,7 @@ class Recipe:
         _require(self.sampler.num_random >= 0, "sampler.num_random", "must be non-negative")
         _require(self.sampler.width_warmup_epochs >= 0, "sampler.width_warmup_epochs", "must be non-negative")
         _require(self.distill_warmup_epochs >= 0, "distill_warmup_epochs", "must be non-negative")
+        _require(self.keep_ratio_weight >= 0.0, "keep_ratio_weight", "must be non-negative")
         _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}")
         _require((self.optimizer.lr is None) != (self.optimizer.lr_per_512 is None), "optimizer.lr",
                  "give exactly one of lr and lr_per_512")

@@ -60,6 +60,7 @@ REDUCERS: dict[str, ReducerInfo] = {
     "evit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # class-attention top-k, rest fused into one
     "evo_vit": ReducerInfo(preserves_grid=True, min_keep_rate=0.0),  # top-k slow, rest set aside and updated fast
     "tome": ReducerInfo(preserves_grid=False, min_keep_rate=0.5),  # bipartite matching merges at most half
+    "dynamicvit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # learned predictor's top-k, rest dropped
 }
 # The keys each mapping of a space file may hold.
 _TOP_KEYS = ("name", "img_size", "in_chans", "num_classes", "patch", "stages")

@@ -18,13 +18,29 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from functools import lru_cache
+from typing import ClassVar, Mapping
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from vitnas.space_spec import REDUCERS, ReducerInfo
 
-__all__ = ["Tokens", "TokenReducer", "kept_token_count"]
+__all__ = ["Tokens", "TokenReducer", "KeptFraction", "kept_token_count"]
+
+
+@dataclass(frozen=True)
+class KeptFraction:
+    """What a reducer that masks in training (DynamicViT) kept at one reduction block, for its keep-ratio loss."""
+
+    fraction: Tensor  # (B,) fraction of the stage's patch tokens each image still keeps; differentiable
+    kept: int  # patch tokens the same block keeps at inference (the arch's count)
+    total: int  # the stage's patch tokens
+
+    @property
+    def target(self) -> float:
+        """The fraction the arch keeps at inference: what training pulls `fraction` towards."""
+        return self.kept / self.total
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,9 @@ class Tokens:
     aside: Tensor | None = None  # (B, n, D) the stage's n grid tokens as they were set aside
     kept_index: Tensor | None = None  # (B, k) grid position of each of x[:, 1 : 1 + k], the tokens still computed
     summary_start: Tensor | None = None  # (B, 1, D) the summary token x[:, -1:] when it was formed
+    # Set in training by a reducer that masks tokens instead of removing them (DynamicViT):
+    policy: Tensor | None = None  # (B, N, 1) 1.0 where a token is kept, 0.0 where dropped; attention masks the latter
+    kept: tuple[KeptFraction, ...] = ()  # one record per such reduction so far, in order
 
     def with_x(self, x: Tensor) -> Tokens:
         return replace(self, x=x)
@@ -64,6 +83,10 @@ class TokenReducer(ABC):
     """
 
     name: ClassVar[str]
+    # Whether the masked multi-arch pass (`vitnas.masked`) can run it: it runs the stored weights at full
+    # width with per-sample channel masks, which a reducer with parameters or with training masks of its own
+    # would need to honour too.
+    masked_pass: ClassVar[bool] = True
 
     @property
     def info(self) -> ReducerInfo:
@@ -79,12 +102,32 @@ class TokenReducer(ABC):
         """Multiply-accumulates per image the reducer adds to a block that `tokens` enter (scoring, matching)."""
 
     def extra_params(self, embed_dim: int) -> int:
-        """Parameters the reducer adds to its block; the shipped reducers add none."""
+        """Parameters the reducer adds to its block (those of `build_parameters`); none by default."""
         return 0
 
-    @abstractmethod
-    def score(self, q: Tensor, k: Tensor, head_mask: Tensor | None, bias: Tensor | None) -> Tensor:
+    def build_parameters(self, embed_dim: int) -> nn.Module | None:
+        """A fresh module of the reducer's parameters for a block `embed_dim` wide; None: it has none.
+
+        A block holds it as ``reducer``, so its tensors are named ``reducer.<name>`` in the
+        block's weights mapping and state dict. The module at a narrower width must have
+        every tensor as a leading slice of the wider one (`parameter_slices`).
+        """
+        return None
+
+    def parameter_slices(self, module: nn.Module, embed_dim: int) -> dict[str, Tensor]:
+        """The tensors of `module` (built wider) cut to a block `embed_dim` wide: the first k of every dimension.
+
+        Names are the module's own (without ``reducer.``); slices are contiguous copies, as
+        `vitnas.layers.slicing` makes them.
+        """
+        shapes = _parameter_shapes(self, embed_dim)
+        return {name: tensor[tuple(slice(0, n) for n in shapes[name])].contiguous()
+                for name, tensor in module.named_parameters()}
+
+    def score(self, q: Tensor, k: Tensor, head_mask: Tensor | None, bias: Tensor | None) -> Tensor | None:
         """What `reduce` ranks or matches tokens by, from the block's attention inputs.
+
+        The default is None, for a reducer that scores tokens itself (`reduce_block`).
 
         Args:
             q, k: (B, H, N, hd), token 0 being the class token.
@@ -98,6 +141,25 @@ class TokenReducer(ABC):
     def reduce(self, tokens: Tokens, scores: Tensor, keep_rate: float) -> Tokens:
         """The tokens after the reduction; ``tokens.x`` has length `tokens_after` of its length."""
 
+    def reduce_block(
+        self, tokens: Tokens, scores: Tensor | None, keep_rate: float, weights: Mapping[str, Tensor], training: bool
+    ) -> Tokens:
+        """The reduction as a block runs it: with the block's weights and mode; the default is `reduce`.
+
+        Args:
+            weights: the block's weights (a reducer's own under ``reducer.``).
+            training: the module is in training mode.
+        """
+        return self.reduce(tokens, scores, keep_rate)
+
     def finish_stage(self, tokens: Tokens) -> Tokens:
         """Called at the end of every stage in which this reducer ran; the default changes nothing."""
         return tokens
+
+
+@lru_cache(maxsize=None)
+def _parameter_shapes(reducer: TokenReducer, embed_dim: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of `reducer`'s parameters at `embed_dim`, read off a module built on the meta device."""
+    with torch.device("meta"):
+        module = reducer.build_parameters(embed_dim)
+    return {name: tuple(tensor.shape) for name, tensor in module.named_parameters()}

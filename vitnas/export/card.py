@@ -99,6 +99,7 @@ _REDUCER_WORDS = {
     "evo_vit": "by class attention; the rest are set aside, updated from one summary token and returned to the "
                "grid at the end of the stage",
     "tome": "by merging the most similar tokens into size-weighted means",
+    "dynamicvit": "by a learned predictor's keep scores, the rest dropped",
 }
 
 

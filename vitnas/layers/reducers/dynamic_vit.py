@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from vitnas.layers.reducers.base import KeptFraction, TokenReducer, Tokens, kept_token_count
 
-__all__ = ["DynamicViT", "Predictor", "keep_log_probs", "policy_bias", "keep_ratio_loss"]
+__all__ = ["DynamicViT", "Predictor", "keep_logits", "policy_bias", "keep_ratio_loss"]
 
 PREDICTOR_NORM_EPS = 1e-5  # nn.LayerNorm's default, as DynamicViT's PredictorLG has it
 # The logit offset of a dropped key. Finite, so bf16 and fp16 hold it and no softmax row is all -inf;
@@ -99,10 +99,10 @@ class DynamicViT(TokenReducer):
         if kept >= before:
             return tokens
         policy = tokens.policy[:, 1:] if tokens.policy is not None else None  # (B, n, 1)
-        log_probs = keep_log_probs(x[:, 1:], weights, policy)  # (B, n, 2) fp32
-        if not training:
-            return self.reduce(tokens, log_probs[..., 0], keep_rate)
-        keep = F.gumbel_softmax(log_probs, hard=True)[..., :1]  # (B, n, 1): 0 or 1, straight-through gradients
+        logits = keep_logits(x[:, 1:], weights, policy)  # (B, n, 2) fp32
+        if not training:  # rank by the keep margin: log p(keep) grows with it, and it keeps its precision near 0.5
+            return self.reduce(tokens, logits[..., 0] - logits[..., 1], keep_rate)
+        keep = F.gumbel_softmax(logits, hard=True)[..., :1]  # (B, n, 1): 0 or 1, straight-through gradients
         if policy is not None:
             keep = keep * policy  # a token dropped earlier stays dropped
         record = KeptFraction(keep.mean(dim=(1, 2)), kept, x.shape[1] - 1)
@@ -110,8 +110,11 @@ class DynamicViT(TokenReducer):
         return replace(tokens, policy=policy, kept=tokens.kept + (record,))
 
 
-def keep_log_probs(x: Tensor, w: Mapping[str, Tensor], policy: Tensor | None = None) -> Tensor:
-    """The predictor's log-probabilities (keep, drop) of each patch token.
+def keep_logits(x: Tensor, w: Mapping[str, Tensor], policy: Tensor | None = None) -> Tensor:
+    """The predictor's logits (keep, drop) of each patch token.
+
+    DynamicViT's predictor ends in a log-softmax; its decisions (Gumbel-softmax, top-k)
+    do not change when a row's logits shift together, so the logits serve as they are.
 
     Args:
         x: (B, n, C) patch tokens (the class token excluded).
@@ -133,7 +136,7 @@ def keep_log_probs(x: Tensor, w: Mapping[str, Tensor], policy: Tensor | None = N
     hidden = torch.where(own, hidden, image.to(hidden.dtype))  # (B, n, C)
     hidden = F.gelu(F.linear(hidden, w["reducer.fc1.weight"], w["reducer.fc1.bias"]))  # (B, n, C/2)
     hidden = F.gelu(F.linear(hidden, w["reducer.fc2.weight"], w["reducer.fc2.bias"]))  # (B, n, C/4)
-    return F.linear(hidden, w["reducer.fc3.weight"], w["reducer.fc3.bias"]).float().log_softmax(dim=-1)
+    return F.linear(hidden, w["reducer.fc3.weight"], w["reducer.fc3.bias"]).float()
 
 
 def policy_bias(policy: Tensor) -> Tensor:

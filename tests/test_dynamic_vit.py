@@ -50,14 +50,19 @@ def test_predictor_weights_are_sliced_and_counted_like_every_other_weight(space)
         assert sum(p.numel() for p in module.parameters()) == get_reducer("dynamicvit").extra_params(dim)
 
 
-def test_two_widths_share_one_elastic_envelope(space):
+def test_the_predictor_travels_through_the_export_folder_and_the_elastic_envelope(space, tmp_path):
     torch.manual_seed(0)
     supernet = vitnas.SuperViT(space).eval()
-    wide, narrow = (vitnas.extract(supernet, counted_arch(space)),
+    arch = counted_arch(space)
+    x = torch.randn(2, 3, 32, 32)
+    (folder,) = vitnas.export(supernet, arch, tmp_path / "out", latency_batches=())
+    assert "by `dynamicvit`" in (folder / "README.md").read_text()
+    with torch.no_grad():
+        torch.testing.assert_close(vitnas.load(folder)(x), supernet(x, arch), rtol=0, atol=1e-5)
+    wide, narrow = (vitnas.extract(supernet, arch),
                     vitnas.extract(supernet, space.arch(patch_size=4, depth=3, embed_dim=16, keep_rate=0.5)))
     envelope = build_envelope({"a": (wide.config, wide.state_dict()), "b": (narrow.config, narrow.state_dict())})
     bundle = ElasticViT(envelope, {"a": wide.config, "b": narrow.config}).eval()
-    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(bundle.use("b")(x), narrow(x), rtol=0, atol=1e-5)
 
@@ -83,16 +88,18 @@ def test_training_keeps_the_shape_and_records_what_each_image_kept(space, monkey
     assert (kept[1].fraction <= kept[0].fraction).all()  # a token dropped earlier stays dropped
     supernet.eval()
     assert supernet.forward_kept(torch.randn(2, 3, 32, 32), counted_arch(space))[1] == ()
+    model = vitnas.extract(supernet, counted_arch(space)).train()  # fine-tuning an export learns the same way
+    assert [(r.kept, r.total) for r in model.forward_kept(torch.randn(2, 3, 32, 32))[1]] == [(32, 64), (16, 64)]
 
 
 def test_a_dropped_token_does_not_influence_the_kept_ones():
     torch.manual_seed(0)
     dim, tokens = 16, 1 + 8
-    w = {"norm1.weight": torch.randn(dim), "norm1.bias": torch.randn(dim), "norm2.weight": torch.randn(dim),
-         "norm2.bias": torch.randn(dim), "attn.qkv.weight": torch.randn(3 * dim, dim), "attn.qkv.bias": torch.randn(3 * dim),
-         "attn.proj.weight": torch.randn(dim, dim), "attn.proj.bias": torch.randn(dim),
-         "mlp.fc1.weight": torch.randn(2 * dim, dim), "mlp.fc1.bias": torch.randn(2 * dim),
-         "mlp.fc2.weight": torch.randn(dim, 2 * dim), "mlp.fc2.bias": torch.randn(dim)}
+    shapes = {"norm1.weight": (dim,), "norm1.bias": (dim,), "norm2.weight": (dim,), "norm2.bias": (dim,),
+              "attn.qkv.weight": (3 * dim, dim), "attn.qkv.bias": (3 * dim,), "attn.proj.weight": (dim, dim),
+              "attn.proj.bias": (dim,), "mlp.fc1.weight": (2 * dim, dim), "mlp.fc1.bias": (2 * dim,),
+              "mlp.fc2.weight": (dim, 2 * dim), "mlp.fc2.bias": (dim,)}
+    w = {name: torch.randn(shape) for name, shape in shapes.items()}
     policy = torch.tensor([1, 1, 0, 1, 0, 0, 1, 1, 1], dtype=torch.float32).view(1, tokens, 1).repeat(2, 1, 1)
     x = torch.randn(2, tokens, dim)
     other = x.clone()

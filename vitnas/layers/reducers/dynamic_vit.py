@@ -1,13 +1,15 @@
 """DynamicViT: a light learned predictor scores the tokens; training masks, inference gathers the top k.
 
-At a reduction block (between its attention and its MLP, like the other reducers) a
-predictor per block (DynamicViT's ``PredictorLG``: LayerNorm -> Linear -> GELU, then
-each token's own features beside the image's mean features, then a small MLP to two
-log-probabilities, keep and drop) scores the patch tokens.
+At a reduction block a predictor of its own (DynamicViT's ``PredictorLG``: LayerNorm ->
+Linear -> GELU, then each token's own features beside the image's mean features, then a
+small MLP to two logits, keep and drop) scores the patch tokens. It runs between the
+block's attention and its MLP, where every vitnas reducer runs; DynamicViT prunes before
+a block's attention instead, so here the MLP of the reducing block already saves what
+DynamicViT saves from the next block on.
 
-- **Inference** keeps the k = ``ceil(keep_rate * n)`` tokens of highest keep score and
-  cuts them out with gather (no fused token): one k for the whole batch, so the saving
-  is real and the model exports to TorchScript and ONNX.
+- **Inference** keeps the k = ``ceil(keep_rate * n)`` tokens of highest keep margin
+  (keep logit minus drop logit) and cuts them out with gather (no fused token): one k for
+  the whole batch, so the saving is real and the model exports to TorchScript and ONNX.
 - **Training** removes nothing, so a batch keeps its shape. Each token gets a hard
   Gumbel-softmax decision (straight-through, so gradients reach the predictor), times
   its decision at the stage's earlier reductions. The decisions ride along as
@@ -16,7 +18,8 @@ log-probabilities, keep and drop) scores the patch tokens.
   additive bias, so attention stays on `scaled_dot_product_attention`). A kept token's
   output then does not depend on the dropped ones, as at inference. Each reduction
   records what each image kept (`KeptFraction`) for the keep-ratio loss
-  (`keep_ratio_loss`), whose target is what the arch keeps at inference.
+  (`keep_ratio_loss`), whose target is what the arch keeps at inference. The Gumbel
+  noise comes from torch's generator, as drop path's does (a checkpoint keeps its state).
 
 The predictor's hidden channels alternate between a token's own features (even
 channels) and the image's policy-weighted mean (odd channels). DynamicViT splits them

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -161,6 +162,8 @@ def test_a_reducer_choice_with_dynamicvit_trains_its_predictor_with_the_ratio_lo
     path = tmp_path / "choice.yaml"
     path.write_text(yaml.safe_dump(data))
     space = vitnas.load_space(str(path))
+    rng = np.random.default_rng(0)
+    assert {space.sample(rng).stages[0].reducer for _ in range(40)} == {"evit", "dynamicvit"}
     # every arch drops tokens, so sandwich's largest (the most MACs) reduces with dynamicvit, its smallest with evit
     assert space.largest().stages[0].reducer == "dynamicvit" and space.smallest().stages[0].reducer == "evit"
     recipe = {"space": str(path), "data": {"name": "synthetic", "synthetic_size": 32}, "epochs": 1,

@@ -99,6 +99,7 @@ COUNTS = {
     "tome": [1 + 32, 33, 1 + 16],  # 32 and 16 tokens merged away, no extra token
     "stvit": [1 + 32, 33, 1 + 16],  # 32 semantic tokens pooled from the grid, then 16 pooled from them
     "stvit_r": [1 + 32, 33, 1 + 16],  # the same; the grid is recovered at the stage end
+    "dynamicvit": [1 + 32, 33, 1 + 16],  # the predictor's top k gathered, the rest dropped
 }
 
 

@@ -51,7 +51,7 @@ from vitnas.space_spec import StageSpec, mlp_hidden, stage_grid
 if TYPE_CHECKING:  # the supernet calls this module; this module only reads the supernet
     from vitnas.supernet import SuperStage, SuperViT
 
-__all__ = ["masked_forward", "token_shape_groups", "mixed_head_widths"]
+__all__ = ["masked_forward", "token_shape_groups", "mixed_head_widths", "unmasked_reducers"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,23 @@ def mixed_head_widths(space: SearchSpace) -> str | None:
         if len(widths) > 1:
             return (f"stages[{index}] of space {space.name} has no head_dim, so its heads are {widths} channels wide "
                     "and masks drop heads of one width only: set head_dim in the space, or use sampler.variant: "
+                    "sliced")
+    return None
+
+
+def unmasked_reducers(space: SearchSpace) -> str | None:
+    """Why `space` cannot train with masked multi passes for its reducers, or None when it can.
+
+    A reducer the masked pass cannot run (`TokenReducer.masked_pass`: DynamicViT, whose
+    predictor and training masks belong to each sub-network) rules it out wherever the
+    space offers it, checked when a recipe is loaded rather than at the first step that draws it.
+    """
+    for index, stage in enumerate(space.stages):
+        reduction = stage.token_reduction
+        names = [name for name in (reduction.reducers if reduction else ()) if not get_reducer(name).masked_pass]
+        if names:
+            return (f"stages[{index}] of space {space.name} may reduce tokens with {names[0]}, which the masked "
+                    "pass cannot run (its predictor and training masks are per sub-network): use sampler.variant: "
                     "sliced")
     return None
 
@@ -159,6 +176,12 @@ def _check_call(supernet: SuperViT, x: Tensor, archs: Sequence[Arch], sizes: Seq
             supernet.space.validate(arch)
         except ArchError as error:
             raise ArchError(f"archs[{index}]: {error}") from None
+        for stage, stage_arch in zip(supernet.stages, arch.stages):
+            refused = [name for name in stage.block_reducers(stage_arch)
+                       if name is not None and not get_reducer(name).masked_pass]
+            if refused:
+                raise ArchError(f"archs[{index}]: reducer {refused[0]} cannot run in a masked pass (its predictor "
+                                "and training masks are per sub-network); use the sliced multi pass")
     return sizes
 
 

@@ -79,6 +79,7 @@ class Recipe:
     distill: bool = True  # smaller sub-networks learn from the largest one's detached soft labels
     distill_warmup_epochs: int = 0  # students learn from labels until the teacher is worth copying
     gradient_projection: bool = False  # NASViT: sub-network gradients that conflict with the largest's are projected
+    keep_ratio_weight: float = 2.0  # DynamicViT's ratio loss: weight of each image's kept fraction's squared error
     label_smoothing: float = 0.1
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
@@ -106,6 +107,7 @@ class Recipe:
         _require(self.sampler.complexity_period >= 2, "sampler.complexity_period", "must be at least 2 steps")
         _require(not self.gradient_projection or self.sampler.name in ("sandwich", "supervit"), "gradient_projection",
                  "needs the largest sub-network in a pass of its own first: sampler sandwich or supervit")
+        _require(self.keep_ratio_weight >= 0.0, "keep_ratio_weight", "must be non-negative")
         _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}")
         _require((self.optimizer.lr is None) != (self.optimizer.lr_per_512 is None), "optimizer.lr",
                  "give exactly one of lr and lr_per_512")

@@ -62,6 +62,7 @@ REDUCERS: dict[str, ReducerInfo] = {
     "tome": ReducerInfo(preserves_grid=False, min_keep_rate=0.5),  # bipartite matching merges at most half
     "stvit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # pooled, attention-refined semantic tokens
     "stvit_r": ReducerInfo(preserves_grid=True, min_keep_rate=0.0),  # the same; image tokens recovered at stage end
+    "dynamicvit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # learned predictor's top-k, rest dropped
 }
 # The keys each mapping of a space file may hold.
 _TOP_KEYS = ("name", "img_size", "in_chans", "num_classes", "patch", "stages")

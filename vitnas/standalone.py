@@ -32,6 +32,7 @@ from vitnas.arch import Arch
 from vitnas.atomic import prepare_directory
 from vitnas.checkpoint import MODEL_FILE, CheckpointError
 from vitnas.data import DataConfig
+from vitnas.layers.reducers import KeptFraction
 from vitnas.recipe import Recipe, RecipeError
 from vitnas.sampling import Pass, Piece
 from vitnas.train import Trainee, build_context, distributed_setup, fit, run_recipe, seed_run
@@ -128,6 +129,12 @@ class StandaloneTrainee(Trainee):
 
     def forward(self, images: Tensor, pieces: list[Piece], masked: bool) -> list[Tensor]:
         return [self.model(images[piece.start:piece.stop]) for piece in pieces]
+
+    def forward_kept(
+        self, images: Tensor, pieces: list[Piece], masked: bool
+    ) -> tuple[list[Tensor], list[tuple[KeptFraction, ...]]]:
+        outputs = [self.model.forward_kept(images[piece.start:piece.stop]) for piece in pieces]
+        return [logits for logits, _ in outputs], [kept for _, kept in outputs]
 
     def teach(self, images: Tensor, arch: Arch | None) -> Tensor:
         return self.teacher(images)

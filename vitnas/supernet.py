@@ -26,9 +26,11 @@ from torch import Tensor, nn
 from vitnas.arch import Arch, StageArch
 from vitnas.errors import ArchError
 from vitnas.layers.block import NORM_EPS, BlockPlan
-from vitnas.layers.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, state_dict_of
+from vitnas.layers.network import (
+    NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens, state_dict_of,
+)
 from vitnas.layers.patch_embed import resample_pos_embed
-from vitnas.layers.reducers import get_reducer
+from vitnas.layers.reducers import KeptFraction, get_reducer
 from vitnas.layers.slicing import slice_qkv, slice_rows_cols, slice_vector
 from vitnas.masked import masked_forward
 from vitnas.space import SearchSpace
@@ -83,9 +85,13 @@ class SuperBlock(nn.Module):
     """A transformer block at maximal width; any narrower block is a slice of it (`weights`).
 
     It holds parameters only: the computation is `vitnas.layers.block_forward` on the slices.
+    A block that may reduce with a reducer that has parameters (DynamicViT's predictor)
+    holds them at maximal width too, one set per such reducer (``reducers.<name>.*``).
     """
 
-    def __init__(self, max_dim: int, max_attn_dim: int, max_hidden: int, drop_path_rate: float) -> None:
+    def __init__(
+        self, max_dim: int, max_attn_dim: int, max_hidden: int, drop_path_rate: float, reducers: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.drop_path_rate = drop_path_rate
         self.norm1 = nn.LayerNorm(max_dim, eps=NORM_EPS)
@@ -94,9 +100,16 @@ class SuperBlock(nn.Module):
         self.norm2 = nn.LayerNorm(max_dim, eps=NORM_EPS)
         self.fc1 = nn.Linear(max_dim, max_hidden)
         self.fc2 = nn.Linear(max_hidden, max_dim)
+        built = {name: get_reducer(name).build_parameters(max_dim) for name in reducers}
+        self.reducers = nn.ModuleDict({name: module for name, module in built.items() if module is not None})
 
-    def weights(self, embed_dim: int, attn_dim: int, hidden: int) -> Weights:
+    def weights(self, embed_dim: int, attn_dim: int, hidden: int, reducer: str | None = None) -> Weights:
+        """Slices for one block; `reducer` (the one it runs, if any) adds that reducer's own as ``reducer.*``."""
         qkv_weight, qkv_bias = slice_qkv(self.qkv.weight, self.qkv.bias, attn_dim, embed_dim)
+        own = {}
+        if reducer is not None and reducer in self.reducers:
+            slices = get_reducer(reducer).parameter_slices(self.reducers[reducer], embed_dim)
+            own = {f"reducer.{name}": tensor for name, tensor in slices.items()}
         return {
             "norm1.weight": slice_vector(self.norm1.weight, embed_dim),
             "norm1.bias": slice_vector(self.norm1.bias, embed_dim),
@@ -110,6 +123,7 @@ class SuperBlock(nn.Module):
             "mlp.fc1.bias": slice_vector(self.fc1.bias, hidden),
             "mlp.fc2.weight": slice_rows_cols(self.fc2.weight, embed_dim, hidden),
             "mlp.fc2.bias": slice_vector(self.fc2.bias, embed_dim),
+            **own,
         }
 
 
@@ -140,17 +154,32 @@ class SuperStage(nn.Module):
         max_dim = max(spec.embed_dims)
         self.reduction = SuperSpatialReduction(max(prev.embed_dims), max_dim) if prev is not None else None
         self.pos_embed = SuperPosEmbed(grids, max_dim, per_grid_pos)
+        reduction = spec.token_reduction
         self.blocks = nn.ModuleList(
-            SuperBlock(max_dim, spec.max_attn_dim(), spec.max_mlp_hidden(), rate) for rate in drop_path_rates
+            SuperBlock(max_dim, spec.max_attn_dim(), spec.max_mlp_hidden(), rate,
+                       reduction.reducers if reduction is not None and index in reduction.blocks else ())
+            for index, rate in enumerate(drop_path_rates)
         )
 
     def weights(
-        self, embed_dim: int, grid: int, in_dim: int | None, block_dims: Sequence[tuple[int, int]]
+        self, embed_dim: int, grid: int, in_dim: int | None, block_dims: Sequence[tuple[int, int]],
+        reducers: Sequence[str | None] | None = None,
     ) -> StageWeights:
-        """Slices of this stage: `embed_dim` wide, `in_dim` entering it, one (attn_dim, mlp_hidden) per block."""
+        """Slices of this stage: `embed_dim` wide, `in_dim` entering it, one (attn_dim, mlp_hidden) per block.
+
+        `reducers` names the reducer each block runs (`block_reducers`), for the parameters of
+        those that have any; None leaves them out.
+        """
         reduction = self.reduction.weights(in_dim, embed_dim) if self.reduction is not None else None
-        blocks = tuple(self.blocks[i].weights(embed_dim, attn, hidden) for i, (attn, hidden) in enumerate(block_dims))
+        reducers = reducers if reducers is not None else [None] * len(block_dims)
+        blocks = tuple(self.blocks[i].weights(embed_dim, attn, hidden, reducers[i])
+                       for i, (attn, hidden) in enumerate(block_dims))
         return StageWeights(self.pos_embed.weights(embed_dim, grid), blocks, reduction)
+
+    def block_reducers(self, stage: StageArch) -> list[str | None]:
+        """The reducer each block of a stage arch runs; None where it keeps every token."""
+        return [self.spec.reducer_at(i, stage.reducer) if rate < 1.0 else None
+                for i, rate in enumerate(stage.keep_rate)]
 
     def block_dims(self, stage: StageArch) -> list[tuple[int, int]]:
         """(attn_dim, mlp_hidden) of each block of a stage arch."""
@@ -163,11 +192,11 @@ class SuperStage(nn.Module):
         blocks = tuple(
             BlockPlan(
                 head_width=self.spec.head_width(stage.embed_dim, heads),
-                keep_rate=rate,
-                reducer=get_reducer(self.spec.reducer_at(i, stage.reducer)) if rate < 1.0 else None,
+                keep_rate=stage.keep_rate[i],
+                reducer=get_reducer(name) if name is not None else None,
                 drop_path_rate=self.blocks[i].drop_path_rate,
             )
-            for i, (heads, rate) in enumerate(zip(stage.num_heads, stage.keep_rate))
+            for i, (heads, name) in enumerate(zip(stage.num_heads, self.block_reducers(stage)))
         )
         return StagePlan(grid, blocks, in_grid)
 
@@ -229,6 +258,17 @@ class SuperViT(nn.Module):
         """(B, C, H, W) images -> (B, N, D) final tokens of sub-network `arch`, normalised."""
         return network_forward(x, self.weights(arch), self.plan(arch), self.training)
 
+    def forward_kept(self, x: Tensor, arch: Arch) -> tuple[Tensor, tuple[KeptFraction, ...]]:
+        """Logits of sub-network `arch`, and what its reductions kept where they decide by masks in training.
+
+        The second item has one `KeptFraction` per DynamicViT reduction in training mode (the
+        keep-ratio loss reads them, `vitnas.layers.reducers.keep_ratio_loss`) and is empty
+        otherwise. The logits are those of ``self(x, arch)``.
+        """
+        self.space.validate(arch)
+        tokens = network_tokens(x, self.weights(arch), self.plan(arch), self.training)
+        return self.forward_head(tokens.x, arch), tokens.kept
+
     def forward_head(self, x: Tensor, arch: Arch) -> Tensor:
         dim = arch.stages[-1].embed_dim
         return F.linear(x[:, 0], slice_rows_cols(self.head.weight, self.num_classes, dim), self.head.bias)
@@ -241,6 +281,7 @@ class SuperViT(nn.Module):
             [stage.embed_dim for stage in arch.stages],
             [stage_grid(grid, index) for index in range(len(arch.stages))],
             [stage.block_dims(stage_arch) for stage, stage_arch in zip(self.stages, arch.stages)],
+            [stage.block_reducers(stage_arch) for stage, stage_arch in zip(self.stages, arch.stages)],
         )
 
     def network_weights(
@@ -249,14 +290,17 @@ class SuperViT(nn.Module):
         dims: Sequence[int],
         grids: Sequence[int],
         block_dims: Sequence[Sequence[tuple[int, int]]],
+        reducers: Sequence[Sequence[str | None]] | None = None,
     ) -> NetworkWeights:
-        """Slices by width: stage widths and grids, per-block (attn_dim, mlp_hidden).
+        """Slices by width: stage widths and grids, per-block (attn_dim, mlp_hidden) and reducer.
 
-        `weights` asks for one arch's widths; the masked pass asks for the stored (full) ones.
+        `weights` asks for one arch's widths; the masked pass asks for the stored (full) ones
+        (without reducer parameters: it runs no reducer that has any).
         """
         patch = self.patch_embed.weights(dims[0], patch_size)
         stages = tuple(
-            stage.weights(dims[i], grids[i], dims[i - 1] if i else None, block_dims[i])
+            stage.weights(dims[i], grids[i], dims[i - 1] if i else None, block_dims[i],
+                          reducers[i] if reducers is not None else None)
             for i, stage in enumerate(self.stages)
         )
         last = dims[-1]

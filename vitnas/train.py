@@ -40,7 +40,8 @@ from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_checkpoin
 from vitnas.data import DataConfig, build_dataset, num_classes_of
 from vitnas.evaluate import count_correct
 from vitnas.gradient_projection import ConflictProjection
-from vitnas.masked import mixed_head_widths
+from vitnas.layers.reducers import KeptFraction, keep_ratio_loss
+from vitnas.masked import mixed_head_widths, unmasked_reducers
 from vitnas.recipe import Recipe, RecipeError, load_recipe
 from vitnas.rewire import rewire
 from vitnas.sampling import Pass, Piece, build_sampler, step_rng
@@ -78,6 +79,15 @@ class Trainee(ABC):
     @abstractmethod
     def forward(self, images: Tensor, pieces: list[Piece], masked: bool) -> list[Tensor]:
         """Logits of each learning piece of one pass, with gradients."""
+
+    def forward_kept(
+        self, images: Tensor, pieces: list[Piece], masked: bool
+    ) -> tuple[list[Tensor], list[tuple[KeptFraction, ...]]]:
+        """`forward`, and per piece what its DynamicViT reductions kept (the keep-ratio loss's input).
+
+        The default records nothing: a trainee whose model has no such reducer need not override it.
+        """
+        return self.forward(images, pieces, masked), [() for _ in pieces]
 
     @abstractmethod
     def teach(self, images: Tensor, arch: Arch | None) -> Tensor:
@@ -126,6 +136,18 @@ class SupernetTrainee(Trainee):
         sizes = [p.stop - p.start for p in pieces]
         logits = self.model.forward_multi(images[start:stop], [p.arch for p in pieces], sizes, masked=masked)
         return list(logits.split(sizes))
+
+    def forward_kept(
+        self, images: Tensor, pieces: list[Piece], masked: bool
+    ) -> tuple[list[Tensor], list[tuple[KeptFraction, ...]]]:
+        """Sliced passes run piece by piece (as `forward_multi` does), each returning its records.
+
+        A masked pass records nothing: it refuses the reducers that record (`unmasked_reducers`).
+        """
+        if masked and len(pieces) > 1:
+            return super().forward_kept(images, pieces, masked)
+        outputs = [self.model.forward_kept(images[p.start:p.stop], p.arch) for p in pieces]
+        return [logits for logits, _ in outputs], [kept for _, kept in outputs]
 
     def teach(self, images: Tensor, arch: Arch | None) -> Tensor:
         return self.model(images, arch)
@@ -221,7 +243,8 @@ def _build(config: Recipe, device: str | None = None) -> Context:
     rank, world, device = distributed_setup(device)
     seed_run(config.seed)
     space = load_space(config.space)
-    if config.sampler.name == "multi" and config.sampler.variant == "masked" and (why := mixed_head_widths(space)):
+    if config.sampler.name == "multi" and config.sampler.variant == "masked" and (
+            why := mixed_head_widths(space) or unmasked_reducers(space)):
         raise RecipeError(f"sampler.variant: masked: {why}")
     model = SuperViT(space, drop_path_rate=config.drop_path).to(device)
     return build_context(config, SupernetTrainee(model, config), rank, world, device)
@@ -384,9 +407,9 @@ def _pass_loss(context: Context, images: Tensor, targets: Tensor, step_pass: Pas
                     logits = trainee.teach(images[piece.start:piece.stop], piece.arch)
                 soft[piece.start:piece.stop] = logits.float().softmax(-1)
         learners = [p for p in step_pass.pieces if p.role != "teacher"]
-        outputs = trainee.forward(images, learners, step_pass.masked)
+        outputs, kept = trainee.forward_kept(images, learners, step_pass.masked)
     loss = images.new_zeros(())
-    for piece, logits in zip(learners, outputs):
+    for piece, logits, records in zip(learners, outputs, kept):
         rows = slice(piece.start, piece.stop)
         logits = logits.float()
         if piece.role == "distilled":
@@ -395,6 +418,8 @@ def _pass_loss(context: Context, images: Tensor, targets: Tensor, step_pass: Pas
             piece_loss = _supervised_loss(logits, targets[rows], context.recipe.label_smoothing)
             if piece.teacher:
                 soft[rows] = logits.detach().softmax(-1)
+        if (ratio_loss := keep_ratio_loss(records)) is not None:  # DynamicViT: keep what the arch keeps
+            piece_loss = piece_loss + context.recipe.keep_ratio_weight * ratio_loss
         loss = loss + piece_loss * (piece.stop - piece.start) / batch
     return loss
 

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from vitnas.errors import ExportError
 from vitnas.layers.block import NORM_EPS, BlockPlan
-from vitnas.layers.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward
-from vitnas.layers.reducers import get_reducer
+from vitnas.layers.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens
+from vitnas.layers.reducers import KeptFraction, get_reducer
 from vitnas.space_spec import REDUCERS
 
 __all__ = ["ViT", "ViTConfig", "StageConfig", "BlockConfig", "NORM_EPS", "network_plan"]
@@ -175,7 +175,10 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """The parameters of one pre-norm block; `vitnas.layers.block_forward` computes with them."""
+    """The parameters of one pre-norm block; `vitnas.layers.block_forward` computes with them.
+
+    A block whose reducer has parameters (DynamicViT's predictor) holds them as ``reducer``.
+    """
 
     def __init__(self, dim: int, config: BlockConfig) -> None:
         super().__init__()
@@ -183,6 +186,9 @@ class Block(nn.Module):
         self.attn = Attention(dim, config.num_heads, config.head_dim)
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = Mlp(dim, config.mlp_hidden)
+        reducer = get_reducer(config.reducer).build_parameters(dim) if config.reducer is not None else None
+        if reducer is not None:
+            self.reducer = reducer
 
     def weights(self) -> dict[str, Tensor]:
         return dict(self.named_parameters())
@@ -248,6 +254,11 @@ class ViT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_kept(self, x: Tensor) -> tuple[Tensor, tuple[KeptFraction, ...]]:
+        """Logits, and one `KeptFraction` per DynamicViT reduction in training mode (for its keep-ratio loss)."""
+        tokens = network_tokens(x, self.weights(), self.plan, self.training)
+        return self.forward_head(tokens.x), tokens.kept
 
 
 def network_plan(config: ViTConfig) -> NetworkPlan:

@@ -103,6 +103,7 @@ _REDUCER_WORDS = {
              "tokens",
     "stvit_r": "as semantic tokens: the grid max-pooled into that many windows, refined by attention over the image "
                "tokens; the image tokens are recovered from them by attention at the end of the stage",
+    "dynamicvit": "by a learned predictor's keep scores, the rest dropped",
 }
 
 

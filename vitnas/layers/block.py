@@ -25,6 +25,7 @@ from vitnas.layers.attention import cross_attention, self_attention
 from vitnas.layers.channel_masks import masked_layer_norm
 from vitnas.layers.reducers import TokenReducer, Tokens
 from vitnas.layers.reducers.base import BlockAttention
+from vitnas.layers.reducers.dynamic_vit import policy_bias
 
 __all__ = [
     "NORM_EPS", "Weights", "BlockPlan", "ChannelMask", "BlockMasks", "block_forward", "layer_norm", "attention_bias",
@@ -100,7 +101,7 @@ def block_forward(
     )
     tokens = tokens.with_x(tokens.x + drop_path(_gated(attended, masks), plan.drop_path_rate, training))
     if reducer is not None:
-        tokens = reducer.reduce_in_block(tokens, scores, plan.keep_rate, attention_of(w, plan, masks))
+        tokens = reducer.reduce_in_block(tokens, scores, plan.keep_rate, w, attention_of(w, plan, masks), training)
     normed = layer_norm(tokens.x, w["norm2.weight"], w["norm2.bias"], stage_mask)
     hidden = F.gelu(F.linear(normed, w["mlp.fc1.weight"], w["mlp.fc1.bias"]))  # (B, N', F)
     if masks is not None:
@@ -131,14 +132,20 @@ def _block_cross_attention(w: Weights, head_width: int, masks: BlockMasks | None
 
 
 def attention_bias(tokens: Tokens) -> Tensor | None:
-    """Proportional attention: log(size) on each key's logits, so a merged token weighs as the tokens it holds.
+    """What the attention adds to its logits for what reducers did to the tokens.
+
+    Proportional attention: log(size) on each key's logits, so a merged token weighs as the
+    tokens it holds (ToMe). In training, the keys of tokens a masking reducer dropped are
+    masked (DynamicViT, `policy_bias`).
 
     Returns:
-        (B, 1, 1, N), or None while no token stands for more than itself.
+        (B, 1, 1, N) or (B, 1, N, N), or None while no token stands for more than itself
+        and none is masked.
     """
-    if tokens.sizes is None:
-        return None
-    return tokens.sizes.log().transpose(1, 2).unsqueeze(1)
+    bias = tokens.sizes.log().transpose(1, 2).unsqueeze(1) if tokens.sizes is not None else None
+    if tokens.policy is not None:
+        bias = policy_bias(tokens.policy) if bias is None else bias + policy_bias(tokens.policy)
+    return bias
 
 
 def _gated(branch: Tensor, masks: BlockMasks | None) -> Tensor:

@@ -25,7 +25,7 @@ from vitnas.layers.spatial_reduction import spatial_reduction
 
 __all__ = [
     "StageWeights", "NetworkWeights", "StagePlan", "NetworkPlan", "StageMasks",
-    "stage_forward", "network_forward", "state_dict_of",
+    "stage_forward", "network_forward", "network_tokens", "state_dict_of",
 ]
 
 
@@ -96,6 +96,14 @@ def network_forward(
     masks: Sequence[StageMasks] | None = None,
 ) -> Tensor:
     """(B, C, H, W) images -> (B, N, D) final tokens, normalised; the class token first."""
+    return network_tokens(images, w, plan, training, masks).x
+
+
+def network_tokens(
+    images: Tensor, w: NetworkWeights, plan: NetworkPlan, training: bool = False,
+    masks: Sequence[StageMasks] | None = None,
+) -> Tokens:
+    """`network_forward` with what the reducers carried to the end (e.g. ``Tokens.kept`` for the keep-ratio loss)."""
     x = patchify(resize_input(images, plan.img_size), w.patch_weight, w.patch_bias)  # (B, N, D)
     x = torch.cat([w.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
     if masks is not None:
@@ -106,7 +114,7 @@ def network_forward(
         previous = masks[index - 1] if masks is not None and index else None
         tokens = stage_forward(tokens, weights, stage_plan, training, stage_masks, previous)
     last = masks[-1].channels if masks is not None else None
-    return layer_norm(tokens.x, w.norm_weight, w.norm_bias, last)
+    return tokens.with_x(layer_norm(tokens.x, w.norm_weight, w.norm_bias, last))
 
 
 def state_dict_of(w: NetworkWeights) -> dict[str, Tensor]:

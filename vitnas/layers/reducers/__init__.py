@@ -9,16 +9,19 @@ both resolve the name here.
 from __future__ import annotations
 
 from vitnas.errors import ArchError
-from vitnas.layers.reducers.base import TokenReducer, Tokens, kept_token_count
+from vitnas.layers.reducers.base import KeptFraction, TokenReducer, Tokens, kept_token_count
+from vitnas.layers.reducers.dynamic_vit import DynamicViT, keep_ratio_loss
 from vitnas.layers.reducers.evit import EViT
 from vitnas.layers.reducers.evo_vit import EvoViT
 from vitnas.layers.reducers.stvit import STViT, STViTRecovery
 from vitnas.layers.reducers.tome import ToMe
 
-__all__ = ["TokenReducer", "Tokens", "kept_token_count", "get_reducer", "reducer_names"]
+__all__ = [
+    "TokenReducer", "Tokens", "KeptFraction", "kept_token_count", "keep_ratio_loss", "get_reducer", "reducer_names",
+]
 
 _IMPLEMENTATIONS: dict[str, TokenReducer] = {
-    reducer.name: reducer for reducer in (EViT(), EvoViT(), ToMe(), STViT(), STViTRecovery())
+    reducer.name: reducer for reducer in (EViT(), EvoViT(), ToMe(), DynamicViT(), STViT(), STViTRecovery())
 }
 
 

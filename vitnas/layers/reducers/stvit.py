@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from functools import lru_cache
+from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -79,7 +80,8 @@ class STViT(TokenReducer):
             return tokens
         return tokens.with_x(torch.cat([x[:, :1], pool_tokens(x[:, 1:], kept)], dim=1))
 
-    def reduce_in_block(self, tokens: Tokens, scores: Tensor, keep_rate: float, attention: BlockAttention) -> Tokens:
+    def reduce_in_block(self, tokens: Tokens, scores: Tensor | None, keep_rate: float, weights: Mapping[str, Tensor],
+                        attention: BlockAttention, training: bool) -> Tokens:
         """The centres refined by the block's attention over the tokens they were pooled from."""
         pooled = self.reduce(tokens, scores, keep_rate)
         if pooled is tokens:

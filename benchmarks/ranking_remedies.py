@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import vitnas
+from vitnas.checkpoint import load_checkpoint
 from vitnas.rank_check import SETTINGS_FILE, rank_check
 
 VARIANTS = {  # name: recipe overrides of tiny32_digits
@@ -44,6 +45,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # a benchmark's own choice; library code never sets it
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     reference = json.loads((args.reference / SETTINGS_FILE).read_text())["settings"]
+    # The ground truth's seed, not the variant's: a variant trained at another seed (default_seed1) must be
+    # checked against the same stand-alone runs, not against runs it would seed differently.
+    truth_seed = load_checkpoint(args.reference / "runs" / "0")["recipe"].seed
     rows = []
     for name in args.variants:
         supernet, trained_s = _supernet(args.out / "supernets" / name, VARIANTS[name])
@@ -51,9 +55,10 @@ def main() -> None:
         check = args.out / "checks" / name
         result = rank_check(supernet, check, archs=reference["archs"], epochs=reference["epochs"],
                             seed=reference["seed"], bins=reference["bins"], seeds=args.seeds, reuse=[args.reference],
+                            overrides=[*reference["overrides"], f"seed={truth_seed}"],
                             resume=(check / SETTINGS_FILE).is_file(), progress=False)
         stats = result.statistics
-        metrics = vitnas.load_checkpoint(supernet)["meta"]["metrics"]
+        metrics = load_checkpoint(supernet)["meta"]["metrics"]
         rows.append({"variant": name, "overrides": VARIANTS[name], "kendall_tau": stats.kendall_tau,
                      "spearman_rho": stats.spearman_rho, "top5": stats.top_k_overlap, "regret": stats.regret,
                      "regret_max": stats.regret_max, "seed_tau": stats.seed_tau,

@@ -1,4 +1,4 @@
-"""Which token reducer is most accurate at equal measured latency? Issue 10, on a supernet trained with the reducer as a choice.
+"""Which token reducer is most accurate at equal measured latency, on a supernet trained with the reducer as a choice?
 
 The supernet (``--checkpoint``) must come from a space that offers a choice of reducer
 (e.g. the shipped ``tiny32_reducers`` space, recipe ``tiny32_reducers_digits``). The same

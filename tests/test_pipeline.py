@@ -131,7 +131,7 @@ def test_budgets_chosen_from_the_profile_bind_and_are_feasible(finished):
 
 def test_bad_flags_are_one_line(capsys, tmp_path):
     assert main(["run", "--out", str(tmp_path / "r"), "--recipe", "tiny32_digit"]) == 2
-    assert "did you mean tiny32_digits?" in capsys.readouterr().err
+    assert "did you mean tiny32_digits or tiny32_reducers_digits?" in capsys.readouterr().err  # nearest first
     assert main(["run", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere" in err

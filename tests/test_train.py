@@ -130,7 +130,7 @@ def test_recipe_errors_name_the_field(tmp_path):
         load_recipe(TINY, overrides=["epochs"])
     with pytest.raises(RecipeError, match=r"no such file, and not a shipped recipe"):
         load_recipe(tmp_path / "missing.yaml")
-    with pytest.raises(RecipeError, match=r"^tiny32_digit: .*did you mean tiny32_digits\?"):
+    with pytest.raises(RecipeError, match=r"^tiny32_digit: .*did you mean tiny32_digits or tiny32_reducers_digits\?"):
         load_recipe("tiny32_digit")
     with pytest.raises(vitnas.VitnasError, match=r"cifar10: .* not found"):
         train(dict(TINY, data={"name": "cifar10", "root": str(tmp_path)}), tmp_path / "run")

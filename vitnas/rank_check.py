@@ -119,7 +119,8 @@ class ArchRecord:
     standalone_seeds: tuple[float, ...] = ()  # top-1 of each seed's run, in seed order
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "arch": self.arch.to_dict(), "standalone_seeds": list(self.standalone_seeds)}
+        data = dataclasses.asdict(self)
+        return {**data, "arch": self.arch.to_dict(), "standalone_seeds": list(self.standalone_seeds)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchRecord:

@@ -63,7 +63,7 @@ class StandaloneJob:
 
 
 def standalone_recipe(base: Recipe, epochs: int, overrides: Sequence[str] = (), seed: int = 0) -> Recipe:
-    """The recipe of a stand-alone run: `base` with `overrides`, `epochs` and no distillation, its seed moved on by `seed`."""
+    """A stand-alone run's recipe: `base` with `overrides`, `epochs`, no distillation, its seed moved on by `seed`."""
     recipe = load_recipe(base.to_dict(), [*overrides, f"epochs={epochs}", "distill=false"])
     return load_recipe(recipe.to_dict(), [f"seed={recipe.seed + seed}"]) if seed else recipe
 
@@ -81,7 +81,7 @@ def run_folder(out: Path, index: int, seed: int) -> Path:
 
 def standalone_job(runs: Path, index: int, seed: int, arch: Arch, space: SearchSpace, recipe: Recipe,
                    reuse: dict[tuple[Arch, str], Path] | None = None) -> StandaloneJob:
-    """The job of arch `index` at extra seed `seed`: a finished run from `reuse` if one matches, else one under `runs`."""
+    """The job of arch `index` at extra seed `seed`: a finished run from `reuse` if one matches, else a new one."""
     found = (reuse or {}).get((arch, standalone_key(recipe)))
     run = found if found is not None else run_folder(runs, index, seed)
     return StandaloneJob(index, seed, arch, vit_config(space, arch).to_dict(), recipe.to_dict(), str(run),

@@ -77,7 +77,6 @@ def test_a_conflicting_pass_loses_its_conflicting_component_only():
     reference, agreeing, conflicting = (torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]),
                                         torch.tensor([[-1.0, 2.0]]))
     for gradient in (reference, agreeing, conflicting):
-        projection.begin_pass()
         (model.weight * gradient).sum().backward()  # d/dw = gradient
         projection.end_pass()
     # reference + agreeing as they are + conflicting without its component along the reference: (0, 2)

@@ -10,8 +10,8 @@ of the largest's gradient (remove the conflicting component) before adding it.
 `ConflictProjection` works on the gradients the passes of one step accumulate: the
 first pass (the largest sub-network, in the sandwich and supervit samplers) sets the
 reference, and each later pass's own contribution (gradients after it minus before it)
-is projected where it conflicts. One flat copy of all gradients per pass: cheap next to
-the passes themselves.
+is projected where it conflicts. One flat copy of all gradients per pass (the total after
+one pass is the "before" of the next): cheap next to the passes themselves.
 """
 
 from __future__ import annotations
@@ -35,25 +35,25 @@ class ConflictProjection:
         self.conflicts = 0  # of which conflicted and were projected
 
     def begin_step(self) -> None:
+        """Call before a step's first backward: remembers the gradients it starts from (none after zero_grad)."""
         self.reference = None
-
-    def begin_pass(self) -> None:
-        """Call before a pass's backward: remembers the gradients accumulated so far."""
         self.before = self._flat()
 
     def end_pass(self) -> None:
         """Call after a pass's backward: the first pass becomes the reference, later ones are projected."""
-        contribution = self._flat() - self.before
+        after = self._flat()
+        contribution = after - self.before
         if self.reference is None:
             self.reference = contribution
-            return
-        self.passes += 1
-        dot = torch.dot(contribution, self.reference)
-        norm = torch.dot(self.reference, self.reference)
-        if dot < 0 and norm > 0:
-            self.conflicts += 1
-            contribution = contribution - (dot / norm) * self.reference
-            self._write(self.before + contribution)
+        else:
+            self.passes += 1
+            dot = torch.dot(contribution, self.reference)
+            norm = torch.dot(self.reference, self.reference)
+            if dot < 0 and norm > 0:
+                self.conflicts += 1
+                after = self.before + contribution - (dot / norm) * self.reference
+                self._write(after)
+        self.before = after  # the next pass starts from what this one left
 
     def take_counts(self) -> tuple[int, int]:
         """(conflicting passes, later passes) since the last call."""

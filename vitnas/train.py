@@ -376,8 +376,6 @@ def _train_step(context: Context, images: Tensor, targets: Tensor, plan: list[Pa
         projection.begin_step()
     for step_pass in plan:
         loss = _pass_loss(context, images, targets, step_pass, soft)
-        if projection is not None:
-            projection.begin_pass()
         (scaler.scale(loss) if scaler is not None else loss).backward()
         if projection is not None:
             projection.end_pass()  # the first pass (the largest) is the reference; later ones lose their conflict

@@ -1,15 +1,34 @@
 """Bad input and faults end in one line that names what to do, and lose nothing already written.
 
 Each case asserts the message itself: an exit code or a line count alone would pass with
-the wrong error. Full disks are simulated (a monkeypatched writer, or /dev/full, which
-fails every write with ENOSPC); Ctrl-C is a real SIGINT to a real `vitnas train`.
+the wrong error. Full disks are simulated by monkeypatching a writer to fail as the real
+one does (ENOSPC); Ctrl-C is a real SIGINT to a real `vitnas train`.
 """
 
 from __future__ import annotations
 
-import pytest
+import errno
+import importlib
+import os
+import re
+from pathlib import Path
 
+import pytest
+import torch
+import yaml
+from safetensors import SafetensorError
+
+import vitnas
+from vitnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vitnas.cli import main
+from vitnas.errors import ExportError, VitnasError
 from vitnas.recipe import RecipeError, load_recipe
+
+TINY = {"space": "tiny32", "data": {"name": "synthetic", "synthetic_size": 48}, "epochs": 1, "batch_size": 16,
+        "optimizer": {"lr": 1e-3}, "schedule": {"warmup_epochs": 1}, "sampler": {"name": "sandwich", "num_random": 1}}
+FIX = "free some space, or write to another disk"
+# What safetensors raises when the disk fills (seen on a full tmpfs): ENOSPC in its own error type.
+SAFETENSORS_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
 
 
 # -- recipes: lr and lr_per_512 ---------------------------------------------------------------------
@@ -34,3 +53,115 @@ def test_an_lr_override_sets_the_file_s_lr_per_512_aside_and_back():
 def test_both_rates_or_neither_is_one_line(source, overrides):
     with pytest.raises(RecipeError, match=r": optimizer\.lr: give exactly one of lr and lr_per_512$"):
         load_recipe(source, overrides)
+
+
+# -- a full disk ----------------------------------------------------------------------------------
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _safetensors_no_space(*args, **kwargs):
+    raise SafetensorError(SAFETENSORS_FULL)
+
+
+class _FullFile:
+    """What `open` gives on a full disk: the file opens, its writes fail with ENOSPC."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __enter__(self) -> _FullFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def write(self, text) -> int:
+        _no_space()
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    recipe, run = tmp_path / "recipe.yaml", tmp_path / "run"
+    recipe.write_text(yaml.safe_dump(TINY))
+    assert main(["train", str(recipe), "--out", str(run)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(importlib.import_module("vitnas.checkpoint"), "save_file", _safetensors_no_space)
+    assert main(["train", str(recipe), "--out", str(run), "--resume", "epochs=2"]) == 2
+    err = capsys.readouterr().err.split("\r")[-1]  # after the progress bar, which clears its line
+    assert re.fullmatch(rf"vitnas: error: disk full while writing checkpoint {run}/ckpt-\d+ \(earlier checkpoints "
+                        rf"are kept\): {FIX}\n", err), err
+    monkeypatch.undo()
+    assert load_checkpoint(run)["meta"]["epoch"] == 1 and not list(run.glob(".ckpt-*"))  # the half-written one is gone
+
+
+def test_a_full_disk_while_writing_a_checkpoint_s_state_is_one_line(tmp_path, monkeypatch):
+    """state.pt goes through Python's writes: torch.save straight to a full disk says only "unexpected pos"."""
+    write_bytes = Path.write_bytes
+
+    def full_for_state(path, data):
+        return _no_space() if path.name == "state.pt" else write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_state)
+    space = vitnas.load_space("tiny32")
+    with pytest.raises(CheckpointError, match=rf"^disk full while writing checkpoint {tmp_path}/ckpt-0000003 "
+                                              rf"\(earlier checkpoints are kept\): {FIX}$"):
+        save_checkpoint(tmp_path, 3, {"w": torch.zeros(2)}, space, load_recipe(TINY), {"step": 3}, {"epoch": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_logging_metrics_is_one_line(tmp_path, monkeypatch):
+    train_module = importlib.import_module("vitnas.train")  # vitnas.train is the function
+    monkeypatch.setattr(train_module, "open", _FullFile, raising=False)  # the module's `open`, not the builtin
+    with pytest.raises(VitnasError, match=rf"^disk full while writing {tmp_path}/metrics\.jsonl: {FIX}$"):
+        train_module.MetricsLog(tmp_path).write({"epoch": 1, "step": 3, "loss": 2.0})
+
+
+def test_a_full_disk_while_logging_a_search_result_is_one_line_and_keeps_the_others(tmp_path, monkeypatch):
+    from vitnas.search.results_log import ResultsLog
+
+    space = vitnas.load_space("tiny32")
+    log = ResultsLog(tmp_path / "results.jsonl")
+    log.append({"arch": space.smallest().to_dict(), "accuracy": 0.5})
+    monkeypatch.setattr(os, "fsync", _no_space)
+    with pytest.raises(VitnasError, match=rf"^disk full while writing {tmp_path}/results\.jsonl \(the results "
+                                          rf"before it are kept\): {FIX}$"):
+        log.append({"arch": space.largest().to_dict(), "accuracy": 0.75})
+    assert space.smallest() in log.read()
+
+
+@pytest.mark.parametrize("where", ["weights", "fsync"])
+def test_a_full_disk_while_exporting_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, where):
+    space = vitnas.load_space("tiny32")
+    supernet = vitnas.SuperViT(space)
+    if where == "weights":
+        monkeypatch.setattr(importlib.import_module("vitnas.export.writer"), "save_file", _safetensors_no_space)
+    else:
+        monkeypatch.setattr(os, "fsync", _no_space)  # the staged folder is synced before it is renamed into place
+    with pytest.raises(ExportError, match=rf"^disk full while writing {tmp_path}/out: {FIX}$"):
+        vitnas.export(supernet, space.smallest(), tmp_path / "out", formats=["safetensors"], latency_batches=())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_during_the_onnx_step_says_so_not_export_failed(tmp_path, monkeypatch):
+    pytest.importorskip("onnxscript")
+    from vitnas.export.forms import check_inputs, write_onnx
+
+    monkeypatch.setattr(torch.onnx, "export", _no_space)
+    with pytest.raises(ExportError, match=rf"^disk full while writing model\.onnx: {FIX}$"):
+        write_onnx(torch.nn.Flatten(), tmp_path, check_inputs(8, 1))
+
+
+def test_a_full_disk_while_writing_torchscript_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """model.ts goes through Python's writes: torch.jit.save straight to a full disk aborts the process."""
+    write_bytes = Path.write_bytes
+
+    def full_for_torchscript(path, data):
+        return _no_space() if path.name == "model.ts" else write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_torchscript)
+    space = vitnas.load_space("tiny32")
+    with pytest.raises(ExportError, match=rf"^disk full while writing {tmp_path}/out: {FIX}$"):
+        vitnas.export(vitnas.SuperViT(space), space.smallest(), tmp_path / "out", formats=["torchscript"],
+                      latency_batches=())
+    assert list(tmp_path.iterdir()) == []

@@ -18,6 +18,7 @@ checkpoint in place. Older folders beyond `keep` are removed afterwards.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -31,7 +32,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vitnas.atomic import write_text_atomically
+from vitnas.atomic import reporting_disk_full, write_text_atomically
 from vitnas.errors import VitnasError
 from vitnas.recipe import Recipe, load_recipe
 from vitnas.space import SearchSpace, load_space
@@ -64,9 +65,28 @@ def save_checkpoint(
     A supernet checkpoint names its `space`; a standalone model's names its
     `model_config` (``ViTConfig.to_dict()``) instead, so a resume can check it trains the same network.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{step:07d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir))
+    final = run_dir / name
+    with reporting_disk_full(f"checkpoint {final} (earlier checkpoints are kept)", CheckpointError):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir))
+        try:
+            _write_parts(staging, model_state, space, recipe, state, meta, ema_state, model_config)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a half-written folder only takes the space a retry needs
+            raise
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    write_text_atomically(run_dir / "latest", name + "\n", CheckpointError)
+    _prune(run_dir, keep)
+    return final
+
+
+def _write_parts(staging: Path, model_state: dict[str, torch.Tensor], space: SearchSpace | None, recipe: Recipe,
+                 state: dict[str, Any], meta: dict[str, Any], ema_state: dict[str, torch.Tensor] | None,
+                 model_config: dict[str, Any] | None) -> None:
+    """Writes every file of a checkpoint into `staging`, meta.json last."""
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(staging / "model.safetensors"))
     if ema_state is not None:
         save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(staging / "ema.safetensors"))
@@ -75,15 +95,10 @@ def save_checkpoint(
     if model_config is not None:
         (staging / MODEL_FILE).write_text(json.dumps(model_config, indent=1))
     (staging / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    torch.save(state, staging / "state.pt")
+    buffer = io.BytesIO()  # torch.save straight to a full disk fails with a RuntimeError that never says so
+    torch.save(state, buffer)
+    (staging / "state.pt").write_bytes(buffer.getbuffer())
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-    final = run_dir / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    write_text_atomically(run_dir / "latest", name + "\n", CheckpointError)
-    _prune(run_dir, keep)
-    return final
 
 
 def latest_checkpoint(path: Path) -> Path:

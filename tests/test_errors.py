@@ -165,3 +165,41 @@ def test_a_full_disk_while_writing_torchscript_is_one_line_and_leaves_nothing(tm
         vitnas.export(vitnas.SuperViT(space), space.smallest(), tmp_path / "out", formats=["torchscript"],
                       latency_batches=())
     assert list(tmp_path.iterdir()) == []
+
+
+# -- devices ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def export_folder(tmp_path_factory) -> Path:
+    space = vitnas.load_space("tiny32")
+    folder = tmp_path_factory.mktemp("export") / "tiny"
+    vitnas.export(vitnas.SuperViT(space), space.smallest(), folder, formats=["safetensors"], latency_batches=())
+    return folder
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "device: 'gpu' is not a device: use cpu, cuda or cuda:N"),
+    ("mps", "device: 'mps' is not supported: use cpu, cuda or cuda:N"),
+    ("cuda", "device: 'cuda' asked for, but CUDA is not available on this machine: use cpu"),
+])
+def test_eval_on_a_device_this_machine_lacks_is_one_line(export_folder, no_cuda, capsys, device, message):
+    assert main(["eval", str(export_folder), "--data", "synthetic", "--device", device]) == 2
+    assert capsys.readouterr().err == f"vitnas: error: {message}\n"
+
+
+def test_eval_of_a_supernet_run_checks_the_device_before_loading(tmp_path, no_cuda, capsys):
+    assert main(["eval", str(tmp_path / "no-run"), "--device", "cuda:1"]) == 2
+    assert capsys.readouterr().err == ("vitnas: error: device: 'cuda:1' asked for, but CUDA is not available on "
+                                       "this machine: use cpu\n")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda"])
+def test_load_onto_a_device_this_machine_lacks_is_one_line(export_folder, no_cuda, device):
+    with pytest.raises(ExportError, match=rf"^device: '{device}' (is not a device|asked for, but CUDA is not "
+                                          rf"available on this machine): use cpu"):
+        vitnas.load(export_folder, device=device)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from vitnas.errors import VitnasError
 
@@ -104,22 +105,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from vitnas.checkpoint import CheckpointError
     from vitnas.errors import ExportError
     from vitnas.export.schema import CONFIG_FILE
+    from vitnas.latency.device import resolve_device
 
     folder = Path(args.run)
     if args.batch_size < 1:
         raise VitnasError(f"--batch-size {args.batch_size}: expected a positive integer")
+    device = str(resolve_device(args.device, VitnasError))
     if (folder / CONFIG_FILE).is_file():  # an export folder; read_config refuses other config.json files
         if args.arch is not None or args.ema:
             raise ExportError(f"{folder}: is an export folder, which holds one model: drop --arch / --ema")
         from vitnas.evaluate import evaluate_folder
 
         result = evaluate_folder(folder, data=args.data, split=args.split, batch_size=args.batch_size,
-                                 device=args.device)
+                                 device=device)
         print(json.dumps(result))
         return 0
     if folder.is_dir() and not any((folder / name).is_file() for name in ("latest", "meta.json")):
@@ -129,18 +130,16 @@ def _eval(args: argparse.Namespace) -> int:
     from vitnas.evaluate import evaluate_topk
 
     supernet, space = load_supernet(args.run, use_ema=args.ema)
-    supernet = supernet.to(args.device)
+    supernet = supernet.to(device)
     arch = read_arch(args.arch or "largest", space)
     result = evaluate_topk(supernet, arch, data=args.data, split=args.split, batch_size=args.batch_size,
-                           device=args.device)
+                           device=device)
     print(json.dumps({"arch": arch.to_dict(), **result}))
     return 0
 
 
 def read_arch(text: str, space):
     """One arch: a JSON file holding exactly one, or a space's largest / smallest."""
-    from pathlib import Path
-
     from vitnas.arch import read_archs
     from vitnas.errors import ArchError
 

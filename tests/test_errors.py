@@ -203,3 +203,67 @@ def test_load_onto_a_device_this_machine_lacks_is_one_line(export_folder, no_cud
     with pytest.raises(ExportError, match=rf"^device: '{device}' (is not a device|asked for, but CUDA is not "
                                           rf"available on this machine): use cpu"):
         vitnas.load(export_folder, device=device)
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # a fresh interpreter training until its first checkpoint
+def test_ctrl_c_during_training_names_the_last_checkpoint_and_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe, run = tmp_path / "recipe.yaml", tmp_path / "run"
+    recipe.write_text(yaml.safe_dump(dict(TINY, epochs=500, eval_every=100)))
+    command = [sys.executable, "-m", "vitnas", "train", str(recipe), "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "latest").is_file() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert (run / "latest").is_file(), "no checkpoint written in time"
+        process.send_signal(signal.SIGINT)
+        err = process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+    last = load_checkpoint(run)  # the checkpoint still loads
+    line = err.replace("\r", "\n").splitlines()[-1]
+    assert process.returncode == 130, err[-2000:]
+    assert line == (f"vitnas: interrupted: the last checkpoint is {last['folder']} (epoch {last['meta']['epoch']}): "
+                    f"continue with the same command, with --resume")
+    assert "Traceback" not in err and 1 <= last["meta"]["epoch"] < 500
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_a_search_counts_the_kept_results_and_names_resume(tmp_path, monkeypatch, capsys):
+    def search_then_interrupt(checkpoint, out, **kwargs):
+        (out / "search.json").write_text("{}")
+        (out / "results.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a"')  # two results and one cut short
+        raise KeyboardInterrupt
+
+    out = tmp_path / "search"
+    out.mkdir()
+    monkeypatch.setattr(importlib.import_module("vitnas.search.driver"), "search",
+                        lambda checkpoint, out, **kwargs: search_then_interrupt(checkpoint, Path(out)))
+    assert main(["search", "--checkpoint", str(tmp_path), "--out", str(out), "--flops", "1"]) == 130
+    assert capsys.readouterr().err == (f"vitnas: interrupted: 2 evaluations are kept in {out}/results.jsonl: "
+                                       f"continue with the same command, with --resume\n")
+
+
+def test_ctrl_c_during_a_run_says_to_run_it_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(importlib.import_module("vitnas.pipeline"), "run", _interrupt)
+    assert main(["run", "--out", str(tmp_path / "r")]) == 130
+    assert capsys.readouterr().err == (f"vitnas: interrupted: finished stages, and the training or search under "
+                                       f"way, are kept in {tmp_path / 'r'}: run the same command again to resume\n")
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(importlib.import_module("vitnas.train"), "train", _interrupt)
+    assert main(["train", "tiny32_digits", "--out", str(tmp_path / "r")]) == 130
+    assert capsys.readouterr().err == (f"vitnas: interrupted: no checkpoint in {tmp_path / 'r'} yet: run the same "
+                                       f"command again to start over\n")

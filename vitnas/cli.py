@@ -28,6 +28,48 @@ def main(argv: list[str] | None = None) -> int:
     except VitnasError as error:
         print(f"vitnas: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"vitnas: interrupted: {_where_stopped(args)}", file=sys.stderr)
+        return 130  # what a shell reports for a command ended by SIGINT
+
+
+def _where_stopped(args: argparse.Namespace) -> str:
+    """What an interrupted command kept, and how to go on: one line for Ctrl-C.
+
+    Every verb writes atomically (checkpoints, fsynced search results, staged exports),
+    so an interrupt never leaves half a file; what differs is how to pick up the work.
+    """
+    if args.verb in ("train", "finetune"):
+        return _last_checkpoint(Path(args.out))
+    if args.verb == "rank-check":
+        return f"finished runs are kept in {args.out}: continue with the same command, with --resume"
+    if args.verb == "search":
+        return _search_progress(Path(args.out))
+    if args.verb == "run":
+        return (f"finished stages, and the training or search under way, are kept in {args.out}: "
+                f"run the same command again to resume")
+    return "nothing half-written was kept: run the same command again"
+
+
+def _last_checkpoint(out: Path) -> str:
+    from vitnas.checkpoint import CheckpointError, latest_checkpoint
+
+    try:
+        folder = latest_checkpoint(out)
+        epoch = json.loads((folder / "meta.json").read_text())["epoch"]
+    except (CheckpointError, OSError, ValueError, KeyError):
+        return f"no checkpoint in {out} yet: run the same command again to start over"
+    return f"the last checkpoint is {folder} (epoch {epoch}): continue with the same command, with --resume"
+
+
+def _search_progress(out: Path) -> str:
+    from vitnas.search.driver import RESULTS_FILE, SETTINGS_FILE
+
+    if not (out / SETTINGS_FILE).is_file():
+        return f"no search in {out} yet: run the same command again"
+    results = out / RESULTS_FILE
+    kept = results.read_bytes().count(b"\n") if results.is_file() else 0
+    return f"{kept} evaluations are kept in {results}: continue with the same command, with --resume"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -267,3 +267,18 @@ def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path, monkey
     assert main(["train", "tiny32_digits", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: no checkpoint in {tmp_path / 'r'} yet: run the same "
                                        f"command again to start over\n")
+
+
+# -- vitnas run: a latency budget no sub-network meets ---------------------------------------------
+
+@pytest.mark.slow  # profiles eight archs
+def test_an_unreachable_latency_budget_fails_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["run", "--out", str(out), "--latency-ms", "0.00001", "--backend", "local", "--profile-samples", "8",
+                 "--latency-batch", "1", "--no-progress"]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"vitnas: error: budget latency_ms<=1e-05: no sub-network meets it; the smallest found is "
+                        r"[0-9.e-]+ ms predicted \(space tiny32\) on this machine's cpu: raise --latency-ms "
+                        r"\(nothing was trained\)\n", err), err
+    assert (out / "profile.json").is_file() and not (out / "supernet").exists()  # profiled, not trained

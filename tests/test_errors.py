@@ -282,3 +282,87 @@ def test_an_unreachable_latency_budget_fails_before_training(tmp_path, capsys):
                         r"[0-9.e-]+ ms predicted \(space tiny32\) on this machine's cpu: raise --latency-ms "
                         r"\(nothing was trained\)\n", err), err
     assert (out / "profile.json").is_file() and not (out / "supernet").exists()  # profiled, not trained
+
+
+# -- damaged files a run left ------------------------------------------------------------------------
+
+def _records(space, count: int) -> list[str]:
+    import json
+
+    rng = __import__("numpy").random.default_rng(0)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(4 * count)))[:count]
+    return [json.dumps({"arch": arch.to_dict(), "accuracy": index / 10}) + "\n" for index, arch in enumerate(archs)]
+
+
+def test_a_last_results_line_cut_short_is_dropped_with_a_warning(tmp_path, caplog):
+    from vitnas.search.results_log import ResultsLog
+
+    lines = _records(vitnas.load_space("tiny32"), 4)
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(lines[:3]) + lines[3][:25])  # a kill in the middle of the fourth line
+    with caplog.at_level("WARNING", logger="vitnas.search.results_log"):
+        replayed = ResultsLog(path).read()
+    assert caplog.messages == [f"{path}: dropping a last line cut short (25 bytes)"]
+    assert path.read_text() == "".join(lines[:3])  # cut back to whole lines: the next append stays valid JSONL
+    assert [record["accuracy"] for record in replayed.values()] == [0.0, 0.1, 0.2]
+
+
+def test_a_corrupt_complete_results_line_is_one_line_naming_it(tmp_path):
+    from vitnas.search.results_log import ResultsLog
+
+    lines = _records(vitnas.load_space("tiny32"), 3)
+    path = tmp_path / "results.jsonl"
+    path.write_text(lines[0] + '{"arch": {"depth": 3}, "accuracy": 0.5}\n' + lines[2])
+    with pytest.raises(VitnasError, match=rf"^{path} line 2: not a search record \("):
+        ResultsLog(path).read()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    space = vitnas.load_space("tiny32")
+    run = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    return save_checkpoint(run, 3, vitnas.SuperViT(space).state_dict(), space, load_recipe(TINY), {"step": 3},
+                           {"epoch": 1, "step": 3})
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("meta.json", '{"epoch": 1,', r"ckpt-0000003: cannot be read \(JSONDecodeError: Expecting property name"),
+    ("recipe.yaml", "epochs: [1\n", r"recipe\.yaml: not valid YAML"),
+    ("recipe.yaml", "epoch: 3\n", r"recipe\.yaml: epoch: unknown key \(known: space, data, epochs,"),
+    ("space.yaml", "name: [\n", r"space\.yaml: not valid YAML"),
+    ("space.yaml", "name: tiny32\n", r"space\.yaml: img_size: missing required field$"),
+])
+def test_a_corrupt_checkpoint_file_is_one_line_naming_it(checkpoint, tmp_path, name, text, message):
+    import shutil
+
+    damaged = tmp_path / checkpoint.name
+    shutil.copytree(checkpoint, damaged)
+    (damaged / name).write_text(text)
+    with pytest.raises(VitnasError, match=message) as raised:
+        vitnas.load_supernet(damaged)
+    assert "\n" not in str(raised.value) and str(damaged) in str(raised.value)
+
+
+def test_checkpoint_weights_that_do_not_fit_its_space_are_one_line(checkpoint, tmp_path):
+    import shutil
+
+    damaged = tmp_path / checkpoint.name
+    shutil.copytree(checkpoint, damaged)
+    space = dict(vitnas.load_space("tiny32").to_dict(), num_classes=7)  # a head of another shape
+    (damaged / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    with pytest.raises(CheckpointError, match=rf"^{damaged}: weights do not fit the space \(Error\(s\) in loading "
+                                              rf"state_dict for SuperViT:"):
+        vitnas.load_supernet(damaged)
+
+
+def test_exporting_a_best_json_arch_outside_the_space_is_one_line(checkpoint, tmp_path, capsys):
+    import json
+
+    arch = vitnas.load_space("deit").largest().to_dict()  # well formed, but no tiny32 arch
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps([{"name": "latency_ms<=2", "arch": arch, "accuracy": 0.5}]))
+    assert main(["export", "--checkpoint", str(checkpoint), "--arch", str(best), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"vitnas: error: {best}: budget 'latency_ms<=2': img_size: 224 is not one of [32]\n"
+    assert not (tmp_path / "out").exists()

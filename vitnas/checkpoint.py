@@ -25,7 +25,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -125,9 +125,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     folder = latest_checkpoint(path)
     try:
         standalone = (folder / MODEL_FILE).is_file()
-        space = None if standalone else load_space(read_yaml(folder / "space.yaml", CheckpointError))
+        space = None if standalone else _read_part(folder / "space.yaml", load_space)
         model_config = json.loads((folder / MODEL_FILE).read_text()) if standalone else None
-        recipe = load_recipe(read_yaml(folder / "recipe.yaml", CheckpointError))
+        recipe = _read_part(folder / "recipe.yaml", load_recipe)
         meta = json.loads((folder / "meta.json").read_text())
         model = _load_tensors(folder / "model.safetensors", map_location)
         ema = _load_tensors(folder / "ema.safetensors", map_location) if (folder / "ema.safetensors").exists() else None
@@ -159,6 +159,16 @@ def load_supernet(path: str | Path, use_ema: bool = False, map_location: str = "
     except RuntimeError as error:
         raise CheckpointError(f"{loaded['folder']}: weights do not fit the space ({_first_line(error)})") from None
     return supernet.eval(), loaded["space"]
+
+
+def _read_part(path: Path, build: Callable[[Any], Any]) -> Any:
+    """A YAML file of a checkpoint (space, recipe) built by `build`; a malformed one is one line naming the file."""
+    try:
+        return build(read_yaml(path, CheckpointError))
+    except CheckpointError:
+        raise
+    except VitnasError as error:  # load_space / load_recipe name the source "<dict>": name the file instead
+        raise CheckpointError(f"{path}: {str(error).removeprefix('<dict>: ')}") from None
 
 
 def _load_tensors(path: Path, map_location) -> dict[str, torch.Tensor]:

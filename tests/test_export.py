@@ -194,6 +194,18 @@ def _drop_tensor(path: Path) -> None:
     save_file(state, str(path))
 
 
+def _add_tensor(path: Path) -> None:
+    state = load_file(str(path))
+    state["head.scale"] = torch.ones(1)
+    save_file(state, str(path))
+
+
+def _integer_tensor(path: Path) -> None:
+    state = load_file(str(path))
+    state["norm.bias"] = state["norm.bias"].to(torch.int32)
+    save_file(state, str(path))
+
+
 def _corrupt_header(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[10:14] = b"\xff\xfe\xfd\xfc"
@@ -220,6 +232,12 @@ DAMAGE = {
     "wrong shape": (lambda f: _edit_config(f, lambda c: c["model"].update(num_classes=7)),
                     r"tensor 'head\.weight' has shape \[10, 64\], config\.json's model needs \[7, 64\]"),
     "missing tensor": (lambda f: _rewrite_weights(f, _drop_tensor), r"missing tensor 'norm\.bias'"),
+    "extra tensor": (lambda f: _rewrite_weights(f, _add_tensor),
+                     r"model\.safetensors: holds tensor 'head\.scale' that config\.json's model does not have$"),
+    "integer tensor": (lambda f: _rewrite_weights(f, _integer_tensor),
+                       r"model\.safetensors: tensor 'norm\.bias' is torch\.int32, expected floating point$"),
+    "weights deleted": (lambda f: (f / "model.safetensors").unlink(),
+                        r"model\.safetensors: missing \(config\.json names it as the weights\)$"),
     "truncated": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-100]),
                   r"model\.safetensors: \d+ bytes, config\.json records \d+: the file is truncated or modified"),
     "header bytes flipped": (lambda f: _flip(f, 20), r"model\.safetensors: SHA-256 differs"),

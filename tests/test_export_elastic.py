@@ -263,6 +263,22 @@ def test_a_failed_check_fails_the_export_and_leaves_nothing(tmp_path, spaces, el
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json"]
 
 
+def test_a_full_disk_fails_the_export_in_one_line_and_leaves_nothing(tmp_path, spaces, elastic_supernets,
+                                                                     monkeypatch):
+    import vitnas.export.elastic as elastic
+    from safetensors import SafetensorError
+
+    def no_space(*args, **kwargs):  # what safetensors raises when the disk fills
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(elastic, "save_file", no_space)
+    best = write_best_json(tmp_path / "best.json", spaces["tiny32"], POINTS["tiny32"])
+    message = rf"^disk full while writing {tmp_path}/out: free some space, or write to another disk$"
+    with pytest.raises(vitnas.ExportError, match=message):
+        vitnas.export(elastic_supernets["tiny32"], best, tmp_path / "out", formats=["elastic"], **QUIET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json"]
+
+
 def test_unknown_points_are_named_with_the_known_ones(bundles, tmp_path, spaces, elastic_supernets):
     known = "'latency_ms<=8', 'latency_ms<=2', 'flops<=3M'"
     with pytest.raises(vitnas.ExportError, match=rf"^{bundles['tiny32']}: no operating point 'fast'; the bundle "

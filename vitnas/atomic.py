@@ -25,7 +25,10 @@ from typing import Iterator
 
 from vitnas.errors import VitnasError
 
-__all__ = ["check_target", "prepare_directory", "staged_folder", "write_bytes_atomically", "write_text_atomically"]
+__all__ = ["check_target", "prepare_directory", "raise_if_disk_full", "reporting_disk_full", "staged_folder",
+           "write_bytes_atomically", "write_text_atomically"]
+
+_NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device": libraries that wrap the OSError keep these words
 
 
 def write_text_atomically(path: str | Path, text: str, error: type[VitnasError] = VitnasError) -> Path:
@@ -50,15 +53,35 @@ def write_bytes_atomically(path: str | Path, data: bytes, error: type[VitnasErro
             Path(temporary).unlink(missing_ok=True)
             raise
     except OSError as problem:
-        raise error(f"{path}: cannot be written ({_reason(problem)})") from None
+        raise_if_disk_full(problem, path, error)
+        raise error(f"{path}: cannot be written ({problem.strerror or problem})") from None
     return path
 
 
-def _reason(problem: OSError) -> str:
-    """The OS's words, with the fix where there is an obvious one."""
-    if problem.errno == errno.ENOSPC:
-        return "no space left on the device: free some space, or write to another disk"
-    return problem.strerror or str(problem)
+def raise_if_disk_full(problem: BaseException, what: str | Path, error: type[VitnasError] = VitnasError) -> None:
+    """Turns running out of disk space while writing `what` into one `error` line with the fix.
+
+    A full disk is the one write failure a user can always fix, so it gets its own words
+    wherever vitnas writes. Besides a plain ``OSError(ENOSPC)`` this recognises the
+    libraries that re-wrap it (safetensors' SafetensorError keeps the OS's words).
+    Anything else returns, for the caller to report or re-raise.
+
+    Raises:
+        error: ``disk full while writing WHAT: ...`` when `problem` is a full disk.
+    """
+    full = isinstance(problem, OSError) and problem.errno == errno.ENOSPC
+    if full or _NO_SPACE in str(problem):
+        raise error(f"disk full while writing {what}: free some space, or write to another disk") from None
+
+
+@contextlib.contextmanager
+def reporting_disk_full(what: str | Path, error: type[VitnasError] = VitnasError) -> Iterator[None]:
+    """`raise_if_disk_full` for a block of writes: a full disk inside it becomes one `error` line."""
+    try:
+        yield
+    except Exception as problem:  # VitnasError and every other failure pass on unchanged
+        raise_if_disk_full(problem, what, error)
+        raise
 
 
 def prepare_directory(path: str | Path, what: str, error: type[VitnasError] = VitnasError) -> Path:
@@ -110,8 +133,9 @@ def staged_folder(target: Path, overwrite: bool, error: type[VitnasError] = Vitn
     except OSError as problem:
         raise error(f"{target}: cannot be created ({problem.strerror or problem})") from None
     try:
-        yield staging
-        _sync_tree(staging, _umask())
+        with reporting_disk_full(target, error):
+            yield staging
+            _sync_tree(staging, _umask())
         _publish(staging, target, overwrite, error)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # after a swap it holds the old folder

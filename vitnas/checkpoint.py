@@ -18,20 +18,21 @@ checkpoint in place. Older folders beyond `keep` are removed afterwards.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vitnas.atomic import write_text_atomically
+from vitnas.atomic import reporting_disk_full, write_text_atomically
 from vitnas.errors import VitnasError
 from vitnas.recipe import Recipe, load_recipe
 from vitnas.space import SearchSpace, load_space
@@ -64,9 +65,28 @@ def save_checkpoint(
     A supernet checkpoint names its `space`; a standalone model's names its
     `model_config` (``ViTConfig.to_dict()``) instead, so a resume can check it trains the same network.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{step:07d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir))
+    final = run_dir / name
+    with reporting_disk_full(f"checkpoint {final} (earlier checkpoints are kept)", CheckpointError):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir))
+        try:
+            _write_parts(staging, model_state, space, recipe, state, meta, ema_state, model_config)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a half-written folder only takes the space a retry needs
+            raise
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    write_text_atomically(run_dir / "latest", name + "\n", CheckpointError)
+    _prune(run_dir, keep)
+    return final
+
+
+def _write_parts(staging: Path, model_state: dict[str, torch.Tensor], space: SearchSpace | None, recipe: Recipe,
+                 state: dict[str, Any], meta: dict[str, Any], ema_state: dict[str, torch.Tensor] | None,
+                 model_config: dict[str, Any] | None) -> None:
+    """Writes every file of a checkpoint into `staging`, meta.json last."""
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(staging / "model.safetensors"))
     if ema_state is not None:
         save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(staging / "ema.safetensors"))
@@ -75,15 +95,10 @@ def save_checkpoint(
     if model_config is not None:
         (staging / MODEL_FILE).write_text(json.dumps(model_config, indent=1))
     (staging / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    torch.save(state, staging / "state.pt")
+    buffer = io.BytesIO()  # torch.save straight to a full disk fails with a RuntimeError that never says so
+    torch.save(state, buffer)
+    (staging / "state.pt").write_bytes(buffer.getbuffer())
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-    final = run_dir / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    write_text_atomically(run_dir / "latest", name + "\n", CheckpointError)
-    _prune(run_dir, keep)
-    return final
 
 
 def latest_checkpoint(path: Path) -> Path:
@@ -110,9 +125,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     folder = latest_checkpoint(path)
     try:
         standalone = (folder / MODEL_FILE).is_file()
-        space = None if standalone else load_space(read_yaml(folder / "space.yaml", CheckpointError))
+        space = None if standalone else _read_part(folder / "space.yaml", load_space)
         model_config = json.loads((folder / MODEL_FILE).read_text()) if standalone else None
-        recipe = load_recipe(read_yaml(folder / "recipe.yaml", CheckpointError))
+        recipe = _read_part(folder / "recipe.yaml", load_recipe)
         meta = json.loads((folder / "meta.json").read_text())
         model = _load_tensors(folder / "model.safetensors", map_location)
         ema = _load_tensors(folder / "ema.safetensors", map_location) if (folder / "ema.safetensors").exists() else None
@@ -144,6 +159,16 @@ def load_supernet(path: str | Path, use_ema: bool = False, map_location: str = "
     except RuntimeError as error:
         raise CheckpointError(f"{loaded['folder']}: weights do not fit the space ({_first_line(error)})") from None
     return supernet.eval(), loaded["space"]
+
+
+def _read_part(path: Path, build: Callable[[Any], Any]) -> Any:
+    """A YAML file of a checkpoint (space, recipe) built by `build`; a malformed one is one line naming the file."""
+    try:
+        return build(read_yaml(path, CheckpointError))
+    except CheckpointError:
+        raise
+    except VitnasError as error:  # load_space / load_recipe name the source "<dict>": name the file instead
+        raise CheckpointError(f"{path}: {str(error).removeprefix('<dict>: ')}") from None
 
 
 def _load_tensors(path: Path, map_location) -> dict[str, torch.Tensor]:

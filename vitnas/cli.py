@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from vitnas.errors import VitnasError
 
@@ -27,6 +28,48 @@ def main(argv: list[str] | None = None) -> int:
     except VitnasError as error:
         print(f"vitnas: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"vitnas: interrupted: {_where_stopped(args)}", file=sys.stderr)
+        return 130  # what a shell reports for a command ended by SIGINT
+
+
+def _where_stopped(args: argparse.Namespace) -> str:
+    """What an interrupted command kept, and how to go on: one line for Ctrl-C.
+
+    Every verb writes atomically (checkpoints, fsynced search results, staged exports),
+    so an interrupt never leaves half a file; what differs is how to pick up the work.
+    """
+    if args.verb in ("train", "finetune"):
+        return _last_checkpoint(Path(args.out))
+    if args.verb == "rank-check":
+        return f"finished runs are kept in {args.out}: continue with the same command, with --resume"
+    if args.verb == "search":
+        return _search_progress(Path(args.out))
+    if args.verb == "run":
+        return (f"finished stages, and the training or search under way, are kept in {args.out}: "
+                f"run the same command again to resume")
+    return "nothing half-written was kept: run the same command again"
+
+
+def _last_checkpoint(out: Path) -> str:
+    from vitnas.checkpoint import CheckpointError, latest_checkpoint
+
+    try:
+        folder = latest_checkpoint(out)
+        epoch = json.loads((folder / "meta.json").read_text())["epoch"]
+    except (CheckpointError, OSError, ValueError, KeyError):
+        return f"no checkpoint in {out} yet: run the same command again to start over"
+    return f"the last checkpoint is {folder} (epoch {epoch}): continue with the same command, with --resume"
+
+
+def _search_progress(out: Path) -> str:
+    from vitnas.search.driver import RESULTS_FILE, SETTINGS_FILE
+
+    if not (out / SETTINGS_FILE).is_file():
+        return f"no search in {out} yet: run the same command again"
+    results = out / RESULTS_FILE
+    kept = results.read_bytes().count(b"\n") if results.is_file() else 0
+    return f"{kept} evaluations are kept in {results}: continue with the same command, with --resume"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,22 +147,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from vitnas.checkpoint import CheckpointError
     from vitnas.errors import ExportError
     from vitnas.export.schema import CONFIG_FILE
+    from vitnas.latency.device import resolve_device
 
     folder = Path(args.run)
     if args.batch_size < 1:
         raise VitnasError(f"--batch-size {args.batch_size}: expected a positive integer")
+    device = str(resolve_device(args.device, VitnasError))
     if (folder / CONFIG_FILE).is_file():  # an export folder; read_config refuses other config.json files
         if args.arch is not None or args.ema:
             raise ExportError(f"{folder}: is an export folder, which holds one model: drop --arch / --ema")
         from vitnas.evaluate import evaluate_folder
 
         result = evaluate_folder(folder, data=args.data, split=args.split, batch_size=args.batch_size,
-                                 device=args.device)
+                                 device=device)
         print(json.dumps(result))
         return 0
     if folder.is_dir() and not any((folder / name).is_file() for name in ("latest", "meta.json")):
@@ -129,18 +172,16 @@ def _eval(args: argparse.Namespace) -> int:
     from vitnas.evaluate import evaluate_topk
 
     supernet, space = load_supernet(args.run, use_ema=args.ema)
-    supernet = supernet.to(args.device)
+    supernet = supernet.to(device)
     arch = read_arch(args.arch or "largest", space)
     result = evaluate_topk(supernet, arch, data=args.data, split=args.split, batch_size=args.batch_size,
-                           device=args.device)
+                           device=device)
     print(json.dumps({"arch": arch.to_dict(), **result}))
     return 0
 
 
 def read_arch(text: str, space):
     """One arch: a JSON file holding exactly one, or a space's largest / smallest."""
-    from pathlib import Path
-
     from vitnas.arch import read_archs
     from vitnas.errors import ArchError
 

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from vitnas.arch import Arch
 from vitnas.data import DataConfig, build_dataset, parse_data
-from vitnas.errors import ArchError
+from vitnas.errors import ArchError, VitnasError
+from vitnas.latency.device import resolve_device
 from vitnas.supernet import SuperViT
 
 __all__ = ["evaluate", "evaluate_folder", "evaluate_loader", "evaluate_topk", "count_correct", "count_topk"]
@@ -71,8 +72,7 @@ def evaluate_topk(
     size, chans = img_size or size, in_chans or chans
     if size is None:
         raise ArchError("evaluate: the model has no config.img_size or img_size attribute; pass img_size=")
-    if device is None:
-        device = next(model.parameters()).device
+    device = next(model.parameters()).device if device is None else resolve_device(device, VitnasError)
     dataset = build_dataset(parse_data(data) if not isinstance(data, DataConfig) else data, split, size, chans)
     loader = DataLoader(dataset, batch_size=batch_size)
     correct, total, speed = count_topk(model, loader, arch, torch.device(device), ks=ks)

@@ -166,8 +166,13 @@ def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
     threads = _choose_threads(settings, space, device)
     clock, resumed = {}, []
     with _torch_threads(threads):
+        profile = None
+        if settings.latency_ms:  # profiling needs no trained weights: a budget no arch meets fails before training
+            profile = _stage("profile", 2, clock, resumed, lambda: _profile_stage(settings, space, device, paths))
+            _check_latency_budgets(settings, space, profile)
         _stage("supernet", 1, clock, resumed, lambda: _train_stage(recipe, device, paths))
-        profile = _stage("profile", 2, clock, resumed, lambda: _profile_stage(settings, space, device, paths))
+        if profile is None:
+            profile = _stage("profile", 2, clock, resumed, lambda: _profile_stage(settings, space, device, paths))
         latency_ms, flops, reasons = choose_budgets(profile, space, settings.latency_ms, settings.flops)
         for line in reasons:
             logger.info("  budget %s", line)
@@ -307,6 +312,28 @@ def _check_flops_budgets(space: SearchSpace, flops: Sequence[float]) -> None:
         if value < cheapest:
             raise RunError(f"--flops {value:g}: no sub-network of {space.name} meets it (the smallest has "
                            f"{cheapest:.3g} G MACs); raise the budget")
+
+
+def _check_latency_budgets(settings: RunSettings, space: SearchSpace, profile: DeviceProfile) -> None:
+    """Asks the search's first generation now, as the search stage will: it needs the profile, not the weights.
+
+    The search draws its first generation inside each budget and fails when no arch
+    meets one; asking the same algorithm here makes a given ``--latency-ms`` that this
+    device cannot reach fail before training instead of after it.
+    """
+    from vitnas.errors import BudgetError
+    from vitnas.search.budgets import CostModel, budgets_from_limits
+    from vitnas.search.config import EvolutionConfig
+    from vitnas.search.evolution import make_algorithm
+
+    latency_ms, flops, _ = choose_budgets(profile, space, settings.latency_ms, settings.flops)
+    config = EvolutionConfig(generations=settings.generations, population=settings.population)
+    budgets = budgets_from_limits(latency_ms=latency_ms, flops=flops)
+    try:
+        make_algorithm("evolution", space, budgets, CostModel(space, profile), config).ask()
+    except BudgetError as error:
+        raise RunError(f"{error} on this machine's {profile.device_type}: raise --latency-ms "
+                       f"(nothing was trained)") from None
 
 
 def _choose_threads(settings: RunSettings, space: SearchSpace, device: str) -> int | None:

@@ -34,7 +34,7 @@ class RecipeError(VitnasError):
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adamw"  # any timm optimizer name (timm.optim.create_optimizer_v2)
-    lr: float | None = None  # absolute learning rate; or give lr_per_512
+    lr: float | None = None  # absolute learning rate; giving it sets lr_per_512 aside
     lr_per_512: float | None = 5e-4  # learning rate per 512 images of global batch (DeiT / SuperViT scaling)
     weight_decay: float = 0.05
     momentum: float = 0.9  # for SGD-style optimizers
@@ -153,6 +153,7 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
         data = read_yaml(path, RecipeError) or {}
     for override in overrides:
         _apply_override(data, override)
+    _one_learning_rate(data, {override.partition("=")[0] for override in overrides})
     try:
         return _build(Recipe, data, "")
     except VitnasError as error:  # a DataConfig check raises DataError, already naming data.<field>
@@ -170,6 +171,25 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(target, dict):
             raise RecipeError(f"override {override!r}: {parent} is not a section")
     target[leaf] = parse_yaml(text, f"override {override!r}", RecipeError)
+
+
+def _one_learning_rate(data: dict[str, Any], overridden: set[str]) -> None:
+    """Lets the learning rate the user sets replace the other form, which a default or the file gave.
+
+    ``optimizer.lr`` and ``optimizer.lr_per_512`` are alternatives, and the default sets
+    ``lr_per_512``: giving ``lr`` alone means "this rate", not a clash. Likewise an
+    override of one replaces the file's other. Both set in the same place (the file, or
+    the overrides) stay the error `Recipe` reports.
+    """
+    optimizer = data.get("optimizer")
+    if not isinstance(optimizer, dict):
+        return
+    for chosen, other in (("lr", "lr_per_512"), ("lr_per_512", "lr")):
+        chosen_here = f"optimizer.{chosen}" in overridden and optimizer.get(chosen) is not None
+        if chosen_here and f"optimizer.{other}" not in overridden:
+            optimizer[other] = None
+    if optimizer.get("lr") is not None and "lr_per_512" not in optimizer:
+        optimizer["lr_per_512"] = None
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:

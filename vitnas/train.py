@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from vitnas.arch import Arch
-from vitnas.atomic import prepare_directory
+from vitnas.atomic import prepare_directory, reporting_disk_full
 from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitnas.data import DataConfig, build_dataset, num_classes_of
 from vitnas.evaluate import count_correct
@@ -477,7 +477,8 @@ class MetricsLog:
 
     def write(self, metrics: dict[str, Any]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "metrics.jsonl", "a") as handle:
+        path = self.out / "metrics.jsonl"
+        with reporting_disk_full(path), open(path, "a") as handle:
             handle.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}))
             handle.write("\n")
         if self.writer is not None:

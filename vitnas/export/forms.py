@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from vitnas.atomic import raise_if_disk_full
 from vitnas.errors import ExportError
 from vitnas.export.schema import file_entry
 
@@ -68,10 +70,12 @@ def write_torchscript(model: nn.Module, folder: Path, inputs: Sequence[Tensor]) 
     try:
         with _quiet(), torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
-            torch.jit.save(traced, str(path))
-            reloaded = torch.jit.load(str(path), map_location="cpu")
+            buffer = io.BytesIO()  # torch.jit.save straight to a full disk aborts the whole process
+            torch.jit.save(traced, buffer)
+            reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()), map_location="cpu")
     except (RuntimeError, TypeError, AttributeError) as error:
         raise ExportError(f"torchscript: tracing failed ({type(error).__name__}: {_first_line(error)})") from None
+    path.write_bytes(buffer.getbuffer())  # a full disk here is an OSError, which the export reports as such
     check = {"runtime": f"torch {torch.__version__} (torch.jit.load)", "batches": [x.shape[0] for x in inputs],
              "max_abs_diff": max_difference(reloaded, model, inputs)}
     return {**file_entry(path), "load": 'torch.jit.load("model.ts")', "check": check}
@@ -89,7 +93,8 @@ def write_onnx(model: nn.Module, folder: Path, inputs: Sequence[Tensor]) -> dict
                                         output_names=[ONNX_OUTPUT], dynamic_shapes=({0: batch},), verbose=False)
         program.save(str(path))
         opset = int(program.model.opset_imports[""])
-    except Exception as error:  # the exporter raises many types; all mean the same thing to the user
+    except Exception as error:  # the exporter raises many types; all but a full disk mean the same to the user
+        raise_if_disk_full(error, ONNX_FILE, ExportError)
         raise ExportError(f"onnx: export failed ({type(error).__name__}: {_first_line(error)})") from None
     entry = {**file_entry(path), "opset": opset, "input": ONNX_INPUT, "output": ONNX_OUTPUT,
              "dynamic_axes": {ONNX_INPUT: {"0": "batch"}, ONNX_OUTPUT: {"0": "batch"}}}

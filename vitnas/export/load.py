@@ -23,6 +23,7 @@ from torch import Tensor
 
 from vitnas.errors import ExportError
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, read_config, sha256_hex, weights_entry
+from vitnas.latency.device import resolve_device
 from vitnas.vit import ViT, ViTConfig
 
 if TYPE_CHECKING:
@@ -46,8 +47,9 @@ def load(folder: str | Path, device: str | torch.device = "cpu", point: str | No
             version newer than this vitnas, weights truncated or modified (size or
             SHA-256 differ from config.json's), tensors missing, extra or of the
             wrong shape for the config, a `point` that the bundle lacks, or a `point`
-            for a plain folder.
+            for a plain folder; a `device` that is not cpu / cuda[:N] or that this machine lacks.
     """
+    device = resolve_device(device, ExportError)  # before any reading: a GPU this machine lacks is one line
     folder = Path(folder)
     config = read_config(folder)
     path = folder / CONFIG_FILE

@@ -14,33 +14,38 @@ from pathlib import Path
 
 import torch
 
-from vitnas.errors import LatencyError
+from vitnas.errors import LatencyError, VitnasError
 
 __all__ = ["resolve_device", "device_name", "available_device_names", "cpu_name", "cuda_version", "synchronize", "slug"]
 
 _CPUINFO = Path("/proc/cpuinfo")
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device, error: type[VitnasError] = LatencyError) -> torch.device:
     """Parses and checks a device, pinning a bare ``"cuda"`` to the current GPU's index.
 
+    Every command that takes a device checks it here, before any work, so a typo or a
+    GPU this machine lacks is one line rather than a traceback from deep inside torch.
+
     Raises:
-        LatencyError: the string is no torch device, is neither CPU nor CUDA, or names a
-            GPU this machine does not have.
+        error: the string is no torch device, is neither CPU nor CUDA, or names a
+            GPU this machine does not have (one line naming what to use instead).
     """
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise LatencyError(f"device: {device!r} is not a torch device ({error})") from None
+    except (RuntimeError, TypeError):
+        raise error(f"device: {device!r} is not a device: use cpu, cuda or cuda:N") from None
     if resolved.type == "cpu":
         return torch.device("cpu")
     if resolved.type != "cuda":
-        raise LatencyError(f"device: {device!r} is not supported (use cpu or cuda[:N])")
+        raise error(f"device: {device!r} is not supported: use cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
-        raise LatencyError(f"device: {device!r} asked for, but CUDA is not available on this machine")
+        raise error(f"device: {device!r} asked for, but CUDA is not available on this machine: use cpu")
     index = torch.cuda.current_device() if resolved.index is None else resolved.index
-    if index >= torch.cuda.device_count():
-        raise LatencyError(f"device: {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise error(f"device: {device!r} asked for, but this machine has {count} GPU(s): "
+                    f"use cuda:0 to cuda:{count - 1}")
     return torch.device("cuda", index)
 
 

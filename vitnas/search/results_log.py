@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vitnas.arch import Arch
+from vitnas.atomic import reporting_disk_full
 from vitnas.errors import ArchError, VitnasError
 
 __all__ = ["ResultsLog"]
@@ -59,9 +60,13 @@ class ResultsLog:
         return records
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Writes one record as a line and makes it durable before returning."""
+        """Writes one record as a line and makes it durable before returning.
+
+        Raises:
+            VitnasError: the disk is full (a part line it leaves is dropped on the next `read`).
+        """
         line = json.dumps(record, separators=(",", ":")) + "\n"
-        with open(self.path, "a") as handle:
+        with reporting_disk_full(f"{self.path} (the results before it are kept)"), open(self.path, "a") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())

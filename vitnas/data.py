@@ -6,6 +6,10 @@
 - ``synthetic``: random pixels and labels, for smoke tests and throughput benchmarks.
 - ``cifar10`` / ``cifar100``: the "python version" folders (``cifar-10-batches-py``,
   ``cifar-100-python``), read with an unpickler that only rebuilds numpy arrays.
+- ``fashion_mnist``: the four IDX files of Fashion-MNIST (gzipped or not), by default from
+  Debian's ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``):
+  60,000 train and 10,000 test images of 28x28 grey clothes, 10 classes. ``val`` is the
+  test set; minival is 5,000 train images unless ``search_images`` says otherwise.
 
 Splits: ``train``, ``val`` and ``minival``. Architecture search must not choose on the
 images it reports on, so ``minival`` is carved from the *train* split: a fixed 10% of
@@ -51,7 +55,9 @@ MINIVAL_FRACTION = 0.1  # other kinds, search_images unset: share of the train s
 MINIVAL_MAX_IMAGES = 10_000  # ... capped at this many images (enough to rank candidates, cheap to score)
 _SPLIT_SEED = 20211121  # fixed forever: changing it changes every reported digits accuracy
 _MINIVAL_SEED = 20240817  # fixed forever: changing it changes which images every search scores on
-KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "synthetic")
+KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "fashion_mnist", "synthetic")
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
+FASHION_MNIST_MINIVAL_IMAGES = 5_000  # fashion_mnist, search_images unset: the minival size
 SPLITS = ("train", "val", "minival")
 
 
@@ -63,8 +69,8 @@ class DataError(VitnasError):
 class DataConfig:
     """Which data, and how training images are augmented (timm's `create_transform` options)."""
 
-    name: str = "digits"  # one of digits, imagefolder, cifar10, cifar100, synthetic
-    root: str | None = None  # folder of an imagefolder / cifar data set
+    name: str = "digits"  # one of digits, imagefolder, cifar10, cifar100, fashion_mnist, synthetic
+    root: str | None = None  # folder of an imagefolder / cifar / fashion_mnist data set (fashion_mnist: Debian's)
     synthetic_size: int = 512  # synthetic: images per split (random pixels, for smoke tests and benchmarks)
     num_classes: int = 10  # synthetic: label range
     augment: dict[str, Any] = field(default_factory=dict)  # extra kwargs for timm.data.create_transform
@@ -74,6 +80,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.name not in KINDS:
             raise DataError(f"data.name: expected one of {', '.join(KINDS)}, got {self.name!r}")
+        if self.name == "fashion_mnist" and not self.root:
+            object.__setattr__(self, "root", FASHION_MNIST_ROOT)
         if self.name not in ("digits", "synthetic") and not self.root:
             raise DataError(f"data.root: the {self.name} data set needs a root folder")
         for name in ("synthetic_size", "num_classes"):
@@ -121,6 +129,8 @@ def minival_indices(config: DataConfig, train_size: int) -> np.ndarray:
     elif config.search_images is not None:
         count = config.search_images
         _check_minival_size(count, train_size, config.holdout)
+    elif config.name == "fashion_mnist":
+        count = min(FASHION_MNIST_MINIVAL_IMAGES, train_size - 1)
     else:
         count = min(MINIVAL_MAX_IMAGES, max(1, round(train_size * MINIVAL_FRACTION)))
         _check_minival_size(count, train_size, config.holdout)
@@ -134,7 +144,10 @@ def _check_minival_size(count: int, train_size: int, holdout: bool) -> None:
 
 
 def parse_data(spec: str | DataConfig) -> DataConfig:
-    """"digits", "cifar10:/path", "cifar100:/path", "imagefolder:/path" or a bare folder path (ImageFolder)."""
+    """"digits", "fashion_mnist[:/path]", "cifar10:/path", "cifar100:/path", "imagefolder:/path" or a bare folder path.
+
+    A bare folder path is an ImageFolder.
+    """
     if isinstance(spec, DataConfig):
         return spec
     kind, _, root = spec.partition(":")
@@ -166,9 +179,10 @@ def build_dataset(config: DataConfig, split: str, img_size: int, in_chans: int =
         chosen = torch.from_numpy(_train_positions(config, split, config.synthetic_size))
         return TensorDataset(images[chosen], labels[chosen])
     if split == "val":
-        return _image_dataset(config, "val", _transform(config, "val", img_size))
+        return _image_dataset(config, "val", _transform(config, "val", img_size, in_chans), in_chans)
     # minival reads the train images through the validation transform: no augmentation.
-    dataset = _image_dataset(config, "train", _transform(config, "val" if split == "minival" else split, img_size))
+    transform = _transform(config, "val" if split == "minival" else split, img_size, in_chans)
+    dataset = _image_dataset(config, "train", transform, in_chans)
     if split == "train" and not config.holdout:
         return dataset
     subset = Subset(dataset, _train_positions(config, split, len(dataset)).tolist())
@@ -189,8 +203,10 @@ def _train_positions(config: DataConfig, split: str, train_size: int) -> np.ndar
     return np.flatnonzero(keep)
 
 
-def _image_dataset(config: DataConfig, split: str, transform) -> Dataset:
+def _image_dataset(config: DataConfig, split: str, transform, in_chans: int) -> Dataset:
     root = Path(config.root)
+    if config.name == "fashion_mnist":
+        return FashionMnistDataset(root, split, transform, in_chans)
     if config.name == "imagefolder":
         from torchvision.datasets import ImageFolder
 
@@ -227,15 +243,32 @@ def load_digits(split: str, img_size: int = 32, in_chans: int = 3, holdout: bool
 
 def num_classes_of(config: DataConfig) -> int | None:
     """Class count a data set implies, where it is fixed (None for ImageFolder)."""
-    return {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": config.num_classes}.get(config.name)
+    fixed = {"digits": 10, "cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "synthetic": config.num_classes}
+    return fixed.get(config.name)
 
 
-def _transform(config: DataConfig, split: str, img_size: int):
+def normalisation(config: DataConfig, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) per channel that the data's transforms subtract and divide by.
+
+    Fashion-MNIST uses its own grey-level statistics (replicated when the space asks
+    for three channels); the other image data sets timm's ImageNet defaults.
+    """
+    if config.name == "fashion_mnist":
+        return (FashionMnistDataset.MEAN,) * in_chans, (FashionMnistDataset.STD,) * in_chans
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+
+
+def _transform(config: DataConfig, split: str, img_size: int, in_chans: int = 3):
     from timm.data import create_transform
 
+    mean, std = normalisation(config, in_chans)
     if split == "train":
-        return create_transform(img_size, is_training=True, **config.augment)
-    return create_transform(img_size, is_training=False, crop_pct=1.0 if img_size <= 64 else None)
+        augment = {**FashionMnistDataset.AUGMENT, **config.augment} if config.name == "fashion_mnist" else \
+            config.augment
+        return create_transform(img_size, is_training=True, mean=mean, std=std, **augment)
+    return create_transform(img_size, is_training=False, crop_pct=1.0 if img_size <= 64 else None, mean=mean, std=std)
 
 
 class CifarDataset(Dataset):
@@ -273,6 +306,77 @@ class CifarDataset(Dataset):
         from PIL import Image
 
         return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+class FashionMnistDataset(Dataset):
+    """Fashion-MNIST from its four original IDX files, checked before use.
+
+    The files are read whole into uint8 arrays (47 MB for train): 28x28 images are
+    cheaper to keep than to decode per item. Each item is a PIL grey image through the
+    split's transform, converted to RGB first when the space asks for three channels.
+    """
+
+    FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+             "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000)}
+    CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot")
+    MEAN, STD = 0.2860, 0.3530  # the train images' grey-level statistics, pixels in [0, 1]
+    # Clothes at 28 px lose their shape under timm's default crop (scale 0.08-1: 11 points worse in
+    # shared/review/fashion_mnist_calibration.md) and have no colour to jitter; a recipe's augment overrides.
+    AUGMENT = {"scale": (0.75, 1.0), "ratio": (0.9, 1.1), "color_jitter": 0.0}
+    _MAGIC = {"images": 2051, "labels": 2049}
+    _HINT = ("install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) or point "
+             "data.root at a folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+             "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
+
+    def __init__(self, root: Path, split: str, transform, in_chans: int = 1) -> None:
+        if in_chans not in (1, 3):
+            raise DataError(f"fashion_mnist: grey images feed spaces with in_chans 1 or 3, not {in_chans}")
+        image_name, label_name, expected = self.FILES[split]
+        self.images = _read_idx(root, image_name, "images", self._HINT)
+        labels = _read_idx(root, label_name, "labels", self._HINT)
+        if len(self.images) != expected or len(labels) != expected:
+            raise DataError(f"fashion_mnist: {root} holds {len(self.images)} {split} images and {len(labels)} labels, "
+                            f"expected {expected} of each; {self._HINT}")
+        self.labels = labels.astype(np.int64).tolist()
+        self.classes = list(self.CLASSES)
+        self.transform = transform
+        self.mode = "RGB" if in_chans == 3 else "L"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index])  # a 2-D uint8 array is a grey ("L") image
+        return self.transform(image.convert(self.mode) if self.mode != "L" else image), self.labels[index]
+
+
+def _read_idx(root: Path, stem: str, kind: str, hint: str) -> np.ndarray:
+    """One IDX file (``stem.gz`` or ``stem``) as a uint8 array, its magic number and length checked.
+
+    IDX: a big-endian magic (2051 images, 2049 labels), the count, for images rows and
+    columns, then the bytes. A short file is a truncated download, named as such.
+    """
+    import gzip
+
+    path = next((root / name for name in (f"{stem}.gz", stem) if (root / name).is_file()), None)
+    if path is None:
+        raise DataError(f"fashion_mnist: {root / (stem + '.gz')} not found; {hint}")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DataError(f"fashion_mnist: {path} cannot be read ({error}); {hint}") from None
+    dims = 3 if kind == "images" else 1
+    header = 4 * (1 + dims)
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != FashionMnistDataset._MAGIC[kind]:
+        raise DataError(f"fashion_mnist: {path} is not an IDX {kind} file (bad magic number); {hint}")
+    shape = tuple(int.from_bytes(raw[4 * i: 4 * i + 4], "big") for i in range(1, 1 + dims))
+    if len(raw) != header + int(np.prod(shape)):
+        raise DataError(f"fashion_mnist: {path} is truncated ({len(raw) - header} bytes of data for "
+                        f"{' x '.join(map(str, shape))}); {hint}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

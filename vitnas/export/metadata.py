@@ -4,7 +4,8 @@ A deployed model is only usable with the preprocessing it was trained with, so
 ``config.json`` records the input normalisation the training data used: digits are
 scaled to [-1, 1] (mean and std 0.5, as `vitnas.data.load_digits` does); ImageFolder
 and CIFAR images go through timm's validation transform (ImageNet mean and std,
-bilinear resize, centre crop of `crop_pct`). Class names are recorded where the data
+bilinear resize, centre crop of `crop_pct`); Fashion-MNIST through the same transform
+with its own grey-level mean and std. Class names are recorded where the data
 set has them.
 """
 
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vitnas.data import DataConfig
+from vitnas.data import DataConfig, FashionMnistDataset, normalisation
 
 __all__ = ["CIFAR10_CLASSES", "class_names", "input_spec"]
 
@@ -40,10 +41,11 @@ def input_spec(data: DataConfig | None, img_size: int, in_chans: int) -> dict[st
         spec.update(mean=[0.0] * in_chans, std=[1.0] * in_chans,
                     note="synthetic data: standard-normal pixels, used as given")
     else:
-        from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        from timm.data import DEFAULT_CROP_PCT
 
         crop_pct = 1.0 if img_size <= 64 else DEFAULT_CROP_PCT  # as vitnas.data's validation transform
-        spec.update(mean=list(IMAGENET_DEFAULT_MEAN), std=list(IMAGENET_DEFAULT_STD), interpolation="bilinear",
+        mean, std = normalisation(data, in_chans)
+        spec.update(mean=list(mean), std=list(std), interpolation="bilinear",
                     crop_pct=crop_pct, note="timm's validation transform: resize, centre crop of crop_pct, "
                                             "pixels in [0, 1], then (x - mean) / std")
     return spec
@@ -62,6 +64,8 @@ def class_names(data: DataConfig | None, num_classes: int) -> list[str] | None:
         names = [str(digit) for digit in range(10)]
     elif data.name == "cifar10":
         names = list(CIFAR10_CLASSES)
+    elif data.name == "fashion_mnist":
+        names = list(FashionMnistDataset.CLASSES)
     elif data.name == "imagefolder" and data.root and (Path(data.root) / "train").is_dir():
         with os.scandir(Path(data.root) / "train") as entries:
             names = sorted(entry.name for entry in entries if entry.is_dir())

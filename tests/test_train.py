@@ -121,6 +121,23 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
         vitnas.load_supernet(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("meta, message", [
+    ('{"epoch": 3, "step": 9}', None),
+    ('{"epoch": 3, "st', r"ckpt-0000009/meta\.json: no count of finished epochs \(JSONDecodeError: "),
+    ('{"step": 9}', r"ckpt-0000009/meta\.json: no count of finished epochs \(KeyError: 'epoch'\)"),
+    ('{"epoch": -1}', r"ckpt-0000009/meta\.json: epoch must be a count of finished epochs, got -1"),
+])
+def test_finished_epochs_reads_the_count_meta_json_keeps(tmp_path, meta, message):
+    (tmp_path / "ckpt-0000009").mkdir()
+    (tmp_path / "ckpt-0000009" / "meta.json").write_text(meta)
+    (tmp_path / "latest").write_text("ckpt-0000009\n")
+    if message is None:
+        assert finished_epochs(tmp_path) == 3  # epochs done, not the index of the last one
+    else:
+        with pytest.raises(CheckpointError, match=message):
+            finished_epochs(tmp_path)
+
+
 def test_state_file_with_code_is_refused(tmp_path):
     run = tmp_path / "run"
     train(dict(TINY, epochs=1), run)

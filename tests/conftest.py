@@ -69,6 +69,25 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """A tiny ImageFolder for tiny32 (10 classes): 3 training and 1 validation 32x32 RGB noise image per class.
+
+    Its training split goes through timm's random training transform, unlike digits and synthetic data.
+    """
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    pixels = np.random.default_rng(7)
+    for split, count in (("train", 3), ("val", 1)):
+        for label in range(10):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(pixels.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -38,7 +38,8 @@ from vitnas.recipe import Recipe, load_recipe
 from vitnas.space import SearchSpace, load_space
 from vitnas.yamlfile import read_yaml
 
-__all__ = ["CheckpointError", "MODEL_FILE", "save_checkpoint", "load_checkpoint", "load_supernet", "latest_checkpoint"]
+__all__ = ["CheckpointError", "MODEL_FILE", "finished_epochs", "latest_checkpoint", "load_checkpoint", "load_supernet",
+           "save_checkpoint"]
 
 
 MODEL_FILE = "model.json"  # standalone runs: the trained model's ViTConfig, in place of space.yaml
@@ -115,6 +116,27 @@ def latest_checkpoint(path: Path) -> Path:
     if not (folder / "meta.json").is_file():
         raise CheckpointError(f"{folder}: checkpoint named by {pointer} is incomplete or missing")
     return folder
+
+
+def finished_epochs(path: Path) -> int:
+    """How many epochs the checkpoint `path` names (a run directory or a checkpoint folder) has finished.
+
+    ``meta.json``'s ``epoch`` counts finished epochs (a checkpoint is written after each
+    one), so it is also the index of the epoch a resume trains next; a run is complete
+    when it equals its recipe's ``epochs``.
+
+    Raises:
+        CheckpointError: no readable checkpoint, or a ``meta.json`` without a count of epochs.
+    """
+    folder = latest_checkpoint(path)
+    try:
+        epochs = json.loads((folder / "meta.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{folder}/meta.json: no count of finished epochs ({type(error).__name__}: "
+                              f"{_first_line(error)})") from None
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise CheckpointError(f"{folder}/meta.json: epoch must be a count of finished epochs, got {epochs!r}")
+    return epochs
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -369,6 +369,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _train_stage(recipe, device: str, paths: _Paths) -> tuple[None, bool]:
+    from vitnas.checkpoint import finished_epochs
     from vitnas.train import train
 
     stored = _stored_recipe(paths.supernet)
@@ -376,7 +377,7 @@ def _train_stage(recipe, device: str, paths: _Paths) -> tuple[None, bool]:
         field_name = next(key for key in recipe.to_dict() if recipe.to_dict()[key] != stored.get(key))
         raise RunError(f"{paths.supernet}: trained with another recipe ({field_name} differs); "
                        f"pass --fresh to start over, or another --out")
-    if stored is not None and _finished_epochs(paths.supernet) >= recipe.epochs:
+    if stored is not None and finished_epochs(paths.supernet) >= recipe.epochs:
         logger.info("  finished supernet found in %s", paths.supernet)
         return None, True
     train(recipe.to_dict(), paths.supernet, resume=stored is not None, device=device)
@@ -391,13 +392,6 @@ def _stored_recipe(run_dir: Path) -> dict[str, Any] | None:
     if not (run_dir / "latest").exists():
         return None
     return load_recipe(read_yaml(latest_checkpoint(run_dir) / "recipe.yaml", RecipeError)).to_dict()
-
-
-def _finished_epochs(run_dir: Path) -> int:
-    from vitnas.checkpoint import latest_checkpoint
-
-    meta = json.loads((latest_checkpoint(run_dir) / "meta.json").read_text())
-    return int(meta["epoch"]) + 1
 
 
 def _profile_stage(settings: RunSettings, space: SearchSpace, device: str,

@@ -35,7 +35,8 @@ from vitnas.data import DataConfig
 from vitnas.layers.reducers import KeptFraction
 from vitnas.recipe import Recipe, RecipeError
 from vitnas.sampling import Pass, Piece
-from vitnas.train import Trainee, build_context, distributed_setup, fit, run_recipe, seed_run
+from vitnas.seeding import seed_run
+from vitnas.train import Trainee, build_context, distributed_setup, fit, run_recipe
 from vitnas.vit import ViT, ViTConfig
 
 __all__ = ["StandaloneTrainee", "init_weights", "train_standalone"]

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from vitnas.arch import Arch
-from vitnas.checkpoint import CheckpointError, latest_checkpoint
+from vitnas.checkpoint import CheckpointError, finished_epochs, latest_checkpoint
 from vitnas.errors import VitnasError
 from vitnas.recipe import Recipe, load_recipe
 from vitnas.space import SearchSpace
@@ -126,12 +126,11 @@ def _drawn_archs(directory: Path) -> list[Arch]:
 def _finished_recipe(run: Path) -> Recipe | None:
     """The recipe of a run whose latest checkpoint finished it; None for a partial or unreadable run."""
     try:
-        folder = latest_checkpoint(run)
-        recipe = load_recipe(read_yaml(folder / "recipe.yaml", CheckpointError))
-        epoch = json.loads((folder / "meta.json").read_text())["epoch"]
-    except (VitnasError, OSError, ValueError, KeyError):
+        recipe = load_recipe(read_yaml(latest_checkpoint(run) / "recipe.yaml", CheckpointError))
+        epochs = finished_epochs(run)
+    except (VitnasError, OSError, ValueError):
         return None
-    return recipe if epoch == recipe.epochs else None
+    return recipe if epochs == recipe.epochs else None
 
 
 def train_job(job: StandaloneJob, threads: int | None = None) -> tuple[float, str]:

@@ -45,11 +45,12 @@ from vitnas.masked import mixed_head_widths, unmasked_reducers
 from vitnas.recipe import Recipe, RecipeError, load_recipe
 from vitnas.rewire import rewire
 from vitnas.sampling import Pass, Piece, build_sampler, step_rng
+from vitnas.seeding import loader_generator, restore_rng_state, rng_state, seed_run
 from vitnas.space import SearchSpace, load_space
 from vitnas.supernet import SuperViT
 from vitnas.yamlfile import read_yaml
 
-__all__ = ["Context", "SupernetTrainee", "Trainee", "build_context", "distributed_setup", "fit", "seed_run", "train"]
+__all__ = ["Context", "SupernetTrainee", "Trainee", "build_context", "distributed_setup", "fit", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -285,15 +286,6 @@ def _precision(config: Recipe, device: torch.device) -> tuple[torch.dtype | None
     return dtype, torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
 
-def seed_run(seed: int) -> None:
-    """Seeds torch's global generator (initial weights, data order) and numpy's, which timm's Mixup draws from.
-
-    Without the numpy seed, two runs of one recipe with Mixup or CutMix would mix different pairs.
-    """
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-
-
 def distributed_setup(device: str | None = None) -> tuple[int, int, torch.device]:
     """(rank, world size, device): one process (on `device`, default CUDA when present), or one rank of
     ``torchrun`` (NCCL on GPUs, gloo on CPUs)."""
@@ -321,7 +313,8 @@ def _loaders(config: Recipe, trainee: Trainee, rank: int, world: int) -> tuple[D
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
                                  drop_last=True)
     loader = DataLoader(train_set, batch_size=config.batch_size // world, sampler=sampler, drop_last=True,
-                        num_workers=config.num_workers, pin_memory=torch.cuda.is_available())
+                        num_workers=config.num_workers, pin_memory=torch.cuda.is_available(),
+                        generator=loader_generator(config.seed))
     if len(loader) == 0:
         raise RecipeError(f"batch_size: {data.name}'s train split holds {len(train_set)} images, not one full "
                           f"batch of {config.batch_size}; lower batch_size or add images")
@@ -505,10 +498,8 @@ def _save(context: Context, out: Path, epoch: int, step: int, metrics: dict[str,
     state = {
         "optimizer": context.optimizer.state_dict(),
         "scheduler": context.scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy_rng": _numpy_global_state(),
         "scaler": context.scaler.state_dict() if context.scaler is not None else {},
+        **rng_state(context.loader.generator),
     }
     meta = {"epoch": epoch + 1, "step": step, "metrics": metrics}
     ema = context.ema.module.state_dict() if context.ema is not None else None
@@ -525,24 +516,10 @@ def _restore(context: Context, out: Path) -> tuple[int, int, dict[str, Any]]:
     state = loaded["state"]
     context.optimizer.load_state_dict(state["optimizer"])
     context.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if state["cuda_rng"]:
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    _set_numpy_global_state(state["numpy_rng"])
+    restore_rng_state(state, context.loader.generator)
     if context.scaler is not None and state.get("scaler"):
         context.scaler.load_state_dict(state["scaler"])
     log.info("resumed from %s (epoch %d, step %d)", loaded["folder"], loaded["meta"]["epoch"], loaded["meta"]["step"])
     meta = loaded["meta"]
     return meta["epoch"], meta["step"], meta.get("metrics", {})
 
-
-def _numpy_global_state() -> dict[str, Any]:
-    """timm's Mixup draws from numpy's global generator: keep it for an exact resume."""
-    name, keys, position, has_gauss, gauss = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
-            "has_gauss": has_gauss, "gauss": gauss}
-
-
-def _set_numpy_global_state(state: dict[str, Any]) -> None:
-    keys = state["keys"].cpu().numpy().astype(np.uint32)
-    np.random.set_state((state["name"], keys, state["position"], state["has_gauss"], state["gauss"]))

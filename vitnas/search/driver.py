@@ -10,7 +10,9 @@ Resuming replays the algorithm from its seed: every arch it asks for that the lo
 already holds is told from the log, the rest are evaluated. The algorithm is
 deterministic given its results, so a resumed search ends with the uninterrupted
 one's choices. The run's settings are stored in ``search.json``; a resume with other
-settings is refused, naming the first that differs.
+settings is refused, naming the first that differs. While a Ray search runs on a local
+Ray it started, ``ray_processes.json`` names that Ray's processes: should the search be
+killed, the next search in the directory stops what is left of them first.
 
 Fitness is top-1 on the recipe's ``minival`` split (held out of supernet training when
 the recipe says ``data.holdout: true``); the final choices are scored on ``val``.
@@ -48,6 +50,7 @@ BACKENDS = ("local", "ray")
 SETTINGS_FILE = "search.json"
 RESULTS_FILE = "results.jsonl"
 STATE_FILE = "state.json"
+RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray's processes while a Ray search runs
 
 
 class SearchError(VitnasError):
@@ -165,10 +168,11 @@ def search(
     settings = _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
                          options)
     out = Path(out)
+    _stop_leftover_ray(out)
     _check_run_directory(out, settings, resume)
     _check_backend(backend)
     context = _prepare(settings, profile_other_device)
-    with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device) as evaluator:
+    with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device, out) as evaluator:
         prepare_directory(out, "--out", SearchError)  # only now: every check that can fail has passed
         if not resume:
             write_text_atomically(out / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n", SearchError)
@@ -216,6 +220,14 @@ def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> N
         differing = next(key for key in mine if mine[key] != theirs[key])
         raise SearchError(f"--resume: {differing} is {mine[differing]!r}, but the run in {out} was started with "
                           f"{theirs[differing]!r}; resume with the same settings")
+
+
+def _stop_leftover_ray(out: Path) -> None:
+    """Stops the local Ray of a search killed in `out` (named in its process record) before anything else runs."""
+    if (out / RAY_PROCESSES_FILE).is_file():
+        from vitnas.search.ray_backend import stop_leftover_ray
+
+        stop_leftover_ray(out / RAY_PROCESSES_FILE)
 
 
 def _check_backend(backend: str) -> None:
@@ -282,7 +294,7 @@ def _load_profile(path: str, space: SearchSpace, other_device: bool) -> DevicePr
 
 
 def _make_backend(name: str, context: RunContext, workers: int, gpus_per_worker: float, address: str | None,
-                  device: str | None) -> Backend:
+                  device: str | None, out: Path) -> Backend:
     from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
 
     fitness = FitnessSettings(data=context.data, split="minival", batch_size=context.settings.batch_size,
@@ -291,7 +303,7 @@ def _make_backend(name: str, context: RunContext, workers: int, gpus_per_worker:
         from vitnas.search.ray_backend import RayBackend
 
         return RayBackend(context.space.to_dict(), context.supernet.state_dict(), fitness, workers=workers,
-                          gpus_per_worker=gpus_per_worker, address=address)
+                          gpus_per_worker=gpus_per_worker, address=address, process_record=out / RAY_PROCESSES_FILE)
     from vitnas.search.backend import LocalBackend
 
     return LocalBackend(FitnessEvaluator(context.supernet, fitness))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,35 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpo
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     archs = [line["arch"] for line in lines if line["role"] == "candidate"]
     assert len(archs) == 8 + 2 * 8 and len({json.dumps(a) for a in archs}) == len(archs)  # none twice
+
+
+def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(finished, checkpoint, tmp_path):
+    shutil.copytree(checkpoint, tmp_path / "before" / "supernet")
+    before = tmp_path / "before" / "search"
+    search(tmp_path / "before" / "supernet", before, flops=FLOPS, params=0.06, progress=False, **SMALL)
+    stored = json.loads((before / "search.json").read_text())
+    assert stored["checkpoint"] == str(Path("..") / "supernet") and stored["profile"] is None
+    lines = (before / "results.jsonl").read_text().splitlines(keepends=True)
+    (before / "results.jsonl").write_text("".join(lines[:10]))  # half-finished: generation 0 and two more
+    for name in ("best.json", "pareto.json", "pareto.png", "state.json"):
+        (before / name).unlink()
+    (tmp_path / "before").rename(tmp_path / "after")  # the old place is gone: only relative paths can resume
+
+    after = tmp_path / "after" / "search"
+    resumed = search(tmp_path / "after" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+                     **SMALL)
+    assert resumed.replayed == 10 and resumed.choices == finished.choices
+    assert json.loads((after / "search.json").read_text()) == stored
+
+    stored["checkpoint"] = str((tmp_path / "after" / "supernet").resolve())  # as search.json was written before
+    (after / "search.json").write_text(json.dumps(stored))
+    again = search(tmp_path / "after" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+                   **SMALL)
+    assert again.replayed == 8 + 2 * 8 + 2 and again.choices == finished.choices  # candidates and the references
+    with pytest.raises(SearchError, match=r"--resume: checkpoint is '.*/before/supernet', but the run in .* was "
+                                          r"started with '.*/after/supernet'"):
+        search(tmp_path / "before" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+               **SMALL)
 
 
 def test_infeasible_budget_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys):

@@ -10,9 +10,11 @@ Resuming replays the algorithm from its seed: every arch it asks for that the lo
 already holds is told from the log, the rest are evaluated. The algorithm is
 deterministic given its results, so a resumed search ends with the uninterrupted
 one's choices. The run's settings are stored in ``search.json``; a resume with other
-settings is refused, naming the first that differs. While a Ray search runs on a local
-Ray it started, ``ray_processes.json`` names that Ray's processes: should the search be
-killed, the next search in the directory stops what is left of them first.
+settings is refused, naming the first that differs. The checkpoint and profile paths
+there are relative to the run directory, so a run moved or copied together with them
+resumes. While a Ray search runs on a local Ray it started, ``ray_processes.json``
+names that Ray's processes: should the search be killed, the next search in the
+directory stops what is left of them first.
 
 Fitness is top-1 on the recipe's ``minival`` split (held out of supernet training when
 the recipe says ``data.holdout: true``); the final choices are scored on ``val``.
@@ -20,8 +22,10 @@ the recipe says ``data.holdout: true``); the final choices are scored on ``val``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -51,6 +55,7 @@ SETTINGS_FILE = "search.json"
 RESULTS_FILE = "results.jsonl"
 STATE_FILE = "state.json"
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray's processes while a Ray search runs
+_PATH_SETTINGS = ("checkpoint", "profile")  # stored relative to the run directory
 
 
 class SearchError(VitnasError):
@@ -175,7 +180,8 @@ def search(
     with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device, out) as evaluator:
         prepare_directory(out, "--out", SearchError)  # only now: every check that can fail has passed
         if not resume:
-            write_text_atomically(out / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n", SearchError)
+            stored = _relative_to_run(settings.to_dict(), out)
+            write_text_atomically(out / SETTINGS_FILE, json.dumps(stored, indent=1) + "\n", SearchError)
         log = ResultsLog(out / RESULTS_FILE)
         known = log.read() if resume else {}
         started = time.perf_counter()
@@ -212,7 +218,7 @@ def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> N
     if not stored_path.is_file():
         raise SearchError(f"--resume: {out} holds no search to resume ({SETTINGS_FILE} missing)")
     try:
-        stored = SearchSettings.from_dict(json.loads(stored_path.read_text()))
+        stored = SearchSettings.from_dict(_resolved_from_run(json.loads(stored_path.read_text()), out))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise SearchError(f"{stored_path}: not a search's settings ({error})") from None
     if stored != settings:
@@ -220,6 +226,29 @@ def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> N
         differing = next(key for key in mine if mine[key] != theirs[key])
         raise SearchError(f"--resume: {differing} is {mine[differing]!r}, but the run in {out} was started with "
                           f"{theirs[differing]!r}; resume with the same settings")
+
+
+def _relative_to_run(settings: dict[str, Any], out: Path) -> dict[str, Any]:
+    """`settings` as ``search.json`` stores them: the checkpoint and profile relative to the run directory.
+
+    A run moved or copied together with its supernet and profile (a `vitnas run` folder,
+    say) then resumes where it is. A path that has no relative form (another drive) stays absolute.
+    """
+    stored = dict(settings)
+    for name in _PATH_SETTINGS:
+        if stored[name] is not None:
+            with contextlib.suppress(ValueError):
+                stored[name] = os.path.relpath(stored[name], out.resolve())
+    return stored
+
+
+def _resolved_from_run(stored: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``search.json``'s settings with absolute paths again; absolute ones (as written before) are kept."""
+    settings = dict(stored)
+    for name in _PATH_SETTINGS:
+        if isinstance(settings.get(name), str):
+            settings[name] = str((out.resolve() / settings[name]).resolve())
+    return settings
 
 
 def _stop_leftover_ray(out: Path) -> None:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from vitnas.arch import Arch
-from vitnas.atomic import write_text_atomically
+from vitnas.atomic import running_process, write_text_atomically
 from vitnas.errors import VitnasError
 from vitnas.search.backend import Backend, Evaluation
 
@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 RAY_MISSING = 'backend ray: Ray is not installed (pip install "ray[tune]")'
 _CONNECT_TIMEOUT_S = 5.0  # how long a cluster address gets to accept a TCP connection before it counts as unreachable
 _MAX_RESUBMITS = 3  # times one candidate is moved to another worker after its worker died for good
-_SAME_START_S = 0.05  # a live pid whose start time differs from the recorded one by more is another process
 
 
 class BackendError(VitnasError):
@@ -346,9 +345,9 @@ def stop_leftover_ray(record: str | Path) -> int:
         log.warning("ray backend: ignoring %s, not a record of Ray's processes (%s)", record, problem)
         record.unlink(missing_ok=True)
         return 0
-    if _running(*driver[:2]) is not None:
+    if running_process(*driver[:2]) is not None:
         return 0
-    leftovers = [process for pid, started, *_ in processes if (process := _running(pid, started)) is not None]
+    leftovers = [process for pid, started, *_ in processes if (process := running_process(pid, started)) is not None]
     leftovers = list({process.pid: process for process in leftovers + _descendants(leftovers)}.values())
     for process in leftovers:
         try:
@@ -382,17 +381,6 @@ def _record_processes(record: Path, since: float) -> Path:
                 entries.append([child.pid, started, child.name()])
     text = json.dumps({"driver": [me.pid, me.create_time()], "processes": entries}, indent=1) + "\n"
     return write_text_atomically(record, text, BackendError)
-
-
-def _running(pid: int, started: float) -> Any:
-    """The live `psutil.Process` `pid` if it started at `started` (not a later one given that pid), else None."""
-    import psutil
-
-    with contextlib.suppress(psutil.Error):
-        process = psutil.Process(pid)
-        if abs(process.create_time() - started) <= _SAME_START_S and process.status() != psutil.STATUS_ZOMBIE:
-            return process
-    return None
 
 
 def _descendants(processes: list[Any]) -> list[Any]:

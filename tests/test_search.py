@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -241,9 +242,9 @@ def test_a_killed_ray_search_leaves_no_ray_behind_and_resumes_quietly_to_the_loc
     resumed = subprocess.run([*argv, "--resume"], env=environment, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     if left:
-        stopped = re.search(r"ray backend: stopped \d+ processes of the local Ray a killed search left running "
+        stopped = re.search(r"ray backend: stopped \d+ process(es)? of the local Ray a killed search left running "
                             r"\(pids ([\d, ]+)\)", resumed.stderr)
-        assert stopped and set(left) <= {int(pid) for pid in stopped.group(1).split(", ")}, resumed.stderr
+        assert stopped and set(left) <= {int(pid) for pid in stopped.group(2).split(", ")}, resumed.stderr
     assert not [p.pid for p in ray_processes if _alive(p)]
     assert not RAY_ERROR_LINE.search(resumed.stderr), resumed.stderr  # nothing failed: no error-level line
     assert not (out / "ray_processes.json").exists()  # the resumed search's Ray is shut down as well
@@ -251,6 +252,27 @@ def test_a_killed_ray_search_leaves_no_ray_behind_and_resumes_quietly_to_the_loc
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {line["worker"].split("@")[0] for line in lines} == {"ray-0", "ray-1"}
     assert all(re.fullmatch(r"ray-\d@.+:\d+", line["worker"]) for line in lines)  # each names its process
+
+
+def test_leftover_ray_processes_are_stopped_only_once_their_driver_has_ended(tmp_path, caplog):
+    from vitnas.search.ray_backend import stop_leftover_ray
+
+    record = tmp_path / "ray_processes.json"
+    leftover = psutil.Process(subprocess.Popen(["sleep", "600"]).pid)  # stands for an agent of a killed driver's Ray
+    me = psutil.Process()
+    try:
+        entry = [leftover.pid, leftover.create_time(), leftover.name()]
+        record.write_text(json.dumps({"driver": [me.pid, me.create_time()], "processes": [entry]}))
+        assert stop_leftover_ray(record) == 0 and _alive(leftover) and record.exists()  # its driver runs: in use
+        ended = [me.pid, me.create_time() - 100]  # this pid, another start: a driver that has ended
+        record.write_text(json.dumps({"driver": ended, "processes": [entry, [me.pid, me.create_time() - 100, "x"]]}))
+        assert stop_leftover_ray(record) == 1 and not _alive(leftover) and not record.exists()
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
+    record.write_text("{half a record")
+    assert stop_leftover_ray(record) == 0 and not record.exists()
+    assert "ignoring" in caplog.text and "not a record of Ray's processes" in caplog.text
 
 
 def _cli_arguments(checkpoint: Path, out: Path) -> list[str]:

@@ -360,8 +360,8 @@ def stop_leftover_ray(record: str | Path) -> int:
                            f"running survive SIGKILL; stop them, then delete {record}")
     record.unlink(missing_ok=True)
     if leftovers:
-        log.warning("ray backend: stopped %d processes of the local Ray a killed search left running (pids %s)",
-                    len(leftovers), ", ".join(str(p.pid) for p in leftovers))
+        log.warning("ray backend: stopped %d process%s of the local Ray a killed search left running (pids %s)",
+                    len(leftovers), "es" * (len(leftovers) > 1), ", ".join(str(p.pid) for p in leftovers))
     return len(leftovers)
 
 

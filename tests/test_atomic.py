@@ -5,9 +5,10 @@ from __future__ import annotations
 import errno
 import os
 
+import psutil
 import pytest
 
-from vitnas.atomic import write_text_atomically
+from vitnas.atomic import remove_stale_staging, write_text_atomically
 from vitnas.errors import VitnasError
 
 
@@ -31,3 +32,17 @@ def test_a_full_disk_is_one_line_naming_the_fix_and_leaves_the_old_file(tmp_path
                                           r"to another disk$"):
         write_text_atomically(path, "new\n")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_only_leftovers_of_ended_processes_are_removed_and_only_the_targets(tmp_path):
+    me = f"{os.getpid()}-{round(psutil.Process().create_time() * 100)}"
+    names = {
+        f".m.{os.getpid()}-1.abc.old": False,  # this pid, but another start time: an ended process the pid went to
+        f".m.{me}.abc.staging": True,  # this process's work in progress
+        ".m.abc.staging": True,  # no process in the name (an older vitnas): cannot tell, kept
+        f".mm.{os.getpid()}-1.abc.staging": True,  # another target's
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert remove_stale_staging(tmp_path / "m") == [tmp_path / f".m.{os.getpid()}-1.abc.old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(name for name, kept in names.items() if kept)

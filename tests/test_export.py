@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -347,6 +348,42 @@ def test_existing_folder_is_refused_and_replaced_only_when_asked(tmp_path, space
     vitnas.export(supernets["tiny32"], arch, out, overwrite=True, **QUIET)
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     assert siblings(out) == ["m"]  # no staging or set-aside folder left behind
+
+
+KILLED_EXPORT = """
+import sys, time
+import torch, vitnas, vitnas.atomic
+
+def stall(folder, umask):  # in place of the final fsync: the folder is written, not yet put in place
+    print("staged", flush=True)
+    time.sleep(600)
+
+vitnas.atomic._sync_tree = stall
+torch.manual_seed(0)
+space = vitnas.load_space("tiny32")
+vitnas.export(vitnas.SuperViT(space).eval(), space.smallest(), sys.argv[1], latency_batches=())
+"""
+
+
+def test_a_killed_exports_staging_folder_goes_with_the_next_export_there_and_a_live_ones_stays(tmp_path, spaces,
+                                                                                                supernets, caplog):
+    import vitnas.atomic as atomic
+
+    out = tmp_path / "m"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "staged", "the export did not get to its staging folder"
+    finally:
+        process.kill()
+        process.wait()
+    (killed,) = siblings(out)
+    assert killed.startswith(f".m.{process.pid}-") and killed.endswith(".staging") and not out.exists()
+    assert (tmp_path / killed / "model.safetensors").is_file()  # what a kill leaves: a full folder, never published
+    live = Path(tempfile.mkdtemp(prefix=atomic._leftover_prefix(out), suffix=".staging", dir=tmp_path))  # this process's
+    caplog.set_level("INFO", logger="vitnas.atomic")
+    vitnas.export(supernets["tiny32"], spaces["tiny32"].smallest(), out, **QUIET)
+    assert siblings(out) == sorted(["m", live.name])  # the killed export's folder is gone, the live one kept
+    assert f"removed 1 folder a killed export left beside {out}" in caplog.text
 
 
 def test_a_failed_check_fails_the_export_with_the_number_and_keeps_the_old_folder(tmp_path, spaces, supernets,

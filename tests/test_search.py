@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -84,16 +89,12 @@ def test_same_seed_same_choices_and_resume_of_a_finished_run_evaluates_nothing(f
 @pytest.mark.slow
 def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpoint, tmp_path):
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "vitnas", "search", "--checkpoint", str(checkpoint), "--out", str(out),
-            "--flops", ",".join(map(str, FLOPS)), "--params", "0.06", "--generations", "3", "--population", "8",
-            "--mutations", "4", "--crossovers", "4", "--max-images", "96"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [sys.executable, "-m", "vitnas", "search", *_cli_arguments(checkpoint, out)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # as the uninterrupted run: one thread
     log = out / "results.jsonl"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 11):
-            time.sleep(0.02)
-        assert log.exists() and len(log.read_text().splitlines()) >= 11, "the search did not get going in time"
+        _wait_for_results(log, lines=11, timeout_s=120)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -105,6 +106,35 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpo
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     archs = [line["arch"] for line in lines if line["role"] == "candidate"]
     assert len(archs) == 8 + 2 * 8 and len({json.dumps(a) for a in archs}) == len(archs)  # none twice
+
+
+def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(finished, checkpoint, tmp_path):
+    shutil.copytree(checkpoint, tmp_path / "before" / "supernet")
+    before = tmp_path / "before" / "search"
+    search(tmp_path / "before" / "supernet", before, flops=FLOPS, params=0.06, progress=False, **SMALL)
+    stored = json.loads((before / "search.json").read_text())
+    assert stored["checkpoint"] == str(Path("..") / "supernet") and stored["profile"] is None
+    lines = (before / "results.jsonl").read_text().splitlines(keepends=True)
+    (before / "results.jsonl").write_text("".join(lines[:10]))  # half-finished: generation 0 and two more
+    for name in ("best.json", "pareto.json", "pareto.png", "state.json"):
+        (before / name).unlink()
+    (tmp_path / "before").rename(tmp_path / "after")  # the old place is gone: only relative paths can resume
+
+    after = tmp_path / "after" / "search"
+    resumed = search(tmp_path / "after" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+                     **SMALL)
+    assert resumed.replayed == 10 and resumed.choices == finished.choices
+    assert json.loads((after / "search.json").read_text()) == stored
+
+    stored["checkpoint"] = str((tmp_path / "after" / "supernet").resolve())  # as search.json was written before
+    (after / "search.json").write_text(json.dumps(stored))
+    again = search(tmp_path / "after" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+                   **SMALL)
+    assert again.replayed == 8 + 2 * 8 + 2 and again.choices == finished.choices  # candidates and the references
+    with pytest.raises(SearchError, match=r"--resume: checkpoint is '.*/before/supernet', but the run in .* was "
+                                          r"started with '.*/after/supernet'"):
+        search(tmp_path / "before" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+               **SMALL)
 
 
 def test_infeasible_budget_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys):
@@ -181,15 +211,89 @@ def test_latency_budget_predicts_and_verifies_on_this_device(checkpoint, profile
     assert all("latency_ms" in line for line in lines) and result.cost_key == "latency_ms"
 
 
+RAY_ERROR_LINE = re.compile(r"^\[[\d\- :,]+ E \d+ \d+\]|Token authentication|Traceback", re.MULTILINE)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_backend_search_makes_the_local_choices(finished, checkpoint, tmp_path):
+def test_a_killed_ray_search_leaves_no_ray_behind_and_resumes_quietly_to_the_local_choices(finished, checkpoint,
+                                                                                           tmp_path):
     pytest.importorskip("ray")
-    result = search(checkpoint, tmp_path / "ray", flops=FLOPS, params=0.06, backend="ray", workers=2,
-                    progress=False, **SMALL)
-    assert [c.to_dict() for c in result.choices] == [c.to_dict() for c in finished.choices]
-    lines = [json.loads(line) for line in (tmp_path / "ray" / "results.jsonl").read_text().splitlines()]
+    out = tmp_path / "ray"
+    argv = [sys.executable, "-m", "vitnas", "search", *_cli_arguments(checkpoint, out), "--backend", "ray",
+            "--workers", "2"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment.pop("RAY_AUTH_MODE", None)  # as a user who never chose: Ray would warn about its choice
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    try:
+        _wait_for_results(out / "results.jsonl", lines=4)
+        record = json.loads((out / "ray_processes.json").read_text())
+        ray_processes = psutil.Process(process.pid).children(recursive=True)  # all of them Ray's: the driver's own
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert record["driver"][0] == process.pid
+    assert {"gcs_server", "raylet"} <= {name for _, _, name in record["processes"]}
+    assert {p.pid for p in ray_processes} <= {pid for pid, _, _ in record["processes"]}
+    time.sleep(1)
+    left = [p.pid for p in ray_processes if _alive(p)]  # Ray's agents outlive their driver by a minute or more
+    assert not (out / "best.json").exists()
+
+    resumed = subprocess.run([*argv, "--resume"], env=environment, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    if left:
+        stopped = re.search(r"ray backend: stopped \d+ process(es)? of the local Ray a killed search left running "
+                            r"\(pids ([\d, ]+)\)", resumed.stderr)
+        assert stopped and set(left) <= {int(pid) for pid in stopped.group(2).split(", ")}, resumed.stderr
+    assert not [p.pid for p in ray_processes if _alive(p)]
+    assert not RAY_ERROR_LINE.search(resumed.stderr), resumed.stderr  # nothing failed: no error-level line
+    assert not (out / "ray_processes.json").exists()  # the resumed search's Ray is shut down as well
+    assert json.loads((out / "best.json").read_text()) == [choice.to_dict() for choice in finished.choices]
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {line["worker"].split("@")[0] for line in lines} == {"ray-0", "ray-1"}
+    assert all(re.fullmatch(r"ray-\d@.+:\d+", line["worker"]) for line in lines)  # each names its process
+
+
+def test_leftover_ray_processes_are_stopped_only_once_their_driver_has_ended(tmp_path, caplog):
+    from vitnas.search.ray_backend import stop_leftover_ray
+
+    record = tmp_path / "ray_processes.json"
+    leftover = psutil.Process(subprocess.Popen(["sleep", "600"]).pid)  # stands for an agent of a killed driver's Ray
+    me = psutil.Process()
+    try:
+        entry = [leftover.pid, leftover.create_time(), leftover.name()]
+        record.write_text(json.dumps({"driver": [me.pid, me.create_time()], "processes": [entry]}))
+        assert stop_leftover_ray(record) == 0 and _alive(leftover) and record.exists()  # its driver runs: in use
+        ended = [me.pid, me.create_time() - 100]  # this pid, another start: a driver that has ended
+        record.write_text(json.dumps({"driver": ended, "processes": [entry, [me.pid, me.create_time() - 100, "x"]]}))
+        assert stop_leftover_ray(record) == 1 and not _alive(leftover) and not record.exists()
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
+    record.write_text("{half a record")
+    assert stop_leftover_ray(record) == 0 and not record.exists()
+    assert "ignoring" in caplog.text and "not a record of Ray's processes" in caplog.text
+
+
+def _cli_arguments(checkpoint: Path, out: Path) -> list[str]:
+    """`vitnas search` arguments for the `finished` search's settings."""
+    return ["--checkpoint", str(checkpoint), "--out", str(out), "--flops", ",".join(map(str, FLOPS)),
+            "--params", "0.06", "--generations", "3", "--population", "8", "--mutations", "4", "--crossovers", "4",
+            "--max-images", "96"]
+
+
+def _wait_for_results(log: Path, lines: int, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < lines):
+        time.sleep(0.02)
+    assert log.exists() and len(log.read_text().splitlines()) >= lines, "the search did not get going in time"
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_profile_of_a_device_this_machine_lacks_needs_asking_for(checkpoint, profile_file, tmp_path):

@@ -7,8 +7,10 @@ built under a hidden temporary name beside the target, every file fsynced, and t
 finished folder renamed into place (`staged_folder`). Replacing an existing folder (only
 when asked) swaps the two atomically with Linux's ``renameat2(RENAME_EXCHANGE)``;
 elsewhere the old folder is renamed aside first, leaving a moment in which neither name
-exists. A kill while building leaves a hidden ``.NAME.*.staging`` folder and the target
-untouched; such leftovers are safe to delete.
+exists. A kill while building leaves the target untouched and a hidden
+``.NAME.PID-START.*.staging`` folder beside it, named after the process that built it;
+the next `staged_folder` for that target deletes such leftovers once their process has
+ended (never a live process's work in progress).
 """
 
 from __future__ import annotations
@@ -16,19 +18,24 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from vitnas.errors import VitnasError
 
-__all__ = ["check_target", "prepare_directory", "raise_if_disk_full", "reporting_disk_full", "staged_folder",
-           "write_bytes_atomically", "write_text_atomically"]
+__all__ = ["check_target", "prepare_directory", "raise_if_disk_full", "remove_stale_staging", "reporting_disk_full",
+           "running_process", "staged_folder", "write_bytes_atomically", "write_text_atomically"]
+
+logger = logging.getLogger(__name__)
 
 _NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device": libraries that wrap the OSError keep these words
+_SAME_START_S = 0.05  # a live pid whose start time differs from the recorded one by more is another process
 
 
 def write_text_atomically(path: str | Path, text: str, error: type[VitnasError] = VitnasError) -> Path:
@@ -129,7 +136,8 @@ def staged_folder(target: Path, overwrite: bool, error: type[VitnasError] = Vitn
     check_target(target, overwrite, error)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+        remove_stale_staging(target)
+        staging = Path(tempfile.mkdtemp(prefix=_leftover_prefix(target), suffix=".staging", dir=target.parent))
     except OSError as problem:
         raise error(f"{target}: cannot be created ({problem.strerror or problem})") from None
     try:
@@ -141,13 +149,61 @@ def staged_folder(target: Path, overwrite: bool, error: type[VitnasError] = Vitn
         shutil.rmtree(staging, ignore_errors=True)  # after a swap it holds the old folder
 
 
+def remove_stale_staging(target: str | Path) -> list[Path]:
+    """Deletes the staging and set-aside folders that killed writers left beside `target`; returns them.
+
+    Only folders whose process has ended go: another process's folder may be its export
+    in progress. A folder without its process in the name (written before names carried
+    it) is left alone, since whether its writer still runs cannot be told.
+    """
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)-(\d+)\.\w+\.(staging|old)")
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:  # no folder yet, or unreadable: nothing of ours can be there
+        return []
+    stale = []
+    for entry in entries:
+        owner = pattern.fullmatch(entry.name)
+        if owner and entry.is_dir() and not entry.is_symlink() and running_process(
+                int(owner[1]), int(owner[2]) / 100) is None:
+            shutil.rmtree(entry, ignore_errors=True)
+            stale.append(entry)
+    if stale:
+        logger.info("removed %d folder%s a killed export left beside %s", len(stale), "s" * (len(stale) > 1), target)
+    return stale
+
+
+def running_process(pid: int, started: float) -> Any:
+    """The live `psutil.Process` `pid` if it is the one that started at `started` (epoch seconds), else None.
+
+    A leftover names its process by pid and start time, because the system hands the pid
+    of an ended process to later ones.
+    """
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started) <= _SAME_START_S and process.status() != psutil.STATUS_ZOMBIE:
+            return process
+    return None
+
+
+def _leftover_prefix(target: Path) -> str:
+    """The start of a temporary folder's name beside `target`: hidden, and naming this process (pid, start time)."""
+    import psutil
+
+    me = psutil.Process()
+    return f".{target.name}.{me.pid}-{round(me.create_time() * 100)}."
+
+
 def _publish(staging: Path, target: Path, overwrite: bool, error: type[VitnasError]) -> None:
     """Moves the finished folder to `target`; an existing one is swapped out (and then deleted by the caller)."""
     try:
         if target.exists():
             check_target(target, overwrite, error)  # it may have appeared while we worked
             if not _exchange(staging, target):
-                aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                aside = Path(tempfile.mkdtemp(prefix=_leftover_prefix(target), suffix=".old", dir=target.parent))
                 os.replace(target, aside / target.name)
                 os.rename(staging, target)
                 os.rename(aside, staging)  # the caller removes the old folder with the staging name

@@ -29,7 +29,7 @@ class Evaluation:
 
     arch: Arch
     accuracy: float  # top-1 on the search split, in [0, 1]
-    worker: str  # which evaluator computed it: "local", or the Ray actor's name
+    worker: str  # which evaluator computed it: "local@HOST", or "ray-I@HOST:PID" (actor I, the process that ran it)
     seconds: float  # wall time of this evaluation on its worker
 
 

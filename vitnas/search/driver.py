@@ -10,7 +10,11 @@ Resuming replays the algorithm from its seed: every arch it asks for that the lo
 already holds is told from the log, the rest are evaluated. The algorithm is
 deterministic given its results, so a resumed search ends with the uninterrupted
 one's choices. The run's settings are stored in ``search.json``; a resume with other
-settings is refused, naming the first that differs.
+settings is refused, naming the first that differs. The checkpoint and profile paths
+there are relative to the run directory, so a run moved or copied together with them
+resumes. While a Ray search runs on a local Ray it started, ``ray_processes.json``
+names that Ray's processes: should the search be killed, the next search in the
+directory stops what is left of them first.
 
 Fitness is top-1 on the recipe's ``minival`` split (held out of supernet training when
 the recipe says ``data.holdout: true``); the final choices are scored on ``val``.
@@ -18,8 +22,10 @@ the recipe says ``data.holdout: true``); the final choices are scored on ``val``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -48,6 +54,8 @@ BACKENDS = ("local", "ray")
 SETTINGS_FILE = "search.json"
 RESULTS_FILE = "results.jsonl"
 STATE_FILE = "state.json"
+RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray's processes while a Ray search runs
+_PATH_SETTINGS = ("checkpoint", "profile")  # stored relative to the run directory
 
 
 class SearchError(VitnasError):
@@ -165,13 +173,15 @@ def search(
     settings = _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
                          options)
     out = Path(out)
+    _stop_leftover_ray(out)
     _check_run_directory(out, settings, resume)
     _check_backend(backend)
     context = _prepare(settings, profile_other_device)
-    with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device) as evaluator:
+    with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device, out) as evaluator:
         prepare_directory(out, "--out", SearchError)  # only now: every check that can fail has passed
         if not resume:
-            write_text_atomically(out / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n", SearchError)
+            stored = _relative_to_run(settings.to_dict(), out)
+            write_text_atomically(out / SETTINGS_FILE, json.dumps(stored, indent=1) + "\n", SearchError)
         log = ResultsLog(out / RESULTS_FILE)
         known = log.read() if resume else {}
         started = time.perf_counter()
@@ -208,7 +218,7 @@ def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> N
     if not stored_path.is_file():
         raise SearchError(f"--resume: {out} holds no search to resume ({SETTINGS_FILE} missing)")
     try:
-        stored = SearchSettings.from_dict(json.loads(stored_path.read_text()))
+        stored = SearchSettings.from_dict(_resolved_from_run(json.loads(stored_path.read_text()), out))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise SearchError(f"{stored_path}: not a search's settings ({error})") from None
     if stored != settings:
@@ -216,6 +226,37 @@ def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> N
         differing = next(key for key in mine if mine[key] != theirs[key])
         raise SearchError(f"--resume: {differing} is {mine[differing]!r}, but the run in {out} was started with "
                           f"{theirs[differing]!r}; resume with the same settings")
+
+
+def _relative_to_run(settings: dict[str, Any], out: Path) -> dict[str, Any]:
+    """`settings` as ``search.json`` stores them: the checkpoint and profile relative to the run directory.
+
+    A run moved or copied together with its supernet and profile (a `vitnas run` folder,
+    say) then resumes where it is. A path that has no relative form (another drive) stays absolute.
+    """
+    stored = dict(settings)
+    for name in _PATH_SETTINGS:
+        if stored[name] is not None:
+            with contextlib.suppress(ValueError):
+                stored[name] = os.path.relpath(stored[name], out.resolve())
+    return stored
+
+
+def _resolved_from_run(stored: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``search.json``'s settings with absolute paths again; absolute ones (as written before) are kept."""
+    settings = dict(stored)
+    for name in _PATH_SETTINGS:
+        if isinstance(settings.get(name), str):
+            settings[name] = str((out.resolve() / settings[name]).resolve())
+    return settings
+
+
+def _stop_leftover_ray(out: Path) -> None:
+    """Stops the local Ray of a search killed in `out` (named in its process record) before anything else runs."""
+    if (out / RAY_PROCESSES_FILE).is_file():
+        from vitnas.search.ray_backend import stop_leftover_ray
+
+        stop_leftover_ray(out / RAY_PROCESSES_FILE)
 
 
 def _check_backend(backend: str) -> None:
@@ -282,7 +323,7 @@ def _load_profile(path: str, space: SearchSpace, other_device: bool) -> DevicePr
 
 
 def _make_backend(name: str, context: RunContext, workers: int, gpus_per_worker: float, address: str | None,
-                  device: str | None) -> Backend:
+                  device: str | None, out: Path) -> Backend:
     from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
 
     fitness = FitnessSettings(data=context.data, split="minival", batch_size=context.settings.batch_size,
@@ -291,7 +332,7 @@ def _make_backend(name: str, context: RunContext, workers: int, gpus_per_worker:
         from vitnas.search.ray_backend import RayBackend
 
         return RayBackend(context.space.to_dict(), context.supernet.state_dict(), fitness, workers=workers,
-                          gpus_per_worker=gpus_per_worker, address=address)
+                          gpus_per_worker=gpus_per_worker, address=address, process_record=out / RAY_PROCESSES_FILE)
     from vitnas.search.backend import LocalBackend
 
     return LocalBackend(FitnessEvaluator(context.supernet, fitness))

@@ -2,10 +2,13 @@
 
 Scoring a candidate takes milliseconds to seconds, while building an evaluator (torch,
 the data split, the supernet's weights) takes seconds, so each worker is a long-lived
-actor that builds one `FitnessEvaluator` in its constructor and then scores archs sent
-to it as plain dicts. The weights go into the object store once (`ray.put`); every actor,
+actor that builds one `FitnessEvaluator` once and then scores archs sent to it as plain
+dicts. The weights go into the object store once (`ray.put`); every actor,
 and every restart of an actor, reads them from that one reference, which the driver
-keeps alive for the backend's lifetime.
+keeps alive for the backend's lifetime. The reference travels with each call, not with
+the constructor: Ray cannot promise that an object-store argument of a restartable
+actor's constructor outlives it (ray-project/ray#53727, logged as an error per search),
+while a call's arguments are kept for as long as the call may be retried.
 
 Fault tolerance is Ray's own: actors are created with ``max_restarts`` and
 ``max_task_retries``, so a worker process that dies (SIGKILL, OOM, a lost node) is
@@ -14,6 +17,10 @@ held. Each candidate is one `ObjectRef`, which resolves exactly once however oft
 task ran, and the driver yields one `Evaluation` per ref: nothing is lost and nothing is
 counted twice. Should a worker die for good (restarts used up), its candidates go to the
 surviving workers, a bounded number of times, before the backend gives up with one line.
+
+A local Ray the backend starts is shut down by `close`. Should the driver be killed
+first, part of that Ray outlives it; given a ``process_record`` file, the backend names
+its Ray's processes there, and `stop_leftover_ray` stops them on the next start.
 
 Typical use::
 
@@ -24,16 +31,21 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
+import signal
 import socket
 import time
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from vitnas.arch import Arch
+from vitnas.atomic import running_process, write_text_atomically
 from vitnas.errors import VitnasError
 from vitnas.search.backend import Backend, Evaluation
 
@@ -43,7 +55,7 @@ if TYPE_CHECKING:
     from vitnas.search.fitness import FitnessSettings
     from vitnas.supernet import SuperViT
 
-__all__ = ["BackendError", "RayBackend", "require_ray"]
+__all__ = ["BackendError", "RayBackend", "require_ray", "stop_leftover_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -70,37 +82,48 @@ def require_ray() -> Any:
 
 
 class FitnessWorker:
-    """The actor body: one `FitnessEvaluator`, built once, that scores archs sent as dicts.
+    """The actor body: one `FitnessEvaluator`, built on first use, that scores archs sent as dicts.
+
+    The constructor takes only small values held inline; the weights come as
+    ``[reference]`` (a list, so that Ray hands over the reference, not the tensors) with
+    every call, and are fetched once per process. A restarted actor thus rebuilds its
+    evaluator from the call Ray retries on it.
 
     Args:
         space_source: the space as a dict (`SearchSpace.to_dict()`).
-        state_dict: the supernet's weights; Ray hands the actor the object behind the
-            driver's reference, so a restart reads the same copy again.
         settings: data, split, batch size, device and image limit.
         threads: torch intra-op threads; one per reserved CPU, because several actors
             share a machine and oversubscribed threads make every one of them slower.
     """
 
-    def __init__(
-        self, space_source: dict[str, Any], state_dict: Mapping[str, Tensor], settings: FitnessSettings, threads: int
-    ) -> None:
+    def __init__(self, space_source: dict[str, Any], settings: FitnessSettings, threads: int) -> None:
         import torch
 
-        from vitnas.search.fitness import FitnessEvaluator
-
         torch.set_num_threads(threads)
-        self._evaluator = FitnessEvaluator.from_state(space_source, state_dict, settings)
+        self._space_source, self._settings = space_source, settings
+        self._evaluator: Any = None
         self._host = socket.gethostname()
 
     def where(self) -> tuple[str, int]:
         """This worker's host and process id (which process to watch, or to kill in a test)."""
         return self._host, os.getpid()
 
-    def evaluate(self, arch: dict[str, Any]) -> tuple[float, float]:
-        """The accuracy of `arch` (an `Arch.to_dict()`) and the seconds it took."""
+    def load(self, weights: list[Any]) -> tuple[str, int]:
+        """Builds the evaluator from ``[reference]`` to the weights (once); returns `where`."""
+        if self._evaluator is None:
+            import ray
+
+            from vitnas.search.fitness import FitnessEvaluator
+
+            self._evaluator = FitnessEvaluator.from_state(self._space_source, ray.get(weights[0]), self._settings)
+        return self.where()
+
+    def evaluate(self, weights: list[Any], arch: dict[str, Any]) -> tuple[float, float, int]:
+        """The accuracy of `arch` (an `Arch.to_dict()`), the seconds it took and this process's id."""
+        self.load(weights)
         started = time.perf_counter()
         accuracy = self._evaluator(Arch.from_dict(arch))
-        return accuracy, time.perf_counter() - started
+        return accuracy, time.perf_counter() - started, os.getpid()
 
 
 class RayBackend(Backend):
@@ -122,6 +145,9 @@ class RayBackend(Backend):
         tasks_per_worker: candidates queued on each actor at once; 2 lets an actor start
             its next candidate without waiting for the driver's round trip.
         startup_timeout_s: how long the actors get to build their evaluators.
+        process_record: a file in which to name the processes of the local Ray this
+            backend starts (removed again by `close`), so that `stop_leftover_ray` can
+            stop them should this process be killed before it could.
 
     Raises:
         BackendError: Ray missing, the address unreachable, the cluster too small for the
@@ -143,6 +169,7 @@ class RayBackend(Backend):
         max_restarts: int = 3,
         tasks_per_worker: int = 2,
         startup_timeout_s: float = 600.0,
+        process_record: str | Path | None = None,
     ) -> None:
         _check_arguments(workers, gpus_per_worker, cpus_per_worker, max_restarts, tasks_per_worker)
         self._ray = require_ray()
@@ -151,8 +178,10 @@ class RayBackend(Backend):
         self._alive: list[bool] = []
         self._labels: list[str] = []
         self._tasks_per_worker = tasks_per_worker
-        self._owns_ray = _connect(self._ray, address or os.environ.get("RAY_ADDRESS") or None, workers,
-                                  gpus_per_worker, cpus_per_worker)
+        self._process_record: Path | None = None
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        starting = time.time()
+        self._owns_ray = _connect(self._ray, address, workers, gpus_per_worker, cpus_per_worker)
         try:
             _check_cluster(self._ray, workers, gpus_per_worker, cpus_per_worker)
             self._weights = self._ray.put(_cpu_weights(state_dict))  # once; every actor and every restart reads it
@@ -163,11 +192,13 @@ class RayBackend(Backend):
                 max_task_retries=-1,  # a task whose actor died is re-run on the restarted actor
             )
             threads = max(1, int(cpus_per_worker))
-            self._actors = [actor_class.remote(space_source, self._weights, settings, threads) for _ in range(workers)]
+            self._actors = [actor_class.remote(space_source, settings, threads) for _ in range(workers)]
             self._alive = [True] * workers
             self._closed = False
             hosts = [host for host, _ in self._wait_ready(startup_timeout_s)]
             self._labels = [f"ray-{index}@{host}" for index, host in enumerate(hosts)]
+            if process_record is not None and self._owns_ray and address in (None, "local"):
+                self._process_record = _record_processes(Path(process_record), starting)
         except BaseException:
             self.close()
             raise
@@ -213,14 +244,14 @@ class RayBackend(Backend):
             arch, index = in_flight.pop(ready[0])
             load[index] -= 1
             try:
-                accuracy, seconds = ray.get(ready[0])
+                accuracy, seconds, pid = ray.get(ready[0])
             except ray.exceptions.RayTaskError as failure:
                 raise _task_error(failure, self._labels[index]) from None
             except ray.exceptions.RayActorError as failure:
                 self._lost(index, arch, failure, resubmits)
                 todo.appendleft(arch)
                 continue
-            yield Evaluation(arch, float(accuracy), self._labels[index], float(seconds))
+            yield Evaluation(arch, float(accuracy), f"{self._labels[index]}:{pid}", float(seconds))
 
     def close(self) -> None:
         """Kills the actors and, when this backend started Ray (or connected to a cluster), shuts it down."""
@@ -235,6 +266,8 @@ class RayBackend(Backend):
         self._weights = None
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
+        if self._process_record is not None:
+            self._process_record.unlink(missing_ok=True)  # nothing of that Ray is left to stop
         self._ray = None
 
     def __repr__(self) -> str:
@@ -256,7 +289,7 @@ class RayBackend(Backend):
             if load[index] >= self._tasks_per_worker:
                 return
             arch = todo.popleft()
-            in_flight[self._actors[index].evaluate.remote(arch.to_dict())] = (arch, index)
+            in_flight[self._actors[index].evaluate.remote([self._weights], arch.to_dict())] = (arch, index)
             load[index] += 1
 
     def _lost(self, index: int, arch: Arch, failure: Exception, resubmits: dict[Arch, int]) -> None:
@@ -274,11 +307,11 @@ class RayBackend(Backend):
             )
 
     def _wait_ready(self, timeout_s: float) -> list[tuple[str, int]]:
-        """Every actor's (host, pid) once its evaluator is built; a failed build is one BackendError line."""
+        """Every actor's (host, pid) once it has built its evaluator; a failed build is one BackendError line."""
         ray = self._ray
         try:
-            return [tuple(found) for found in ray.get([actor.where.remote() for actor in self._actors],
-                                                      timeout=timeout_s)]
+            loaded = [actor.load.remote([self._weights]) for actor in self._actors]
+            return [tuple(found) for found in ray.get(loaded, timeout=timeout_s)]
         except ray.exceptions.GetTimeoutError:
             raise BackendError(
                 f"backend ray: workers not ready after {timeout_s:g} s (cluster resources: "
@@ -286,6 +319,79 @@ class RayBackend(Backend):
             ) from None
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as failure:
             raise BackendError(f"backend ray: a worker could not start: {_last_line(failure)}") from None
+
+
+def stop_leftover_ray(record: str | Path) -> int:
+    """Stops what a killed driver left of the local Ray it named in `record`; returns how many processes.
+
+    A driver killed with SIGKILL takes Ray's GCS and raylet with it (Ray ties them to
+    their parent) but not the raylet's children: the dashboard and runtime-env agents then
+    spend a minute or more failing to report to the dead GCS, ignoring SIGTERM, while a
+    resumed search starts a second Ray beside them. The record names every process by pid
+    and start time, so a pid the system has given to another process since is never
+    touched, and nothing is done while the recording driver still runs (its Ray is then
+    in use, not left over). They get SIGKILL: with their driver gone they have nothing
+    left to finish. The record is removed once they are gone.
+    """
+    import psutil
+
+    record = Path(record)
+    try:
+        content = json.loads(record.read_text())
+        driver, processes = content["driver"], content["processes"]
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError, TypeError) as problem:
+        log.warning("ray backend: ignoring %s, not a record of Ray's processes (%s)", record, problem)
+        record.unlink(missing_ok=True)
+        return 0
+    if running_process(*driver[:2]) is not None:
+        return 0
+    leftovers = [process for pid, started, *_ in processes if (process := running_process(pid, started)) is not None]
+    leftovers = list({process.pid: process for process in leftovers + _descendants(leftovers)}.values())
+    for process in leftovers:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.Error:  # gone meanwhile, as it should be
+            continue
+    _, alive = psutil.wait_procs(leftovers, timeout=10)
+    if alive:
+        raise BackendError(f"backend ray: processes {sorted(p.pid for p in alive)} of the Ray a killed search left "
+                           f"running survive SIGKILL; stop them, then delete {record}")
+    record.unlink(missing_ok=True)
+    if leftovers:
+        log.warning("ray backend: stopped %d process%s of the local Ray a killed search left running (pids %s)",
+                    len(leftovers), "es" * (len(leftovers) > 1), ", ".join(str(p.pid) for p in leftovers))
+    return len(leftovers)
+
+
+def _record_processes(record: Path, since: float) -> Path:
+    """Names in `record` this process and the processes of the local Ray it started at time `since`.
+
+    Those are its descendants born since then (the GCS, the raylet, Ray's agents and
+    helpers, the actors); a second's slack covers the clock's granularity.
+    """
+    import psutil
+
+    me = psutil.Process()
+    entries = []
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # gone meanwhile: nothing to stop later
+            if (started := child.create_time()) >= since - 1.0:
+                entries.append([child.pid, started, child.name()])
+    text = json.dumps({"driver": [me.pid, me.create_time()], "processes": entries}, indent=1) + "\n"
+    return write_text_atomically(record, text, BackendError)
+
+
+def _descendants(processes: list[Any]) -> list[Any]:
+    """The live children of `processes`, and theirs: what a recorded process started after the record was written."""
+    import psutil
+
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            found += process.children(recursive=True)
+    return found
 
 
 def _check_arguments(workers: int, gpus_per_worker: float, cpus_per_worker: float, restarts: int, tasks: int) -> None:
@@ -325,6 +431,7 @@ def _connect(ray: Any, address: str | None, workers: int, gpus_per_worker: float
         if address is not None and address != "local":
             ray.init(address=address, **options)
         else:
+            _choose_token_authentication()
             ray.init(
                 address="local",  # always a fresh instance: never join a `ray start` cluster by accident
                 num_cpus=max(1, math.ceil(workers * cpus_per_worker)),
@@ -336,6 +443,25 @@ def _connect(ray: Any, address: str | None, workers: int, gpus_per_worker: float
         where = f"the Ray cluster at {address}" if address not in (None, "local") else "a local Ray"
         raise BackendError(f"backend ray: cannot start or reach {where} ({_last_line(failure)})") from None
     return True
+
+
+def _choose_token_authentication() -> None:
+    """Opts the local Ray about to start into token authentication explicitly, keeping a mode the user set.
+
+    Ray (2.59 on) enables token authentication for a local Ray whose mode is unset, and
+    then warns on every start that it chose so; vitnas's private Ray wants that secure
+    default, so it states it instead of leaving it to a warning. The mode lives in
+    ``RAY_AUTH_MODE`` (read by Ray's child processes too) and is cached at ``import ray``,
+    so it is set with Ray's own helper, which refreshes the cache. A Ray without token
+    authentication (before 2.52) has nothing to choose.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:
+        return
+    _enable_token_auth()
 
 
 def _probe(address: str) -> None:

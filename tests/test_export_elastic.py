@@ -380,3 +380,31 @@ def test_envelope_shapes_take_the_largest_extent_of_each_dimension(bundles, spac
     assert stored["stages.1.blocks.0.attn.qkv.weight"].shape == (3 * attn, max(c.stages[1].embed_dim for c in configs))
     assert math.prod(stored["stages.2.reduction.conv.weight"].shape) == widest * max(
         c.stages[1].embed_dim for c in configs) * 9
+
+
+def test_eval_and_latency_measure_run_the_point_named_and_say_which(bundles, monkeypatch, capsys):
+    import importlib
+
+    loading = importlib.import_module("vitnas.export.load")  # vitnas.export.load is also the function's name
+    bundle, names = bundles["tiny32"], list(POINTS["tiny32"])
+    configs = {name: vitnas.load(bundle).point_config(name) for name in names}
+    real_load, loaded = loading.load, []
+    monkeypatch.setattr(loading, "load", lambda *args, **kwargs: loaded.append(real_load(*args, **kwargs)) or loaded[-1])
+    assert main(["eval", str(bundle), "--data", "synthetic", "--point", names[1]]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["point"] == names[1] and loaded[-1].config == configs[names[1]]
+    assert result["top1"] == vitnas.evaluate(real_load(bundle, point=names[1]), data="synthetic")
+    assert main(["eval", str(bundle), "--data", "synthetic"]) == 0
+    assert json.loads(capsys.readouterr().out)["point"] == names[0]  # the default, named rather than silent
+    timing = ["--warmup", "1", "--repeats", "3"]
+    assert main(["latency", "measure", "--model", str(bundle), "--point", names[2], *timing]) == 0
+    assert loaded[-1].config == configs[names[2]]
+    assert capsys.readouterr().out.rstrip().endswith(f"{bundle} point {names[2]}")
+    known = ", ".join(map(repr, names))
+    for argv in (["eval", str(bundle), "--point", "nope"],
+                 ["latency", "measure", "--model", str(bundle), "--point", "nope", *timing]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"vitnas: error: {bundle}: no operating point 'nope'; the bundle holds {known}\n"
+    assert main(["latency", "measure", "--space", "tiny32", "--arch", "largest", "--point", names[0], *timing]) == 2
+    assert capsys.readouterr().err == ("vitnas: error: latency measure: --point names an elastic bundle's operating "
+                                       "point; it goes with --model\n")

@@ -111,3 +111,25 @@ def test_config_round_trips_and_rebuilds_same_model(spaces, supernets, rng):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+def test_standalone_drop_path_trains_as_the_supernet_and_is_the_identity_in_eval(spaces):
+    space, arch = spaces["tiny32"], spaces["tiny32"].largest()  # every block, so the supernet's rates are its own
+    torch.manual_seed(0)
+    supernet = vitnas.SuperViT(space, drop_path_rate=0.3)
+    model = vitnas.extract(supernet.eval(), arch)
+    assert {block.drop_path_rate for stage in model.plan.stages for block in stage.blocks} == {0.0}  # exports: none
+    dropping = ViT(model.config, drop_path_rate=0.3)
+    dropping.load_state_dict(model.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(dropping.eval()(x), model.eval()(x))  # eval: no draws, the export's exact function
+        supernet.train(), dropping.train()
+        torch.manual_seed(1)
+        expected = supernet(x, arch)
+        torch.manual_seed(1)
+        torch.testing.assert_close(dropping(x), expected)  # the same rates and per-sample draws
+        assert not torch.equal(dropping(x), dropping(x))
+    assert [b.drop_path_rate for s in dropping.plan.stages for b in s.blocks] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match=r"drop_path_rate: expected a number in \[0, 1\), got 1.0"):
+        ViT(model.config, drop_path_rate=1.0)

@@ -253,3 +253,22 @@ def test_ddp_replicas_of_a_standalone_model_stay_identical(tmp_path):
     assert all(torch.equal(first[k], saved[k]) for k in first)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0] == reports[1] and reports[0]["step"] == 48 // 12
+
+
+def test_standalone_training_applies_the_recipes_drop_path(spaces, tmp_path, monkeypatch):
+    import importlib
+
+    block = importlib.import_module("vitnas.layers.block")
+    drawn, real_drop_path = [], block.drop_path
+
+    def recording(x, rate, training):
+        drawn.append((rate, training))
+        return real_drop_path(x, rate, training)
+
+    monkeypatch.setattr(block, "drop_path", recording)
+    config = vitnas.vit_config(spaces["tiny32"], spaces["tiny32"].largest())
+    train_standalone(config, load_recipe("tiny32_digits", [*SYNTHETIC, "epochs=1", "drop_path=0.3"]), tmp_path / "r")
+    assert max(rate for rate, training in drawn if training) == pytest.approx(0.3)  # the deepest block's
+    assert any(not training for rate, training in drawn)  # validation ran too, where it is the identity
+    with pytest.raises(RecipeError, match=r"drop_path: must be in \[0, 1\)"):
+        load_recipe("tiny32_digits", ["drop_path=1.0"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,22 @@ def test_bad_flags_are_one_line(capsys, tmp_path):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "CUDA is not available" in err and "leave --device out" in err
     assert not (tmp_path / "r").exists()  # nothing written before the flags were checked
+
+
+@pytest.mark.parametrize("absent, flags, message", [
+    ("onnxscript", (), "onnx: torch's ONNX exporter needs the onnxscript package (pip install onnxscript), "
+                       "or leave onnx out of the formats"),
+    ("ray", ("--format", "safetensors"), 'backend ray: Ray is not installed (pip install "ray[tune]"), '
+                                         "or pass --backend local"),
+])
+def test_a_package_the_run_needs_is_asked_for_before_training(absent, flags, message, monkeypatch, capsys, tmp_path):
+    import importlib
+
+    def no_training(*args, **kwargs):
+        raise AssertionError(f"training started before {absent} was asked for")
+
+    monkeypatch.setattr(importlib.import_module("vitnas.train"), "train", no_training)
+    monkeypatch.setitem(sys.modules, absent, None)  # as if not installed: find_spec and import both fail
+    assert main(["run", "--out", str(tmp_path / "r"), *flags]) == 2
+    assert capsys.readouterr().err == f"vitnas: error: {message}\n"
+    assert not (tmp_path / "r").exists()

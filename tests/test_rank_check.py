@@ -146,7 +146,7 @@ def test_every_artefact_is_written_and_agrees_with_scipy(checked, supernet_run, 
     tau, rho = stats.kendalltau(inherited, standalone).statistic, stats.spearmanr(inherited, standalone).statistic
     for key, expected in (("kendall_tau", tau), ("spearman_rho", rho)):
         assert summary[key] == (None if math.isnan(expected) else pytest.approx(expected, abs=1e-12))
-    assert summary["top_k"] == 4 and summary["top_k_overlap"] == 4  # k = min(5, 4): both top sets hold every arch
+    assert summary["top_k"] == 4  # k = min(5, archs); the overlap is 4 by construction here, tested above instead
     assert len(summary["budgets"]) == 3 and summary["regret"] == pytest.approx(checked.statistics.regret)
     assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "rank_check.json").read_text())["settings"]["epochs"] == EPOCHS

@@ -48,7 +48,7 @@ FASTER: dict[str, tuple[str, dict[str, str]]] = {
 }
 GPU_ONLY = ("vitnas run --recipe deit_small_supervit",)
 RAY = ("ray start", "vitnas search --checkpoint runs/digits --out runs/search-ray", "ray stop")
-CI = ('python3 -m pip install -e ".[test]" && vitnas run',
+CI = ('python3 -m pip install . && vitnas run',  # tests/test_packaging.py runs it on a plain install
       'python3 -m pip install -e ".[test]" && python3 -m pytest -q')
 
 
@@ -61,6 +61,22 @@ def readme_commands() -> list[str]:
             if command:
                 commands.append(command)
     return commands
+
+
+def readme_output(first_line: str) -> list[str]:
+    """The lines of the README's output block (a fence without a language) that begins with `first_line`."""
+    blocks, current = [], None
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current = (line[3:].strip(), [])
+            else:
+                blocks.append(current)
+                current = None
+        elif current is not None:
+            current[1].append(line)
+    (lines,) = [lines for language, lines in blocks if not language and lines and lines[0].startswith(first_line)]
+    return lines
 
 
 def rule(command: str) -> tuple[str, dict[str, str]]:
@@ -124,7 +140,7 @@ def test_every_readme_command_has_a_rule_and_the_ci_runs_the_test_command():
             rule(command)
 
 
-def test_the_readme_path_runs_as_written(workdir, monkeypatch, capsys):
+def test_the_readme_path_runs_as_written(workdir, monkeypatch, capsys, caplog):
     """The `vitnas` commands in README order: run, train, profile, search, export, eval, finetune, data."""
     monkeypatch.chdir(workdir)
     commands = [c for c in readme_commands() if c not in CI and not c.startswith(GPU_ONLY + RAY)]
@@ -135,12 +151,42 @@ def test_the_readme_path_runs_as_written(workdir, monkeypatch, capsys):
             _torchrun(argv, workdir)
             continue
         assert argv[0] == "vitnas", command
+        caplog.clear()
         code = main(argv[1:])
         output = capsys.readouterr()
         assert code == 0, f"{command}: {output.err[-2000:]}"
-    assert (workdir / "vitnas-run" / "export" / "elastic" / "config.json").is_file()
-    assert (workdir / "runs" / "finetuned" / "export" / "model.safetensors").is_file()
+        _assert_prints_what_the_readme_shows(command, output.out.splitlines(), caplog.messages)
     _python_block(workdir)
+
+
+def _assert_prints_what_the_readme_shows(command: str, out: list[str], log: list[str]) -> None:
+    """The lines the README shows a command printing that depend on neither timing nor training are printed.
+
+    `quick`'s settings change the latency budgets and the numbers; table headers, file
+    lists, the MACs budget and its export folder, the bundle and the space summary stay.
+    The README shows standard output and the log (standard error) together.
+    """
+    printed = out + log
+    if command == "vitnas run":
+        shown = readme_output("budgets:")
+        kept = [line for line in shown if line.startswith(("  flops<=", "budget ", "Pareto front:", "elastic bundle:"))]
+        assert len(kept) == 4 and "export: vitnas-run/export/flops_le_0.0034G" in shown
+        for line in [*kept, "export: vitnas-run/export/flops_le_0.0034G"]:
+            assert line in printed, f"vitnas run no longer prints the README's line {line!r}"
+        assert sum(line.startswith("export: ") for line in printed) == sum(l.startswith("export: ") for l in shown)
+    elif command.startswith("vitnas search --checkpoint runs/digits --out runs/search "):
+        shown = readme_output("generation ")
+        kept = [line for line in shown if line.startswith(("budget ", "files: "))]
+        assert len(kept) == 2 and all(line in printed for line in kept), (kept, printed)
+    elif command.startswith("vitnas export") and "elastic" in command:
+        shown = readme_output("exported img ")
+        for line in ("exported an elastic bundle of 2 points to runs/bundle", "runs/bundle"):
+            assert line in shown and line in printed, (line, printed)
+    elif command.startswith("vitnas export"):
+        shown = readme_output("exported img ")
+        assert "runs/export/flops_le_0.0034G" in shown and "runs/export/flops_le_0.0034G" in printed, printed
+    elif command == "vitnas space tiny32":
+        assert out == readme_output("space tiny32:")
 
 
 def _torchrun(argv: list[str], workdir: Path) -> None:

@@ -289,9 +289,8 @@ def test_training_with_a_reducer_choice_then_every_reducer_extracts_exactly(tmp_
     assert load_checkpoint(tmp_path / "run")["meta"]["step"] == 2
     supernet, space = vitnas.load_supernet(tmp_path / "run")
     assert supernet.space.stages[0].reducer_choices == tuple(CHOICE)
-    untrained = vitnas.SuperViT(space)
-    # the shipped reducers have no parameters: a reducer choice adds no weights to train
-    assert supernet.state_dict().keys() == untrained.state_dict().keys()
+    # the reducers chosen among have no parameters: a reducer choice adds no weights to train
+    assert [key for key in supernet.state_dict() if ".reducers." in key] == []
     assert all(get_reducer(name).extra_params(24) == 0 for name in CHOICE)
     for name in CHOICE:
         check_extraction_and_costs(supernet, with_reducer(space, name))

@@ -253,13 +253,20 @@ def test_onnx_runtime_round_trip(reducer, tmp_path):
 
 
 @pytest.mark.parametrize("reducer", list(COUNTS))
-def test_bf16_autocast_trains_through_every_reducer(reducer):
+def test_bf16_autocast_trains_through_every_reducer_as_fp32_does(reducer):
+    torch.manual_seed(0)
     space = tiny_space(reducer, stages=2, reduce_in=(0, 1) if reducer == "evo_vit" else (1,))
     supernet = vitnas.SuperViT(space, drop_path_rate=0.1).train()
     arch = space.arch(patch_size=4, depth=3, keep_rate=0.5)
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(1)  # the same drop-path (and DynamicViT Gumbel) draws in both passes
+    reference = supernet(x, arch)
+    torch.manual_seed(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = supernet(torch.randn(4, 3, 32, 32), arch)
-    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+        logits = supernet(x, arch)
+    assert logits.dtype == torch.bfloat16
+    # bf16's 8-bit mantissa, as in test_masked; other drop-path draws alone move the logits by 7% or more
+    torch.testing.assert_close(logits.float(), reference, rtol=0, atol=0.05 * reference.abs().max().item())
     logits.float().logsumexp(-1).mean().backward()
     grads = [p.grad for p in supernet.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)

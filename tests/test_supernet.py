@@ -13,15 +13,20 @@ import vitnas
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def test_bf16_autocast_forward_and_backward_on_cpu(spaces, rng):
+def test_bf16_autocast_forward_and_backward_on_cpu_agree_with_fp32(spaces, rng):
     space = spaces["resize3"]
-    supernet = vitnas.SuperViT(space).train()
+    torch.manual_seed(0)
+    supernet = vitnas.SuperViT(space).train()  # no drop path: both passes compute the same function
     x = torch.randn(4, 3, 32, 32)
     for _ in range(5):
         arch = space.sample(rng)
+        reference = supernet(x, arch)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = supernet(x, arch)
-        assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+        assert logits.dtype == torch.bfloat16
+        # bf16's 8-bit mantissa: mostly under 2% of the largest logit, up to 5.4% where a token choice flips on a
+        # near tie in the three reducing stages; another arch of the space differs by 60% or more
+        torch.testing.assert_close(logits.float(), reference, rtol=0, atol=0.1 * reference.abs().max().item())
         logits.float().logsumexp(-1).mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in supernet.parameters() if p.grad is not None)
 

@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default="digits", help="digits, cifar10:/path, cifar100:/path or an ImageFolder root")
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--ema", action="store_true", help="with a run: use the EMA weights")
+    evaluate.add_argument("--point", default=None, metavar="NAME",
+                          help="with an elastic bundle: the operating point to evaluate (default: its first)")
     evaluate.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     evaluate.set_defaults(handler=_eval)
@@ -162,12 +164,15 @@ def _eval(args: argparse.Namespace) -> int:
         from vitnas.evaluate import evaluate_folder
 
         result = evaluate_folder(folder, data=args.data, split=args.split, batch_size=args.batch_size,
-                                 device=device)
+                                 device=device, point=args.point)
         print(json.dumps(result))
         return 0
     if folder.is_dir() and not any((folder / name).is_file() for name in ("latest", "meta.json")):
         raise CheckpointError(f"{folder}: neither an export folder (no {CONFIG_FILE}) nor a supernet run "
                               f"or checkpoint (no 'latest' file or meta.json)")
+    if args.point is not None:
+        raise CheckpointError(f"{folder}: --point names an elastic bundle's operating point; a supernet run takes "
+                              f"--arch")
     from vitnas.checkpoint import load_supernet
     from vitnas.evaluate import evaluate_topk
 

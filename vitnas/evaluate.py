@@ -86,15 +86,22 @@ def evaluate_folder(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     ks: Sequence[int] = (1, 5),
+    point: str | None = None,
 ) -> dict[str, Any]:
-    """`evaluate_topk` of an export folder's model (`vitnas.load`), at the input size its config.json records."""
-    from vitnas.export.load import load
+    """`evaluate_topk` of an export folder's model (`vitnas.load`), at the input size its config.json records.
+
+    An elastic bundle is scored at `point` (default: its first), which the result names
+    as ``point``: a bundle's points share a folder, so the folder alone does not say.
+    """
+    from vitnas.export.load import load, point_of
     from vitnas.export.schema import read_config
 
     spec = read_config(Path(folder)).get("input", {})
-    model = load(folder, device=device)
-    return evaluate_topk(model, None, data, split, batch_size, device, ks=ks,
-                         img_size=spec.get("image_size"), in_chans=spec.get("in_chans"))
+    model = load(folder, device=device, point=point)
+    result = evaluate_topk(model, None, data, split, batch_size, device, ks=ks,
+                           img_size=spec.get("image_size"), in_chans=spec.get("in_chans"))
+    chosen = point_of(model, point)
+    return result if chosen is None else {"point": chosen, **result}
 
 
 def evaluate_loader(

@@ -161,6 +161,7 @@ def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
     space = _space_of(recipe)
     _check_data(recipe, space)
     _check_flops_budgets(space, settings.flops)
+    _check_formats_and_backend(settings)
     if settings.fresh:  # only once every flag has passed: a typo must not cost the finished stages
         _start_over(paths)
     threads = _choose_threads(settings, space, device)
@@ -334,6 +335,18 @@ def _check_latency_budgets(settings: RunSettings, space: SearchSpace, profile: D
     except BudgetError as error:
         raise RunError(f"{error} on this machine's {profile.device_type}: raise --latency-ms "
                        f"(nothing was trained)") from None
+
+
+def _check_formats_and_backend(settings: RunSettings) -> None:
+    """The export forms and the Ray backend, with the packages they need, checked now rather than after training."""
+    import importlib.util
+
+    from vitnas.export.writer import TOLERANCE, check_settings
+    from vitnas.search.ray_backend import RAY_MISSING, BackendError
+
+    check_settings(settings.formats, (settings.latency_batch,), TOLERANCE)
+    if settings.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise BackendError(f"{RAY_MISSING}, or pass --backend local")
 
 
 def _choose_threads(settings: RunSettings, space: SearchSpace, device: str) -> int | None:

@@ -94,6 +94,7 @@ class Recipe:
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "epochs", "must be positive")
         _require(self.batch_size > 0, "batch_size", "must be positive")
+        _require(0.0 <= self.drop_path < 1.0, "drop_path", "must be in [0, 1)")
         _require(self.sampler.name in SAMPLERS, "sampler.name", f"expected one of {', '.join(SAMPLERS)}")
         _require(self.sampler.variant in ("sliced", "masked"), "sampler.variant", "expected sliced or masked")
         _require(self.sampler.subnets >= 1, "sampler.subnets", "must be at least 1")

@@ -86,7 +86,7 @@ def train_standalone(
     prepare_directory(out, "--out", CheckpointError)
     rank, world, device = distributed_setup()
     seed_run(config.seed)
-    network = model if isinstance(model, ViT) else init_weights(ViT(model))
+    network = (model if isinstance(model, ViT) else init_weights(ViT(model))).set_drop_path_rate(config.drop_path)
     _explain(config, teacher)
     trainee = StandaloneTrainee(network.to(device), teacher.to(device).eval() if teacher is not None else None,
                                 image_size)
@@ -172,8 +172,6 @@ def _explain(config: Recipe, teacher: nn.Module | None) -> None:
     """Says which recipe fields a standalone run leaves aside, so nobody expects them to act."""
     log.info("standalone training: one network per step; the recipe's space (%s) and sampler (%s) do not apply",
              config.space, config.sampler.name)
-    if config.drop_path > 0:
-        log.info("drop_path %g: the standalone ViT has no stochastic depth; not applied", config.drop_path)
     if teacher is not None and config.distill_warmup_epochs:
         log.info("distill_warmup_epochs %d: the teacher is trained already; distilling from the first step",
                  config.distill_warmup_epochs)

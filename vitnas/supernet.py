@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from vitnas.arch import Arch, StageArch
 from vitnas.errors import ArchError
-from vitnas.layers.block import NORM_EPS, BlockPlan
+from vitnas.layers.block import NORM_EPS, BlockPlan, drop_path_rates
 from vitnas.layers.network import (
     NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens, state_dict_of,
 )
@@ -147,7 +147,7 @@ class SuperSpatialReduction(nn.Module):
 
 class SuperStage(nn.Module):
     def __init__(
-        self, spec: StageSpec, prev: StageSpec | None, grids: list[int], per_grid_pos: bool, drop_path_rates: list[float]
+        self, spec: StageSpec, prev: StageSpec | None, grids: list[int], per_grid_pos: bool, block_rates: list[float]
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -158,7 +158,7 @@ class SuperStage(nn.Module):
         self.blocks = nn.ModuleList(
             SuperBlock(max_dim, spec.max_attn_dim(), spec.max_mlp_hidden(), rate,
                        reduction.reducers if reduction is not None and index in reduction.blocks else ())
-            for index, rate in enumerate(drop_path_rates)
+            for index, rate in enumerate(block_rates)  # drop-path rate of each block
         )
 
     def weights(
@@ -222,7 +222,7 @@ class SuperViT(nn.Module):
         nn.init.normal_(self.cls_token, std=1e-6)
         base_grids = sorted({r // p for r in patch.img_sizes for p in patch.sizes})
         depths = [s.max_depth for s in spec.stages]
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         for index, stage in enumerate(spec.stages):
             grids = sorted({stage_grid(g, index) for g in base_grids})

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vitnas.errors import ExportError
-from vitnas.layers.block import NORM_EPS, BlockPlan
+from vitnas.layers.block import NORM_EPS, BlockPlan, drop_path_rates
 from vitnas.layers.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens
 from vitnas.layers.reducers import KeptFraction, get_reducer
 from vitnas.space_spec import REDUCERS
@@ -221,12 +221,18 @@ class ViT(nn.Module):
 
     The modules only hold parameters (named as in timm); the computation is
     `vitnas.layers.network_forward`, the same code the supernet runs.
+
+    Args:
+        config: the architecture.
+        drop_path_rate: stochastic depth at the deepest block for training, rising
+            linearly from 0 as in the supernet; identity in eval mode, so it changes
+            neither an export nor anything `config` records.
     """
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         self.config = config
-        self.plan = network_plan(config)
+        self.set_drop_path_rate(drop_path_rate)
         first, last = config.stages[0], config.stages[-1]
         self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, first.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, first.embed_dim))
@@ -236,6 +242,16 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(last.embed_dim, eps=NORM_EPS)
         self.head = nn.Linear(last.embed_dim, config.num_classes)
+
+    def set_drop_path_rate(self, rate: float) -> ViT:
+        """Sets the training stochastic depth at the deepest block (see the class docstring); returns the model.
+
+        For a model built elsewhere (an export being fine-tuned): the rate is a training
+        setting, not part of the weights or the config.
+        """
+        self.drop_path_rate = rate
+        self.plan = network_plan(self.config, rate)
+        return self
 
     def weights(self) -> NetworkWeights:
         """The model's own parameters in the form `network_forward` takes."""
@@ -261,12 +277,14 @@ class ViT(nn.Module):
         return self.forward_head(tokens.x), tokens.kept
 
 
-def network_plan(config: ViTConfig) -> NetworkPlan:
-    """What `network_forward` needs of a config besides the weights."""
+def network_plan(config: ViTConfig, drop_path_rate: float = 0.0) -> NetworkPlan:
+    """What `network_forward` needs of a config besides the weights (and a training drop-path rate)."""
+    rates = iter(drop_path_rates(drop_path_rate, sum(len(stage.blocks) for stage in config.stages)))
     stages = []
     for index, stage in enumerate(config.stages):
         blocks = tuple(
-            BlockPlan(block.head_dim, block.keep_rate, get_reducer(block.reducer) if block.reducer else None)
+            BlockPlan(block.head_dim, block.keep_rate, get_reducer(block.reducer) if block.reducer else None,
+                      next(rates))
             for block in stage.blocks
         )
         stages.append(StagePlan(stage.grid, blocks, config.stages[index - 1].grid if index else None))

@@ -31,7 +31,8 @@ from vitnas.atomic import raise_if_disk_full
 from vitnas.errors import ExportError
 from vitnas.export.schema import file_entry
 
-__all__ = ["CHECK_BATCHES", "check_inputs", "max_difference", "write_onnx", "write_torchscript"]
+__all__ = ["CHECK_BATCHES", "check_inputs", "max_difference", "require_onnx_exporter", "write_onnx",
+           "write_torchscript"]
 
 CHECK_BATCHES = (1, 5)  # batch sizes each form is checked at: 1 catches specialisation to the trace's batch
 _TRACE_BATCH = 2  # example batch for tracing / torch.export: not 1, which exporters may specialise to
@@ -63,6 +64,24 @@ def max_difference(run: Callable[[Tensor], Tensor], model: nn.Module, inputs: Se
     return worst
 
 
+def require_onnx_exporter() -> None:
+    """Fails in one line, naming what to install, where torch's ONNX exporter cannot run.
+
+    vitnas requires onnx and onnxscript, so only an install made without its
+    requirements (``--no-deps``, a hand-made environment) gets here; asking before the
+    slow work (training, the other forms) beats torch's error at the end.
+
+    Raises:
+        ExportError: onnx or onnxscript is not installed.
+    """
+    specs = {"onnx": importlib.util.find_spec("onnx"), "onnxscript": importlib.util.find_spec("onnxscript")}
+    missing = [name for name, spec in specs.items() if spec is None]
+    if missing:
+        raise ExportError(f"onnx: torch's ONNX exporter needs the {' and '.join(missing)} package"
+                          f"{'s' if len(missing) > 1 else ''} (pip install {' '.join(missing)}), "
+                          f"or leave onnx out of the formats")
+
+
 def write_torchscript(model: nn.Module, folder: Path, inputs: Sequence[Tensor]) -> dict[str, Any]:
     """Writes ``model.ts`` (traced), reloads it and checks it against `model` on `inputs`."""
     path = folder / TORCHSCRIPT_FILE
@@ -84,8 +103,7 @@ def write_torchscript(model: nn.Module, folder: Path, inputs: Sequence[Tensor]) 
 def write_onnx(model: nn.Module, folder: Path, inputs: Sequence[Tensor]) -> dict[str, Any]:
     """Writes ``model.onnx`` with a dynamic batch axis and checks it with ONNX Runtime where installed."""
     path = folder / ONNX_FILE
-    if importlib.util.find_spec("onnxscript") is None:  # torch's exporter needs it; asking first is clearer
-        raise ExportError("onnx: torch's ONNX exporter needs the onnxscript package (pip install onnx onnxscript)")
+    require_onnx_exporter()
     batch = torch.export.Dim("batch", min=1)
     try:
         with _quiet(), torch.no_grad():

@@ -29,7 +29,7 @@ from vitnas.vit import ViT, ViTConfig
 if TYPE_CHECKING:
     from vitnas.export.elastic import ElasticViT
 
-__all__ = ["load", "read_weights"]
+__all__ = ["load", "point_of", "read_weights"]
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu", point: str | None = None) -> ViT | ElasticViT:
@@ -66,6 +66,16 @@ def load(folder: str | Path, device: str | torch.device = "cpu", point: str | No
     _check_state(state, model, folder / weights_entry(config, path)[0])
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
+
+
+def point_of(model: ViT | ElasticViT, point: str | None) -> str | None:
+    """The operating point a model from `load(..., point=point)` runs: `point` if given, an `ElasticViT`'s active
+    (its first) one, None for a plain folder's model. Tools print it: a bundle's points share one folder."""
+    if point is not None:
+        return point
+    from vitnas.export.elastic import ElasticViT
+
+    return model.point if isinstance(model, ElasticViT) else None
 
 
 def read_weights(folder: Path, config: dict, config_path: Path) -> dict[str, Tensor]:

@@ -34,7 +34,7 @@ from vitnas.errors import ExportError
 from vitnas.export.card import model_card
 from vitnas.export.elastic import bundle_targets, check_bundle_request, write_bundle
 from vitnas.export.extract import extract
-from vitnas.export.forms import check_inputs, max_difference, write_onnx, write_torchscript
+from vitnas.export.forms import check_inputs, max_difference, require_onnx_exporter, write_onnx, write_torchscript
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
@@ -155,6 +155,8 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     for name in formats:
         if name not in FORMATS:
             raise ExportError(f"format {name!r}: expected one of {', '.join(FORMATS)}")
+    if "onnx" in formats:
+        require_onnx_exporter()
     return tuple(name for name in FORMATS if name in formats and name != "safetensors")
 
 

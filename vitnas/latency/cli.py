@@ -26,6 +26,8 @@ def register(subparsers: Any) -> None:
     source = measure.add_mutually_exclusive_group(required=True)
     source.add_argument("--space", help="shipped space name or YAML path (with --arch)")
     source.add_argument("--model", metavar="DIR", help="an export folder (vitnas export --out): time its model")
+    measure.add_argument("--point", metavar="NAME",
+                         help="with --model of an elastic bundle: the operating point to time (default: its first)")
     measure.add_argument("--arch", nargs="+", metavar="ARCH.json",
                          help="with --space: arch files (a JSON arch, a JSON list or JSON lines), "
                               "or 'largest' / 'smallest'")
@@ -75,6 +77,8 @@ def _add_timing(parser: argparse.ArgumentParser, warmup: int, repeats: int) -> N
 def _measure(args: argparse.Namespace) -> int:
     if args.model is not None:
         return _measure_folder(args)
+    if args.point is not None:
+        raise LatencyError("latency measure: --point names an elastic bundle's operating point; it goes with --model")
     if not args.arch:
         raise LatencyError("latency measure: --space needs --arch (arch files, or largest / smallest)")
     from vitnas.latency.measure import measure_arch, throughput_arch
@@ -99,19 +103,21 @@ def _measure_folder(args: argparse.Namespace) -> int:
 
     if args.arch:
         raise LatencyError("latency measure: --arch goes with --space; an export folder (--model) holds one model")
-    from vitnas.export.load import load
+    from vitnas.export.load import load, point_of
     from vitnas.export.schema import read_config
     from vitnas.latency.measure import measure, throughput
 
     folder = Path(args.model)
     image_size = read_config(folder).get("input", {}).get("image_size")
-    model = load(folder)
+    model = load(folder, point=args.point)
+    chosen = point_of(model, args.point)
+    label = folder if chosen is None else f"{folder} point {chosen}"
     settings = dict(warmup=args.warmup, compile=args.compile, channels_last=args.channels_last, img_size=image_size)
     if args.throughput:
         speed = throughput(model, args.device, args.batch, args.dtype, rounds=args.repeats, **settings)
-        print(f"{speed:.1f} images/s at batch {args.batch} {args.dtype} on {args.device}  {folder}")
+        print(f"{speed:.1f} images/s at batch {args.batch} {args.dtype} on {args.device}  {label}")
     else:
-        print(f"{measure(model, args.device, args.batch, args.dtype, repeats=args.repeats, **settings)}  {folder}")
+        print(f"{measure(model, args.device, args.batch, args.dtype, repeats=args.repeats, **settings)}  {label}")
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Mapping
 
+import torch
 import torch.nn.functional as F
 from timm.layers import drop_path
 from torch import Tensor
@@ -29,7 +30,7 @@ from vitnas.layers.reducers.dynamic_vit import policy_bias
 
 __all__ = [
     "NORM_EPS", "Weights", "BlockPlan", "ChannelMask", "BlockMasks", "block_forward", "layer_norm", "attention_bias",
-    "attention_of",
+    "attention_of", "drop_path_rates",
 ]
 
 NORM_EPS = 1e-6  # LayerNorm epsilon, as in timm's ViTs
@@ -49,6 +50,20 @@ class BlockPlan:
     @property
     def reduces(self) -> bool:
         return self.reducer is not None and self.keep_rate < 1.0
+
+
+def drop_path_rates(deepest: float, blocks: int) -> list[float]:
+    """Each block's stochastic-depth rate, rising linearly from 0 at the first block to `deepest` at the last.
+
+    timm's rule, shared by the supernet (over its deepest blocks) and the standalone ViT
+    (over its own), so a recipe's ``drop_path`` means the same in both.
+
+    Raises:
+        ValueError: `deepest` outside [0, 1): a rate of 1 would drop every branch.
+    """
+    if not 0.0 <= deepest < 1.0:
+        raise ValueError(f"drop_path_rate: expected a number in [0, 1), got {deepest!r}")
+    return torch.linspace(0, deepest, blocks, device="cpu").tolist()  # cpu: models are also built on "meta"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import os
 import re
 from pathlib import Path
@@ -282,6 +283,11 @@ def test_an_unreachable_latency_budget_fails_before_training(tmp_path, capsys):
                         r"[0-9.e-]+ ms predicted \(space tiny32\) on this machine's cpu: raise --latency-ms "
                         r"\(nothing was trained\)\n", err), err
     assert (out / "profile.json").is_file() and not (out / "supernet").exists()  # profiled, not trained
+    (out / "supernet").mkdir()  # as a finished stage would be: --fresh must not delete it for a budget that fails
+    (out / "profile.json").write_text("{}")  # --fresh profiles again before it checks the budget
+    assert main(arguments + ["--fresh"]) == 2
+    assert "raise --latency-ms (nothing was trained)" in capsys.readouterr().err
+    assert (out / "supernet").is_dir() and json.loads((out / "profile.json").read_text())["space"]
 
 
 # -- damaged files a run left ------------------------------------------------------------------------

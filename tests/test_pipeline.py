@@ -112,7 +112,7 @@ def test_run_killed_while_searching_resumes_to_the_uninterrupted_result(finished
     kill_when(process, lambda: results.is_file() and results.read_text().count("\n") >= 1, "search result", log)
     assert not (out / "search" / "best.json").exists()  # killed mid-search
     resumed = run(RunSettings(out=str(out), **SMALL))
-    assert resumed.resumed == ("supernet", "profile")
+    assert resumed.resumed == ("profile", "supernet")
     _assert_same_outcome(resumed, finished)
 
 

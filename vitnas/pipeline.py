@@ -2,8 +2,9 @@
 
 The stages, each writing under one output directory::
 
-    OUT/supernet/          1. train the supernet (the recipe's ``data.holdout`` keeps the search split unseen)
-    OUT/profile.json       2. a latency profile of this machine's device
+    OUT/profile.json       1. a latency profile of this machine's device (it needs no trained weights,
+                              so a latency budget the device cannot meet fails before any training)
+    OUT/supernet/          2. train the supernet (the recipe's ``data.holdout`` keeps the search split unseen)
     OUT/search/            3. evolution under two latency budgets and one MACs budget, chosen from the profile
     OUT/export/<budget>/   4. the best sub-network per budget as an export folder,
     OUT/export/elastic/       and all of them as one elastic bundle
@@ -37,7 +38,7 @@ __all__ = ["RunError", "RunSettings", "RunResult", "ExportRow", "run", "format_r
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("supernet", "profile", "search", "export", "eval")
+STAGES = ("profile", "supernet", "search", "export", "eval")
 SMALL_MODEL_MACS = 50e6  # below this many MACs per image a second torch thread waits more than it works
 LATENCY_FRACTIONS = (0.25, 0.5)  # latency budgets: this far from the smallest arch's latency to the largest's
 MACS_FRACTION = 0.2  # the MACs budget: this far from the smallest arch's MACs to the largest's
@@ -142,7 +143,7 @@ class _Paths:
         return self.out / "eval.json"
 
     def all(self) -> list[Path]:
-        return [self.supernet, self.profile, self.search, self.export, self.evaluation]
+        return [self.profile, self.supernet, self.search, self.export, self.evaluation]
 
 
 def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
@@ -162,18 +163,19 @@ def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
     _check_data(recipe, space)
     _check_flops_budgets(space, settings.flops)
     _check_formats_and_backend(settings)
-    if settings.fresh:  # only once every flag has passed: a typo must not cost the finished stages
-        _start_over(paths)
     threads = _choose_threads(settings, space, device)
     clock, resumed = {}, []
     with _torch_threads(threads):
-        profile = None
-        if settings.latency_ms:  # profiling needs no trained weights: a budget no arch meets fails before training
-            profile = _stage("profile", 2, clock, resumed, lambda: _profile_stage(settings, space, device, paths))
+        # --fresh deletes only once every flag has passed, the latency budgets included (they need the
+        # profile): a typo or an unreachable budget must not cost the finished stages.
+        if settings.fresh:
+            _start_over([paths.profile])
+        profile = _stage("profile", 1, clock, resumed, lambda: _profile_stage(settings, space, device, paths))
+        if settings.latency_ms:
             _check_latency_budgets(settings, space, profile)
-        _stage("supernet", 1, clock, resumed, lambda: _train_stage(recipe, device, paths))
-        if profile is None:
-            profile = _stage("profile", 2, clock, resumed, lambda: _profile_stage(settings, space, device, paths))
+        if settings.fresh:
+            _start_over(paths.all()[1:], paths.out)
+        _stage("supernet", 2, clock, resumed, lambda: _train_stage(recipe, device, paths))
         latency_ms, flops, reasons = choose_budgets(profile, space, settings.latency_ms, settings.flops)
         for line in reasons:
             logger.info("  budget %s", line)
@@ -281,14 +283,15 @@ def _device(device: str | None) -> str:
                        f"what this machine has") from None
 
 
-def _start_over(paths: _Paths) -> None:
-    """Deletes the artefacts of earlier calls (only those, never other files under ``out``)."""
-    for path in paths.all():
+def _start_over(artefacts: Sequence[Path], out: Path | None = None) -> None:
+    """Deletes these artefacts of earlier calls (only those, never other files under ``out``); `out`: say so."""
+    for path in artefacts:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    logger.info("--fresh: starting over in %s", paths.out)
+    if out is not None:
+        logger.info("--fresh: starting over in %s", out)
 
 
 def _space_of(recipe) -> SearchSpace:

@@ -8,7 +8,7 @@ import os
 import psutil
 import pytest
 
-from vitnas.atomic import remove_stale_staging, write_text_atomically
+from vitnas.util.atomic import remove_stale_staging, write_text_atomically
 from vitnas.errors import VitnasError
 
 

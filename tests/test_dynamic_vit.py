@@ -15,10 +15,10 @@ import yaml
 
 import vitnas
 from vitnas.export.elastic import ElasticViT, build_envelope
-from vitnas.layers import network
-from vitnas.layers.block import BlockPlan, block_forward
-from vitnas.layers.reducers import KeptFraction, Tokens, get_reducer, keep_ratio_loss
-from vitnas.recipe import RecipeError, load_recipe
+from vitnas.nn import network
+from vitnas.nn.block import BlockPlan, block_forward
+from vitnas.nn.reducers import KeptFraction, Tokens, get_reducer, keep_ratio_loss
+from vitnas.train.recipe import RecipeError, load_recipe
 
 from test_reducers import counted_arch, tiny_space
 

@@ -33,7 +33,7 @@ from vitnas.latency import (
 )
 from vitnas.cli import main
 from vitnas.latency.cli import read_archs
-from vitnas.latency.device import cpu_name
+from vitnas.util.device import cpu_name
 from vitnas.latency.features import FEATURES, feature_row
 
 BATCH = 8  # the module profile's batch

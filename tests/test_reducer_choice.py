@@ -13,13 +13,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
-from vitnas.checkpoint import load_checkpoint
+from vitnas.train.checkpoint import load_checkpoint
 from vitnas.export.card import _stage
 from vitnas.latency.features import FEATURES, REDUCER_FEATURES, feature_row
 from vitnas.latency.predictor import LatencyPredictor
-from vitnas.layers.reducers import get_reducer
-from vitnas.masked import token_shape_groups
-from vitnas.space_spec import REDUCERS
+from vitnas.nn.reducers import get_reducer
+from vitnas.supernet.masked import token_shape_groups
+from vitnas.space.spec import REDUCERS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -263,8 +263,8 @@ def test_masked_pass_groups_by_reducer_and_equals_the_sliced_pass(space):
 
 
 def test_shared_token_shape_shares_the_reducer(space):
-    from vitnas.recipe import SamplerConfig
-    from vitnas.sampling import build_sampler, step_rng
+    from vitnas.train.recipe import SamplerConfig
+    from vitnas.train.samplers import build_sampler, step_rng
 
     sampler = build_sampler(space, SamplerConfig(name="multi", subnets=4, include_largest=False), distill=False)
     drawn = set()

@@ -11,11 +11,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
-from vitnas.layers import network
-from vitnas.layers.block import attention_bias
-from vitnas.layers.reducers import Tokens, get_reducer, reducer_names
-from vitnas.space_spec import REDUCERS
-from vitnas.vit import BlockConfig
+from vitnas.nn import network
+from vitnas.nn.block import attention_bias
+from vitnas.nn.reducers import Tokens, get_reducer, reducer_names
+from vitnas.space.spec import REDUCERS
+from vitnas.nn.vit import BlockConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import vitnas
-from vitnas.arch import Arch
+from vitnas.space.arch import Arch
 from vitnas.cli import main
 from vitnas.errors import VitnasError
 from vitnas.search.driver import SearchError, search

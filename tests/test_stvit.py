@@ -13,12 +13,12 @@ import torch.nn.functional as F
 import yaml
 
 import vitnas
-from vitnas.checkpoint import load_checkpoint
-from vitnas.cost import stage_finish_macs
+from vitnas.train.checkpoint import load_checkpoint
+from vitnas.space.cost import stage_finish_macs
 from vitnas.latency.features import FEATURES, feature_row
 from vitnas.latency.predictor import LatencyPredictor
-from vitnas.layers.reducers import get_reducer
-from vitnas.layers.reducers.stvit import pool_tokens, pooling_windows
+from vitnas.nn.reducers import get_reducer
+from vitnas.nn.reducers.stvit import pool_tokens, pooling_windows
 
 from test_reducer_choice import check_extraction_and_costs, choice_space
 from test_reducers import tiny_space

@@ -52,7 +52,7 @@ def _where_stopped(args: argparse.Namespace) -> str:
 
 
 def _last_checkpoint(out: Path) -> str:
-    from vitnas.checkpoint import CheckpointError, latest_checkpoint
+    from vitnas.train.checkpoint import CheckpointError, latest_checkpoint
 
     try:
         folder = latest_checkpoint(out)
@@ -106,9 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval)
 
     from vitnas.export.cli import register as register_export
-    from vitnas.finetune_cli import register as register_finetune
+    from vitnas.finetune.cli import register as register_finetune
     from vitnas.latency.cli import register as register_latency
-    from vitnas.rank_check_cli import register as register_rank_check
+    from vitnas.rank.cli import register as register_rank_check
     from vitnas.search.cli import register as register_search
 
     register_latency(verbs)
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     register_finetune(verbs)
     register_rank_check(verbs)
 
-    from vitnas.run_cli import register as register_run
+    from vitnas.pipeline.cli import register as register_run
 
     register_run(verbs)
     return parser
@@ -126,8 +126,8 @@ def _parser() -> argparse.ArgumentParser:
 def _space(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from vitnas.cost import count_flops, count_params
-    from vitnas.space import load_space
+    from vitnas.space.cost import count_flops, count_params
+    from vitnas.space.space import load_space
 
     space = load_space(args.space)
     print(space.summary())
@@ -141,7 +141,7 @@ def _space(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vitnas.train import train
+    from vitnas.train.loop import train
 
     metrics = train(args.recipe, args.out, resume=args.resume, overrides=args.overrides)
     print(json.dumps(metrics))
@@ -149,10 +149,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vitnas.checkpoint import CheckpointError
+    from vitnas.train.checkpoint import CheckpointError
     from vitnas.errors import ExportError
     from vitnas.export.schema import CONFIG_FILE
-    from vitnas.latency.device import resolve_device
+    from vitnas.util.device import resolve_device
 
     folder = Path(args.run)
     if args.batch_size < 1:
@@ -173,7 +173,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.point is not None:
         raise CheckpointError(f"{folder}: --point names an elastic bundle's operating point; a supernet run takes "
                               f"--arch")
-    from vitnas.checkpoint import load_supernet
+    from vitnas.train.checkpoint import load_supernet
     from vitnas.evaluate import evaluate_topk
 
     supernet, space = load_supernet(args.run, use_ema=args.ema)
@@ -187,7 +187,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def read_arch(text: str, space):
     """One arch: a JSON file holding exactly one, or a space's largest / smallest."""
-    from vitnas.arch import read_archs
+    from vitnas.space.arch import read_archs
     from vitnas.errors import ArchError
 
     if text not in ("largest", "smallest") and not Path(text).is_file():

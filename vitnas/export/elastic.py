@@ -9,11 +9,11 @@ the widest point's embed dim, and per block the most heads and the widest MLP).
 ``vitnas export --format elastic`` writes that envelope once as ``model.safetensors``
 and lists the operating points, named after their budgets, in ``config.json``.
 
-What the envelope stores, by the plain model's (`vitnas.vit.ViT`) tensor names:
+What the envelope stores, by the plain model's (`vitnas.nn.vit.ViT`) tensor names:
 
 - every tensor at its envelope shape; a point's tensor is its leading slice in every
   dimension, except the fused q/k/v projection, whose q, k and v row blocks are cut
-  apart (``[:, :a, :d]`` of its (3, A, D) view), as `vitnas.layers.slicing.slice_qkv` cuts them;
+  apart (``[:, :a, :d]`` of its (3, A, D) view), as `vitnas.nn.slicing.slice_qkv` cuts them;
 - weights the supernet derives by resampling, as derived: the patch kernel once per
   patch size (``patch_embed.proj.weight@patch16``: FlexiViT spaces PI-resample one
   stored kernel) and each stage's position table once per token grid
@@ -57,8 +57,8 @@ from safetensors.torch import save as serialise
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vitnas.arch import Arch
-from vitnas.atomic import staged_folder
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import staged_folder
 from vitnas.errors import ExportError
 from vitnas.export.card import elastic_model_card
 from vitnas.export.extract import extract
@@ -67,12 +67,12 @@ from vitnas.export.load import load, read_weights
 from vitnas.export.metadata import class_names, input_spec
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry, weights_entry
 from vitnas.export.targets import Target, read_targets
-from vitnas.vit import ViT, ViTConfig
+from vitnas.nn.vit import ViT, ViTConfig
 
 if TYPE_CHECKING:
     from vitnas.data import DataConfig
-    from vitnas.space import SearchSpace
-    from vitnas.supernet import SuperViT
+    from vitnas.space.space import SearchSpace
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = [
     "ElasticViT",
@@ -527,7 +527,7 @@ def _bundle_config(supernet: SuperViT, targets: Sequence[Target], models: Mappin
                    source: Mapping[str, Any] | None) -> dict[str, Any]:
     """config.json before the checks: what the bundle holds, what it takes, where it came from."""
     from vitnas import __version__
-    from vitnas.cost import count_flops  # imports the search space: writing needs it, loading must not
+    from vitnas.space.cost import count_flops  # imports the search space: writing needs it, loading must not
 
     space, num_classes = supernet.space, supernet.num_classes
     config: dict[str, Any] = {

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from vitnas.atomic import raise_if_disk_full
+from vitnas.util.atomic import raise_if_disk_full
 from vitnas.errors import ExportError
 from vitnas.export.schema import file_entry
 

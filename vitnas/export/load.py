@@ -1,4 +1,4 @@
-"""`vitnas.load(DIR)`: an export folder back as a plain `vitnas.vit.ViT`.
+"""`vitnas.load(DIR)`: an export folder back as a plain `vitnas.nn.vit.ViT`.
 
 An elastic bundle (``vitnas export --format elastic``) loads as the `ElasticViT` that
 switches between its operating points, or with ``point=NAME`` as that point's plain
@@ -23,8 +23,8 @@ from torch import Tensor
 
 from vitnas.errors import ExportError
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, read_config, sha256_hex, weights_entry
-from vitnas.latency.device import resolve_device
-from vitnas.vit import ViT, ViTConfig
+from vitnas.util.device import resolve_device
+from vitnas.nn.vit import ViT, ViTConfig
 
 if TYPE_CHECKING:
     from vitnas.export.elastic import ElasticViT

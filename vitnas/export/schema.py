@@ -58,7 +58,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
     Checks the folder, that the file is JSON, the format name and version, the kind
     (plain or elastic), that the kind's fields are there (``model`` or ``points``) and
-    the ``weights`` entry; `vitnas.vit.ViTConfig.from_dict` checks the model fields
+    the ``weights`` entry; `vitnas.nn.vit.ViTConfig.from_dict` checks the model fields
     themselves.
 
     Raises:

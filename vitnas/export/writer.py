@@ -8,7 +8,7 @@ and the forms asked for: ``model.ts``, ``model.onnx``, ``timm_model.safetensors`
 Every form, the safetensors file included, is read back and run against the
 extracted PyTorch model on seeded inputs before anything is published; a difference
 above the tolerance fails the export with the number. The folder is built beside its
-target and renamed into place (`vitnas.atomic.staged_folder`), so a failed or killed export
+target and renamed into place (`vitnas.util.atomic.staged_folder`), so a failed or killed export
 leaves nothing at ``out`` and an existing folder is replaced only when asked. With
 ``all_budgets`` the unit is ``out`` itself: one sub-folder per budget of a best.json,
 published together. The ``elastic`` format writes one bundle of every budget instead
@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vitnas.arch import Arch
-from vitnas.cost import count_flops
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops
 from vitnas.data import DataConfig, parse_data
 from vitnas.errors import ExportError
 from vitnas.export.card import model_card
@@ -38,12 +38,12 @@ from vitnas.export.forms import check_inputs, max_difference, require_onnx_expor
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
-from vitnas.atomic import check_target, staged_folder
+from vitnas.util.atomic import check_target, staged_folder
 from vitnas.export.targets import Target, folder_names, read_targets
 from vitnas.export.timm_form import write_timm
-from vitnas.space import SearchSpace
-from vitnas.supernet import SuperViT
-from vitnas.vit import ViT
+from vitnas.space.space import SearchSpace
+from vitnas.supernet.supernet import SuperViT
+from vitnas.nn.vit import ViT
 
 __all__ = ["FORMATS", "TOLERANCE", "check_settings", "export", "write_model_folder"]
 
@@ -176,9 +176,9 @@ def _open(checkpoint: str | Path | SuperViT, use_ema: bool,
         config = parse_data(data) if data is not None else None
         source = {"space": checkpoint.space.name, "checkpoint": None, "ema": False}
         return checkpoint.eval(), checkpoint.space, config, {**source, "data": config.name if config else None}
-    from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_supernet
-    from vitnas.recipe import load_recipe
-    from vitnas.yamlfile import read_yaml
+    from vitnas.train.checkpoint import CheckpointError, latest_checkpoint, load_supernet
+    from vitnas.train.recipe import load_recipe
+    from vitnas.util.yamlfile import read_yaml
 
     folder = latest_checkpoint(Path(checkpoint))
     if use_ema and not (folder / "ema.safetensors").is_file():
@@ -227,9 +227,9 @@ def write_model_folder(
 ) -> dict[str, Any]:
     """Writes a standalone model into an existing, empty folder: weights, checked forms, latency, config.json, card.
 
-    `export` writes each chosen sub-network with it, and `vitnas.finetune` its fine-tuned
+    `export` writes each chosen sub-network with it, and `vitnas.finetune.finetune` its fine-tuned
     model, so every export folder has one layout and one set of checks. Callers publish
-    the folder atomically (`vitnas.atomic.staged_folder`): a failed check leaves nothing.
+    the folder atomically (`vitnas.util.atomic.staged_folder`): a failed check leaves nothing.
 
     Args:
         model: the model, in fp32 on the CPU, in eval mode.
@@ -238,7 +238,7 @@ def write_model_folder(
         input: how inputs must be prepared (`vitnas.export.metadata.input_spec`).
         data: the data it learned from, for class names (None: unknown).
         source: provenance for config.json (space, checkpoint, EMA, data).
-        macs: multiply-accumulates per image (`vitnas.cost.count_flops`).
+        macs: multiply-accumulates per image (`vitnas.space.cost.count_flops`).
         name: the budget it was chosen for, if any.
         extra: more config.json entries (a search's ``search`` record, a fine-tune's ``finetune``).
         formats: forms besides safetensors: ``timm``, ``torchscript``, ``onnx``.

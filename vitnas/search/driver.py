@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from vitnas.arch import Arch
-from vitnas.atomic import prepare_directory, write_text_atomically
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import prepare_directory, write_text_atomically
 from vitnas.errors import VitnasError
 from vitnas.search.budgets import CostModel, NamedBudget, budgets_from_limits
 from vitnas.search.config import EvolutionConfig
@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
     from vitnas.search.algorithm import SearchAlgorithm
     from vitnas.search.backend import Backend, Evaluation
-    from vitnas.space import SearchSpace
-    from vitnas.supernet import SuperViT
+    from vitnas.space.space import SearchSpace
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["SearchError", "SearchSettings", "search", "BACKENDS"]
 
@@ -270,7 +270,7 @@ def _check_backend(backend: str) -> None:
 
 def _prepare(settings: SearchSettings, other_device: bool) -> RunContext:
     """Loads the supernet and profile and asks for generation 0: every check that can fail, nothing written."""
-    from vitnas.checkpoint import load_checkpoint, load_supernet
+    from vitnas.train.checkpoint import load_checkpoint, load_supernet
     from vitnas.data import trains_on_search_images
 
     supernet, space = load_supernet(settings.checkpoint, use_ema=settings.use_ema)

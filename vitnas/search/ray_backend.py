@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from vitnas.arch import Arch
-from vitnas.atomic import running_process, write_text_atomically
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import running_process, write_text_atomically
 from vitnas.errors import VitnasError
 from vitnas.search.backend import Backend, Evaluation
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from vitnas.search.fitness import FitnessSettings
-    from vitnas.supernet import SuperViT
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["BackendError", "RayBackend", "require_ray", "stop_leftover_ray"]
 

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from vitnas.arch import Arch
-from vitnas.atomic import write_bytes_atomically, write_text_atomically
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import write_bytes_atomically, write_text_atomically
 from vitnas.errors import VitnasError
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def _val_accuracies(context: RunContext, archs: Sequence[Arch], device: str | No
 
 def _measured_latencies(context: RunContext, archs: Sequence[Arch]) -> dict[Arch, float]:
     """Median measured latency of each arch, where the profile's device is this machine's (else none)."""
-    from vitnas.latency.device import device_name, resolve_device
+    from vitnas.util.device import device_name, resolve_device
     from vitnas.latency.verify import verify
 
     profile = context.profile

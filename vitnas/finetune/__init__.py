@@ -1,0 +1,20 @@
+"""Fine-tuning an exported model (`finetune`, the `vitnas finetune` verb) on new data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vitnas._lazy import export_lazily
+
+_MODULES = {
+    "finetune": ("finetune",),
+}
+_LAZY = {name: f"vitnas.finetune.{module}" for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_LAZY)
+
+export_lazily(__name__, _LAZY)
+
+if TYPE_CHECKING:
+    from vitnas.finetune.finetune import finetune

@@ -82,6 +82,8 @@ MOVED_INTO_PACKAGE: dict[str, str] = {
 # (package, name) -> the module that defines the name now, for a name that left its package
 MOVED_NAMES: dict[tuple[str, str], str] = {
     ("vitnas.latency", "Budget"): "vitnas.search.budget",  # a budget is a search concept
+    ("vitnas.evaluate", "evaluate_folder"): "vitnas.export.evaluate",  # reads export folders: above export
+    ("vitnas.cli", "read_arch"): "vitnas.space.arch",  # the root cli holds no verb
 }
 
 

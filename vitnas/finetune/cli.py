@@ -9,6 +9,8 @@ import argparse
 import json
 from typing import Any
 
+from vitnas.train.cli import last_checkpoint
+
 __all__ = ["register"]
 
 _FORMATS = ("safetensors", "timm", "torchscript", "onnx")  # as vitnas.export.FORMATS, without importing torch
@@ -41,7 +43,7 @@ def register(subparsers: Any) -> None:
                              "any key=value overrides)")
     parser.add_argument("--device", default=None, help="where to time the export (default: cuda if present, else cpu)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. epochs=5")
-    parser.set_defaults(handler=_finetune)
+    parser.set_defaults(handler=_finetune, takes_overrides=True, interrupted=last_checkpoint)
 
 
 def _finetune(args: argparse.Namespace) -> int:

@@ -42,7 +42,12 @@ def register(subparsers: Any) -> None:
                      help="torch CPU threads (default: 1 for models under 50M MACs, else torch's choice)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. epochs=5")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, takes_overrides=True, interrupted=_stages_kept)
+
+
+def _stages_kept(args: argparse.Namespace) -> str:
+    return (f"finished stages, and the training or search under way, are kept in {args.out}: "
+            f"run the same command again to resume")
 
 
 def _floats(text: str) -> tuple[float, ...]:

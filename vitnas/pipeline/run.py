@@ -486,7 +486,7 @@ def _eval_stage(folders: list[tuple[dict[str, Any], Path]], profile: DeviceProfi
     """Scores each export folder on val and times it as the profile timed its archs."""
     from vitnas.space.arch import Arch
     from vitnas.util.atomic import write_text_atomically
-    from vitnas.evaluate import evaluate_folder
+    from vitnas.export.evaluate import evaluate_folder
 
     if paths.evaluation.is_file():
         stored = json.loads(paths.evaluation.read_text())

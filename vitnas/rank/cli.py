@@ -46,7 +46,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the check in --out")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="stand-alone recipe overrides, e.g. batch_size=64")
-    parser.set_defaults(handler=_rank_check)
+    parser.set_defaults(handler=_rank_check, takes_overrides=True, interrupted=_runs_kept)
+
+
+def _runs_kept(args: argparse.Namespace) -> str:
+    return f"finished runs are kept in {args.out}: continue with the same command, with --resume"
 
 
 def _rank_check(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from vitnas.errors import ArchError
 if TYPE_CHECKING:
     from vitnas.space.space import SearchSpace
 
-__all__ = ["Arch", "StageArch", "read_archs"]
+__all__ = ["Arch", "StageArch", "read_arch", "read_archs"]
 
 _NAMED = ("largest", "smallest")
 
@@ -172,6 +172,16 @@ def read_archs(sources: list[str], space: SearchSpace) -> list[Arch]:
                 raise ArchError(f"{source}: not in space {space.name}: {error}") from None
             archs.append(arch)
     return archs
+
+
+def read_arch(text: str, space: SearchSpace) -> Arch:
+    """One arch: a JSON file holding exactly one, or a space's largest / smallest (`vitnas eval --arch`)."""
+    if text not in _NAMED and not Path(text).is_file():
+        raise ArchError(f"{text}: no such arch file (or say largest / smallest)")
+    archs = read_archs([text], space)
+    if len(archs) != 1:
+        raise ArchError(f"{text}: holds {len(archs)} archs; eval takes one")
+    return archs[0]
 
 
 def _parse_archs(text: str, source: str) -> list[Arch]:

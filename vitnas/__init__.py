@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from vitnas import _moved
 from vitnas._lazy import export_lazily
-from vitnas.errors import ArchError, BudgetError, ExportError, LatencyError, ProfileError, SpaceError, VitnasError
+from vitnas.errors import (ArchError, BudgetError, CheckpointError, ExportError, LatencyError, ProfileError, SpaceError,
+                           VitnasError)
 
 __version__ = "0.1.0"
 
@@ -25,7 +26,6 @@ _LAZY = {
     "block_shapes": "vitnas.space.cost",
     "count_flops": "vitnas.space.cost",
     "count_params": "vitnas.space.cost",
-    "CheckpointError": "vitnas.train.checkpoint",
     "load_supernet": "vitnas.train.checkpoint",
     "evaluate": "vitnas.evaluate",
     "ElasticViT": "vitnas.export.elastic",
@@ -53,7 +53,8 @@ _LAZY = {
 # vitnas.export(checkpoint, arch, out, ...).
 _SUBMODULES = ("export", "search")
 
-_ERRORS = ("ArchError", "BudgetError", "ExportError", "LatencyError", "ProfileError", "SpaceError", "VitnasError")
+_ERRORS = ("ArchError", "BudgetError", "CheckpointError", "ExportError", "LatencyError", "ProfileError", "SpaceError",
+           "VitnasError")
 __all__ = sorted([*_LAZY, *_SUBMODULES, *_ERRORS])
 
 export_lazily(__name__, _LAZY, submodules=_SUBMODULES)
@@ -61,7 +62,7 @@ _moved.install()  # the module paths of vitnas 0.1 (vitnas.arch, vitnas.layers, 
 
 if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.space.arch import Arch, StageArch
-    from vitnas.train.checkpoint import CheckpointError, load_supernet
+    from vitnas.train.checkpoint import load_supernet
     from vitnas.space.cost import block_shapes, count_flops, count_params
     from vitnas.evaluate import evaluate
     from vitnas import export

@@ -86,9 +86,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vitnas.errors import ExportError, VitnasError
+    from vitnas.errors import CheckpointError, ExportError, VitnasError
     from vitnas.export.schema import CONFIG_FILE
-    from vitnas.train.checkpoint import CheckpointError
     from vitnas.util.device import resolve_device
 
     folder = Path(args.run)

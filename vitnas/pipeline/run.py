@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from vitnas.errors import VitnasError
+from vitnas.errors import RunError
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -42,10 +42,6 @@ STAGES = ("profile", "supernet", "search", "export", "eval")
 SMALL_MODEL_MACS = 50e6  # below this many MACs per image a second torch thread waits more than it works
 LATENCY_FRACTIONS = (0.25, 0.5)  # latency budgets: this far from the smallest arch's latency to the largest's
 MACS_FRACTION = 0.2  # the MACs budget: this far from the smallest arch's MACs to the largest's
-
-
-class RunError(VitnasError):
-    """`vitnas run` cannot go on as asked: a bad flag, or a stage's artefact that does not fit the others."""
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from vitnas.util.atomic import prepare_directory, write_bytes_atomically, write_
 from vitnas.train.checkpoint import MODEL_FILE, load_checkpoint, load_supernet
 from vitnas.space.cost import count_flops, count_params
 from vitnas.data import SPLITS, build_dataset
-from vitnas.errors import VitnasError
+from vitnas.errors import RankCheckError
 from vitnas.evaluate import count_topk
 from vitnas.train.recipe import Recipe
 from vitnas.space.space import SearchSpace
@@ -78,10 +78,6 @@ MIN_ARCHS = 4  # fewer points give a Kendall tau that means nothing
 TOP_K = 5  # the top-k overlap reported
 _MUTATION_PROB = 0.2  # how far a draw aimed at a sparse bin moves from its neighbour's arch
 _FIXED_KEYS = ("data", "distill", "epochs")  # recipe keys the check itself sets; overrides may not
-
-
-class RankCheckError(VitnasError):
-    """A rank check cannot run as asked: bad settings, a run directory in the way, an unfillable MACs bin."""
 
 
 @dataclass(frozen=True)

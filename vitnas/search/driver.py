@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from vitnas.space.arch import Arch
 from vitnas.util.atomic import prepare_directory, write_text_atomically
-from vitnas.errors import VitnasError
+from vitnas.errors import SearchError
 from vitnas.search.budgets import CostModel, NamedBudget, budgets_from_limits
 from vitnas.search.config import EvolutionConfig
 from vitnas.search.evolution import ALGORITHMS, make_algorithm
@@ -56,10 +56,6 @@ RESULTS_FILE = "results.jsonl"
 STATE_FILE = "state.json"
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray's processes while a Ray search runs
 _PATH_SETTINGS = ("checkpoint", "profile")  # stored relative to the run directory
-
-
-class SearchError(VitnasError):
-    """A search cannot run as asked: bad settings, a run directory in the way, an unusable backend."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from vitnas.data import SPLITS, DataConfig, build_dataset, parse_data
-from vitnas.errors import VitnasError
+from vitnas.errors import FitnessError, VitnasError
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 CACHE_MAX_BYTES = 8 * 2**30  # splits whose images take at most this much are kept on the device as batches
 _MAX_LOADER_WORKERS = 4  # decoding processes for image-file splits (read once if cached, per candidate if not)
-
-
-class FitnessError(VitnasError):
-    """Fitness settings are malformed, or weights do not fit the space they are given with."""
 
 
 @dataclass(frozen=True)

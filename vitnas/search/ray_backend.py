@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from vitnas.space.arch import Arch
 from vitnas.util.atomic import running_process, write_text_atomically
-from vitnas.errors import VitnasError
+from vitnas.errors import BackendError, VitnasError
 from vitnas.search.backend import Backend, Evaluation
 
 if TYPE_CHECKING:
@@ -62,10 +62,6 @@ log = logging.getLogger(__name__)
 RAY_MISSING = 'backend ray: Ray is not installed (pip install "ray[tune]")'
 _CONNECT_TIMEOUT_S = 5.0  # how long a cluster address gets to accept a TCP connection before it counts as unreachable
 _MAX_RESUBMITS = 3  # times one candidate is moved to another worker after its worker died for good
-
-
-class BackendError(VitnasError):
-    """A backend cannot run as asked: Ray missing, a cluster unreachable, workers that cannot start or all died."""
 
 
 def require_ray() -> Any:

@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vitnas.util.atomic import reporting_disk_full, write_text_atomically
-from vitnas.errors import VitnasError
+from vitnas.errors import CheckpointError, VitnasError
 from vitnas.train.recipe import Recipe, load_recipe
 from vitnas.space.space import SearchSpace, load_space
 from vitnas.util.yamlfile import read_yaml
@@ -43,10 +43,6 @@ __all__ = ["CheckpointError", "MODEL_FILE", "finished_epochs", "latest_checkpoin
 
 
 MODEL_FILE = "model.json"  # standalone runs: the trained model's ViTConfig, in place of space.yaml
-
-
-class CheckpointError(VitnasError):
-    """A checkpoint is missing, incomplete or corrupt."""
 
 
 def save_checkpoint(

@@ -33,7 +33,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def last_checkpoint(args: argparse.Namespace) -> str:
     """What an interrupted training kept (the last checkpoint in ``args.out``), in one line for Ctrl-C."""
-    from vitnas.train.checkpoint import CheckpointError, latest_checkpoint
+    from vitnas.errors import CheckpointError
+    from vitnas.train.checkpoint import latest_checkpoint
 
     out = Path(args.out)
     try:

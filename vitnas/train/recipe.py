@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from vitnas.data import DataConfig
-from vitnas.errors import VitnasError
+from vitnas.errors import RecipeError, VitnasError
 from vitnas.util.shipped import shipped_files, unknown_name
 from vitnas.util.yamlfile import parse_yaml, read_yaml
 
@@ -25,10 +25,6 @@ __all__ = ["Recipe", "RecipeError", "load_recipe", "SamplerConfig", "OptimizerCo
 
 SAMPLERS = ("single", "sandwich", "multi", "supervit")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-class RecipeError(VitnasError):
-    """A recipe file or override is malformed."""
 
 
 @dataclass(frozen=True)

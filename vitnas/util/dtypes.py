@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from vitnas.errors import LatencyError
+from vitnas.errors import DtypeError
 
 if TYPE_CHECKING:
     import torch
@@ -19,10 +19,6 @@ __all__ = ["DTYPE_NAMES", "DtypeError", "canonical_dtype", "dtype_arg", "torch_d
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 _ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
-
-
-class DtypeError(LatencyError):
-    """A precision name vitnas does not know (a `LatencyError`: timing is where dtypes are chosen by name)."""
 
 
 def canonical_dtype(name: str, field: str = "dtype") -> str:

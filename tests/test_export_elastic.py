@@ -15,7 +15,8 @@ import torch
 import vitnas
 from vitnas.train.checkpoint import save_checkpoint
 from vitnas.cli import main
-from vitnas.export.elastic import ElasticViT, build_envelope
+from vitnas.export.elastic import ElasticViT
+from vitnas.export.envelope import build_envelope
 from vitnas.export.schema import sha256_hex
 from vitnas.train.recipe import load_recipe
 
@@ -252,7 +253,7 @@ def test_bad_requests_are_refused_in_one_line_before_anything_is_written(tmp_pat
 
 
 def test_a_failed_check_fails_the_export_and_leaves_nothing(tmp_path, spaces, elastic_supernets, monkeypatch):
-    import vitnas.export.elastic as elastic
+    import vitnas.export.bundle as elastic
 
     monkeypatch.setattr(elastic, "max_difference", lambda run, model, inputs: 0.5)
     best = write_best_json(tmp_path / "best.json", spaces["tiny32"], POINTS["tiny32"])
@@ -265,7 +266,7 @@ def test_a_failed_check_fails_the_export_and_leaves_nothing(tmp_path, spaces, el
 
 def test_a_full_disk_fails_the_export_in_one_line_and_leaves_nothing(tmp_path, spaces, elastic_supernets,
                                                                      monkeypatch):
-    import vitnas.export.elastic as elastic
+    import vitnas.export.bundle as elastic
     from safetensors import SafetensorError
 
     def no_space(*args, **kwargs):  # what safetensors raises when the disk fills

@@ -84,6 +84,13 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
     ("vitnas.latency", "Budget"): "vitnas.search.budget",  # a budget is a search concept
     ("vitnas.evaluate", "evaluate_folder"): "vitnas.export.evaluate",  # reads export folders: above export
     ("vitnas.cli", "read_arch"): "vitnas.space.arch",  # the root cli holds no verb
+    # export/elastic.py, cut along its sections: the envelope arithmetic, the run-time model (stays), the writer
+    **{("vitnas.export.elastic", name): "vitnas.export.envelope"
+       for name in ("PATCH_KERNEL", "build_envelope", "check_envelope", "envelope_key", "envelope_shapes",
+                    "envelope_slice", "as_point_tensor", "point_model", "point_shapes")},
+    **{("vitnas.export.elastic", name): "vitnas.export.bundle"
+       for name in ("bundle_targets", "check_bundle_request", "write_bundle", "envelope_summary", "size_report")},
+    ("vitnas.export.writer", "write_json"): "vitnas.export.schema",
 }
 
 

@@ -17,7 +17,6 @@ published together. The ``elastic`` format writes one bundle of every budget ins
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +31,15 @@ from vitnas.space.cost import count_flops
 from vitnas.data import DataConfig, parse_data
 from vitnas.errors import ExportError
 from vitnas.export.card import model_card
-from vitnas.export.elastic import bundle_targets, check_bundle_request, write_bundle
+from vitnas.export.bundle import bundle_targets, check_bundle_request, write_bundle
 from vitnas.export.extract import extract
 from vitnas.export.forms import check_inputs, max_difference, require_onnx_exporter, write_onnx, write_torchscript
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
-from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
+from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry, write_json
 from vitnas.util.atomic import check_target, staged_folder
 from vitnas.export.targets import Target, folder_names, read_targets
+from vitnas.export.timing import LATENCY_REPEATS, LATENCY_WARMUP, measure_latency  # noqa: F401 (read from here too)
 from vitnas.export.timm_form import write_timm
 from vitnas.space.space import SearchSpace
 from vitnas.supernet.supernet import SuperViT
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 # safetensors is always written: vitnas.load reads it; elastic: one bundle of every budget (vitnas.export.elastic)
 FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")
 TOLERANCE = 1e-4  # largest absolute logit difference a form may show against PyTorch
-LATENCY_WARMUP, LATENCY_REPEATS = 3, 20  # per batch size: enough for a stable median, cheap for big models on CPU
 
 
 @dataclass(frozen=True)
@@ -308,18 +307,3 @@ def _enforce(name: str, entry: dict[str, Any], tolerance: float) -> None:
     if difference is not None and not difference <= tolerance:  # NaN fails too
         raise ExportError(f"{name}: {entry['file']} differs from the PyTorch model by {difference:.3g} "
                           f"(tolerance {tolerance:g}); nothing was written")
-
-
-def measure_latency(model: nn.Module, batches: tuple[int, ...], device: str, image_size: int) -> list[dict[str, Any]]:
-    """Median latency at each batch size on `device`: bf16 on CUDA (as deployed there), fp32 on CPU."""
-    if not batches:
-        return []
-    from vitnas.latency.measure import measure
-
-    dtype = "bf16" if str(device).startswith("cuda") else "fp32"
-    return [measure(model, device, batch, dtype, img_size=image_size, warmup=LATENCY_WARMUP,
-                    repeats=LATENCY_REPEATS).to_dict() for batch in batches]
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -16,12 +16,14 @@ forward they describe.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from vitnas.space.arch import Arch
 from vitnas.nn.reducers import get_reducer
-from vitnas.space.space import SearchSpace
+from vitnas.space.arch import Arch
 from vitnas.space.spec import StageSpec, mlp_hidden, stage_grid
+
+if TYPE_CHECKING:  # a space's costs need only its methods: the space module itself asks this one (largest, smallest)
+    from vitnas.space.space import SearchSpace
 
 __all__ = ["BlockShape", "block_shape", "block_shapes", "stage_output_tokens", "stage_finish_macs", "count_params",
            "count_flops"]

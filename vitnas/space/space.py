@@ -331,7 +331,7 @@ class SearchSpace:
         Reducers differ in what they do with the tokens they leave out, not in a size, so
         "largest" and "smallest" rank them by cost; ties go to the reducer listed first.
         """
-        from vitnas.space.cost import count_flops  # deferred: the cost model reads this module
+        from vitnas.space.cost import count_flops  # deferred: the costs import the reducers, and so torch
 
         for index, stage in enumerate(arch.stages):
             if stage.reducer is None:

@@ -18,7 +18,7 @@ from vitnas.export.card import _stage
 from vitnas.latency.features import FEATURES, REDUCER_FEATURES, feature_row
 from vitnas.latency.predictor import LatencyPredictor
 from vitnas.nn.reducers import get_reducer
-from vitnas.supernet.masked import token_shape_groups
+from vitnas.supernet.masked import masked_forward, token_shape_groups
 from vitnas.space.spec import REDUCERS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -257,7 +257,7 @@ def test_masked_pass_groups_by_reducer_and_equals_the_sliced_pass(space):
     supernet = vitnas.SuperViT(space).eval()
     x = torch.randn(10, 3, 32, 32)
     with torch.no_grad():
-        masked = supernet.forward_multi(x, archs, [2] * 5, masked=True)
+        masked = masked_forward(supernet, x, archs, [2] * 5)
         sliced = supernet.forward_multi(x, archs, [2] * 5)
     torch.testing.assert_close(masked, sliced, rtol=0, atol=1e-5)
 

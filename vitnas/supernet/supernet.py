@@ -32,7 +32,6 @@ from vitnas.nn.network import (
 from vitnas.nn.patch_embed import resample_pos_embed
 from vitnas.nn.reducers import KeptFraction, get_reducer
 from vitnas.nn.slicing import slice_qkv, slice_rows_cols, slice_vector
-from vitnas.supernet.masked import masked_forward
 from vitnas.space.space import SearchSpace
 from vitnas.space.spec import StageSpec, mlp_hidden, stage_grid
 
@@ -240,16 +239,15 @@ class SuperViT(nn.Module):
         self.space.validate(arch)
         return self.forward_head(self.forward_features(x, arch), arch)
 
-    def forward_multi(self, x: Tensor, archs: Sequence[Arch], sizes: Sequence[int], masked: bool = False) -> Tensor:
+    def forward_multi(self, x: Tensor, archs: Sequence[Arch], sizes: Sequence[int]) -> Tensor:
         """Logits of several sub-networks, each on its own consecutive sub-batch, in batch order.
 
         Sub-batch i (``sizes[i]`` rows) runs ``archs[i]``; one backward of a loss on the result
-        trains them all. ``masked=False`` slices each sub-batch's weights (each costs what its
-        sub-network costs); ``masked=True`` runs full-width passes with per-sample channel
-        masks (`vitnas.supernet.masked.masked_forward`, ViT-ResNAS's way). Both give the same numbers.
+        trains them all. Each sub-batch runs on its own slices of the weights, so each costs what
+        its sub-network costs. The other way, full-width passes with per-sample channel masks
+        (ViT-ResNAS's), is `vitnas.supernet.masked.masked_forward(model, x, archs, sizes)`: it
+        gives the same numbers, and builds on this module rather than the reverse.
         """
-        if masked:
-            return masked_forward(self, x, archs, sizes)
         if len(archs) != len(sizes) or sum(sizes) != x.shape[0]:
             raise ArchError(f"forward_multi: {len(archs)} archs and sizes {list(sizes)} do not split {x.shape[0]} rows")
         return torch.cat([self(chunk, arch) for chunk, arch in zip(x.split(list(sizes)), archs)])

@@ -41,7 +41,7 @@ from vitnas.data import DataConfig, build_dataset, num_classes_of
 from vitnas.evaluate import count_correct
 from vitnas.train.gradient_projection import ConflictProjection
 from vitnas.nn.reducers import KeptFraction, keep_ratio_loss
-from vitnas.supernet.masked import mixed_head_widths, unmasked_reducers
+from vitnas.supernet.masked import masked_forward, mixed_head_widths, unmasked_reducers
 from vitnas.train.recipe import Recipe, RecipeError, load_recipe
 from vitnas.supernet.rewire import rewire
 from vitnas.train.samplers import Pass, Piece, build_sampler, step_rng
@@ -130,12 +130,17 @@ class SupernetTrainee(Trainee):
         return self.sampler.plan(rng, batch, step)
 
     def forward(self, images: Tensor, pieces: list[Piece], masked: bool) -> list[Tensor]:
-        """Logits of each piece; consecutive pieces (a multi pass) go through one `forward_multi` call."""
+        """Logits of each piece; consecutive pieces (a multi pass) go through one `forward_multi` call,
+        or one `masked_forward` call for the masked variant."""
         if len(pieces) == 1:
             return [self.model(images[pieces[0].start:pieces[0].stop], pieces[0].arch)]
         start, stop = pieces[0].start, pieces[-1].stop
         sizes = [p.stop - p.start for p in pieces]
-        logits = self.model.forward_multi(images[start:stop], [p.arch for p in pieces], sizes, masked=masked)
+        archs = [p.arch for p in pieces]
+        if masked:
+            logits = masked_forward(self.model, images[start:stop], archs, sizes)
+        else:
+            logits = self.model.forward_multi(images[start:stop], archs, sizes)
         return list(logits.split(sizes))
 
     def forward_kept(

@@ -259,11 +259,11 @@ def test_searcher_state_round_trips_and_an_errored_arch_is_suggested_again(super
 
 
 def test_a_ray_the_caller_initialised_is_used_as_is_and_not_owned(tune_ray, monkeypatch):
-    from vitnas.search import ray_backend
+    from vitnas.search import ray_cluster
 
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("initialised Ray again"))
-    assert ray_backend._connect(ray, None, workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
-    assert ray_backend._connect(ray, "auto", workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
+    assert ray_cluster.connect(ray, None, workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
+    assert ray_cluster.connect(ray, "auto", workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
 
 
 def test_the_module_docstring_tuner_example_runs_the_search_to_the_end(tune_ray, supernet, local, tmp_path):

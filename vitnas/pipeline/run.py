@@ -341,7 +341,8 @@ def _check_formats_and_backend(settings: RunSettings) -> None:
     import importlib.util
 
     from vitnas.export.writer import TOLERANCE, check_settings
-    from vitnas.search.ray_backend import RAY_MISSING, BackendError
+    from vitnas.errors import BackendError
+    from vitnas.search.ray_cluster import RAY_MISSING
 
     check_settings(settings.formats, (settings.latency_batch,), TOLERANCE)
     if settings.backend == "ray" and importlib.util.find_spec("ray") is None:

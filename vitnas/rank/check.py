@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,8 +63,10 @@ from vitnas.errors import RankCheckError
 from vitnas.evaluate import count_topk
 from vitnas.train.recipe import Recipe
 from vitnas.space.space import SearchSpace
+from vitnas.rank.draw import bin_of, macs_bins, stratified_archs
 from vitnas.rank.runs import BACKENDS, StandaloneJob, finished_runs, run_jobs, standalone_job, standalone_recipe
 from vitnas.nn.vit import ViT, ViTConfig
+from vitnas.rank.stats import RankStatistics, rank_statistics
 
 __all__ = ["ArchRecord", "RankCheckError", "RankCheckResult", "RankCheckSettings", "RankStatistics",
            "format_rank_check", "macs_bins", "rank_check", "rank_statistics", "stratified_archs"]
@@ -75,8 +76,6 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE, ARCHS_FILE, SUMMARY_FILE, PLOT_FILE, RUNS_FOLDER = (
     "rank_check.json", "archs.jsonl", "summary.json", "scatter.png", "runs")
 MIN_ARCHS = 4  # fewer points give a Kendall tau that means nothing
-TOP_K = 5  # the top-k overlap reported
-_MUTATION_PROB = 0.2  # how far a draw aimed at a sparse bin moves from its neighbour's arch
 _FIXED_KEYS = ("data", "distill", "epochs")  # recipe keys the check itself sets; overrides may not
 
 
@@ -122,25 +121,6 @@ class ArchRecord:
     def from_dict(cls, data: dict[str, Any]) -> ArchRecord:
         seeds = tuple(data.get("standalone_seeds") or (data["standalone_top1"],))  # records before seeds: one
         return cls(**{**data, "arch": Arch.from_dict(data["arch"]), "standalone_seeds": seeds})
-
-
-@dataclass(frozen=True)
-class RankStatistics:
-    """How well inherited accuracies rank archs against stand-alone ones (see `rank_statistics`)."""
-
-    kendall_tau: float  # tau-b; NaN when either ranking is constant
-    spearman_rho: float  # NaN when either ranking is constant
-    top_k: int  # k of the overlap: min(5, number of archs)
-    top_k_overlap: int  # archs in both top-k sets
-    regret: float  # mean over the MACs budgets, in accuracy (0.01 = one point)
-    regret_max: float  # worst budget
-    budgets: tuple[dict[str, Any], ...]  # per budget: max_macs, candidates, supernet_pick, best, regret
-    seed_tau: float = math.nan  # mean Kendall tau between the stand-alone seeds: the ceiling (NaN: one seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["budgets"] = list(self.budgets)
-        return {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in data.items()}
 
 
 @dataclass(frozen=True)
@@ -245,166 +225,6 @@ def rank_check(
     return _finish(out, settings, space, drawn, records, resumed)
 
 
-def rank_statistics(
-    inherited: Sequence[float],
-    standalone: Sequence[float],
-    macs: Sequence[float],
-    budgets: Sequence[float] | None = None,
-    k: int = TOP_K,
-    seeds: Sequence[Sequence[float]] | None = None,
-) -> RankStatistics:
-    """Rank agreement of inherited vs stand-alone accuracies of the same archs.
-
-    - Kendall tau-b and Spearman rho: `scipy.stats.kendalltau` / `spearmanr` (ties handled
-      by tau-b and by average ranks). NaN when either list is constant.
-    - Top-k overlap: archs among the k best by both accuracies; ties within a ranking are
-      broken by fewer MACs, then by position (a cheaper arch is the better pick at equal accuracy).
-    - Regret of picking by the supernet, under each MACs budget B (default: one budget, the
-      largest MACs): among the archs with MACs <= B, the best stand-alone accuracy minus the
-      stand-alone accuracy of the arch the supernet ranks first there (an inherited-accuracy
-      tie counts the mean over the tied archs: the expected value of a random tie-break).
-      It is >= 0, and 0 when the supernet's pick is truly the best at that budget.
-      ``regret`` is the mean over the budgets that admit at least two archs (with one there
-      is no choice to get wrong), ``regret_max`` the largest.
-    - With `seeds` (each seed's stand-alone accuracies, in arch order): ``seed_tau``, the
-      mean Kendall tau over pairs of seeds, how well stand-alone training agrees with itself.
-
-    Raises:
-        RankCheckError: lists of different lengths, or fewer than two archs.
-    """
-    inherited, standalone, macs = (np.asarray(values, dtype=np.float64) for values in (inherited, standalone, macs))
-    if not len(inherited) == len(standalone) == len(macs) or len(inherited) < 2:
-        raise RankCheckError(f"rank statistics: need equal-length lists of at least 2 archs, got "
-                             f"{len(inherited)}, {len(standalone)}, {len(macs)}")
-    from scipy import stats
-
-    with warnings.catch_warnings():  # a constant ranking: NaN, reported as such
-        warnings.simplefilter("ignore")
-        tau = float(stats.kendalltau(inherited, standalone).statistic)
-        rho = float(stats.spearmanr(inherited, standalone).statistic)
-    top = min(k, len(inherited))
-    overlap = len(set(_top_k(inherited, macs, top)) & set(_top_k(standalone, macs, top)))
-    per_budget = [row for limit in (budgets if budgets is not None else [macs.max()])
-                  if (row := _regret_at(inherited, standalone, macs, float(limit))) is not None]
-    regrets = [row["regret"] for row in per_budget]
-    return RankStatistics(tau, rho, top, overlap, float(np.mean(regrets)) if regrets else math.nan,
-                          float(np.max(regrets)) if regrets else math.nan, tuple(per_budget), _seed_tau(seeds))
-
-
-def _seed_tau(seeds: Sequence[Sequence[float]] | None) -> float:
-    """Mean Kendall tau-b over pairs of seeds' accuracy lists (NaN with fewer than two seeds or constant lists)."""
-    from scipy import stats
-
-    if seeds is None or len(seeds) < 2:
-        return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        taus = [float(stats.kendalltau(seeds[a], seeds[b]).statistic)
-                for a in range(len(seeds)) for b in range(a + 1, len(seeds))]
-    return float(np.mean(taus))
-
-
-def _top_k(accuracy: np.ndarray, macs: np.ndarray, k: int) -> list[int]:
-    """Positions of the k best: higher accuracy first, then fewer MACs, then earlier position."""
-    return sorted(range(len(accuracy)), key=lambda i: (-accuracy[i], macs[i], i))[:k]
-
-
-def _regret_at(inherited: np.ndarray, standalone: np.ndarray, macs: np.ndarray, limit: float) -> dict[str, Any] | None:
-    """The regret row of one MACs budget (None when fewer than two archs fit it: nothing to choose)."""
-    admitted = np.flatnonzero(macs <= limit)
-    if len(admitted) < 2:
-        return None
-    picks = admitted[inherited[admitted] == inherited[admitted].max()]
-    best = admitted[np.argmax(standalone[admitted])]
-    regret = float(standalone[best] - standalone[picks].mean())
-    return {"max_macs": limit, "candidates": len(admitted), "supernet_pick": [int(i) for i in picks],
-            "best": int(best), "regret": max(regret, 0.0)}
-
-
-def macs_bins(space: SearchSpace, bins: int) -> np.ndarray:
-    """The ``bins + 1`` edges of equal-width log-MACs bins from the smallest arch to the largest.
-
-    Log, not linear: MACs grow multiplicatively with width, depth and token count, and a
-    uniform draw piles up at the cheap end; equal log-widths give every scale its share.
-
-    Raises:
-        RankCheckError: `bins` is not a positive integer, or the space has one MACs value and `bins` > 1.
-    """
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise RankCheckError(f"bins: expected a positive integer, got {bins!r}")
-    low, high = count_flops(space, space.smallest()), count_flops(space, space.largest())
-    if high <= low and bins > 1:
-        raise RankCheckError(f"bins: every arch of space {space.name} has {low} MACs; there is no range to spread "
-                             "over (use bins=1)")
-    edges = np.exp(np.linspace(np.log(low), np.log(max(high, low)), bins + 1))
-    edges[0], edges[-1] = low, high  # exact ends: the smallest and largest archs fall inside
-    return edges
-
-
-def _bin_of(edges: np.ndarray, macs: int) -> int:
-    return int(np.clip(np.searchsorted(edges, macs, side="right") - 1, 0, len(edges) - 2))
-
-
-def stratified_archs(space: SearchSpace, count: int, bins: int, rng: np.random.Generator,
-                     max_draws: int | None = None) -> list[Arch]:
-    """`count` distinct archs spread over `bins` log-MACs bins (`macs_bins`), cheapest bins first.
-
-    The smallest and the largest arch are offered first, so the draw spans the whole range.
-    Every other draw is uniform over the space; the rest mutate an arch of the bin nearest
-    to a bin still short, since the far ends are rare under a uniform draw. Within a bin,
-    the first archs to land there are kept.
-
-    Raises:
-        RankCheckError: `bins` exceeds `count`, or a bin is still short after `max_draws`
-            draws (default: 200 per arch), naming the bin and its MACs range.
-    """
-    edges = macs_bins(space, bins)
-    if count < bins:
-        raise RankCheckError(f"bins: {bins} bins need at least as many archs, got archs={count}")
-    max_draws = 200 * count if max_draws is None else max_draws
-    quotas = _quotas(count, bins)
-    chosen: list[list[Arch]] = [[] for _ in range(bins)]
-    seen: list[list[Arch]] = [[] for _ in range(bins)]  # every distinct arch drawn, by bin
-    known: set[Arch] = set()
-    for draw in range(-2, max_draws):
-        short = [b for b in range(bins) if len(chosen[b]) < quotas[b]]
-        if not short:
-            break
-        if draw < 0:
-            arch = space.smallest() if draw == -2 else space.largest()
-        else:
-            arch = space.sample(rng) if draw % 2 == 0 else _toward(space, int(rng.choice(short)), seen, rng)
-        where = _bin_of(edges, count_flops(space, arch))
-        if arch not in known:
-            known.add(arch)
-            seen[where].append(arch)
-            if len(chosen[where]) < quotas[where]:
-                chosen[where].append(arch)
-    short = [b for b in range(bins) if len(chosen[b]) < quotas[b]]
-    if short:
-        b = short[0]
-        raise RankCheckError(f"MACs bin {b} ({edges[b] / 1e6:.3g}-{edges[b + 1] / 1e6:.3g} M MACs) holds "
-                             f"{len(chosen[b])} of its {quotas[b]} archs after {max_draws} draws; use fewer bins "
-                             "or more max_draws")
-    return [arch for group in chosen for arch in group]
-
-
-def _quotas(count: int, bins: int) -> list[int]:
-    """Archs per bin: `count` spread evenly, the remainder one each to evenly spaced bins."""
-    quotas = [count // bins] * bins
-    extra = count % bins
-    for i in range(extra):
-        quotas[round((i + 0.5) * bins / extra - 0.5)] += 1
-    return quotas
-
-
-def _toward(space: SearchSpace, target: int, seen: list[list[Arch]], rng: np.random.Generator) -> Arch:
-    """A mutation of a random arch from the drawn bin nearest to `target` (ties: the lower bin)."""
-    source = min((b for b in range(len(seen)) if seen[b]), key=lambda b: (abs(b - target), b))
-    parent = seen[source][int(rng.integers(len(seen[source])))]
-    return space.mutate(parent, _MUTATION_PROB, rng)
-
-
 # -- preparing --------------------------------------------------------------------------------------
 
 def _check_execution(backend: str, workers: int, gpus: float, cpus: float, device: str | None) -> None:
@@ -417,7 +237,7 @@ def _check_execution(backend: str, workers: int, gpus: float, cpus: float, devic
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
             raise RankCheckError(f"{name}: expected a number {'>= 0' if low == 0 else '> 0'}, got {value!r}")
     if backend == "ray":
-        from vitnas.search.ray_backend import require_ray
+        from vitnas.search.ray_cluster import require_ray
 
         require_ray()
     if device is not None:
@@ -529,7 +349,7 @@ def _record(runs: list[tuple[StandaloneJob, float, str]], settings: RankCheckSet
     macs = count_flops(space, job.arch)
     workers = sorted({worker for _, _, worker in runs})
     record = ArchRecord(job.index, job.arch, macs, count_params(space, job.arch),
-                        _bin_of(macs_bins(space, settings.bins), macs), inherited, float(np.mean(seeds)),
+                        bin_of(macs_bins(space, settings.bins), macs), inherited, float(np.mean(seeds)),
                         sum(seconds for _, seconds, _ in runs) + time.perf_counter() - started, ",".join(workers),
                         seeds)
     log.info("arch %d (%.2f M MACs): inherited %.2f%%, stand-alone %.2f%% on %s (%.0f s)", job.index, macs / 1e6,

@@ -29,7 +29,7 @@ import torch
 
 from vitnas.space.arch import Arch
 from vitnas.train.checkpoint import CheckpointError, finished_epochs, latest_checkpoint
-from vitnas.errors import VitnasError
+from vitnas.errors import BackendError, VitnasError
 from vitnas.train.recipe import Recipe, load_recipe
 from vitnas.space.space import SearchSpace
 from vitnas.train.standalone import train_standalone
@@ -180,12 +180,12 @@ def _ray_runs(jobs: Sequence[StandaloneJob], workers: int, gpus: float, cpus: fl
     """
     if not jobs:
         return
-    from vitnas.search.ray_backend import BackendError, _check_cluster, _connect, require_ray
+    from vitnas.search.ray_cluster import check_cluster, connect, require_ray
 
     ray = require_ray()
-    owns = _connect(ray, address or os.environ.get("RAY_ADDRESS") or None, workers, gpus, cpus)
+    owns = connect(ray, address or os.environ.get("RAY_ADDRESS") or None, workers, gpus, cpus)
     try:
-        _check_cluster(ray, workers, gpus, cpus)
+        check_cluster(ray, workers, gpus, cpus)
         task = ray.remote(train_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=3)
         todo, running = deque(jobs), {}
         while todo or running:

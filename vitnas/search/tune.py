@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from vitnas.space.arch import Arch
 from vitnas.util.atomic import write_text_atomically
-from vitnas.search.ray_backend import RAY_MISSING, BackendError
+from vitnas.errors import BackendError
+from vitnas.search.ray_cluster import RAY_MISSING
 
 try:
     from ray import tune

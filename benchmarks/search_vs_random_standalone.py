@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 import vitnas
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import write_text_atomically
-from vitnas.train.checkpoint import load_checkpoint, load_supernet
-from vitnas.space.cost import count_flops
 from vitnas.errors import VitnasError
-from vitnas.space.space import SearchSpace
 from vitnas.rank.runs import finished_runs, run_jobs, standalone_job, standalone_recipe
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops
+from vitnas.space.space import SearchSpace
+from vitnas.train.checkpoint import load_checkpoint, load_supernet
+from vitnas.util.atomic import write_text_atomically
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 import vitnas
+from vitnas.train.loop import _build, _train_step
 from vitnas.train.recipe import SamplerConfig, load_recipe
 from vitnas.train.samplers import Pass, Piece, build_sampler, step_rng
-from vitnas.train.loop import _build, _train_step
 
 SAMPLERS = {
     "single": SamplerConfig(name="single"),

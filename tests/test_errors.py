@@ -20,9 +20,9 @@ import yaml
 from safetensors import SafetensorError
 
 import vitnas
-from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.cli import main
 from vitnas.errors import ExportError, VitnasError
+from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.train.recipe import RecipeError, load_recipe
 
 TINY = {"space": "tiny32", "data": {"name": "synthetic", "synthetic_size": 48}, "epochs": 1, "batch_size": 16,

@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vitnas
-from vitnas.train.checkpoint import save_checkpoint
 from vitnas.cli import main
 from vitnas.export.schema import sha256_hex
 from vitnas.export.targets import Target, folder_names
 from vitnas.export.timm_form import timm_call
+from vitnas.train.checkpoint import save_checkpoint
 from vitnas.train.recipe import load_recipe
 
 HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnxscript"))

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import vitnas
-from vitnas.train.checkpoint import save_checkpoint
 from vitnas.cli import main
 from vitnas.export.elastic import ElasticViT
 from vitnas.export.envelope import build_envelope
 from vitnas.export.schema import sha256_hex
+from vitnas.train.checkpoint import save_checkpoint
 from vitnas.train.recipe import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

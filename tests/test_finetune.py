@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import vitnas
-from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.cli import main
+from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.train.recipe import RecipeError, load_recipe
 from vitnas.train.standalone import StandaloneTrainee, init_weights, train_standalone
 

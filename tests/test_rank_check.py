@@ -16,9 +16,9 @@ import torch
 from scipy import stats
 
 import vitnas
-from vitnas.train.checkpoint import CheckpointError, load_checkpoint
 from vitnas.cli import main
 from vitnas.space.cost import count_flops
+from vitnas.train.checkpoint import CheckpointError, load_checkpoint
 from vitnas.rank.check import (
     RankCheckError,
     format_rank_check,
@@ -275,8 +275,8 @@ def test_a_second_seed_reuses_the_first_checks_runs_and_reports_the_seed_tau(che
 
 
 def test_the_reuse_key_ignores_supernet_only_fields():
-    from vitnas.train.recipe import load_recipe
     from vitnas.rank.runs import standalone_key, standalone_recipe
+    from vitnas.train.recipe import load_recipe
 
     base = load_recipe("tiny32_digits")
     key = standalone_key(standalone_recipe(base, 2))

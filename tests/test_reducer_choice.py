@@ -13,13 +13,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
-from vitnas.train.checkpoint import load_checkpoint
 from vitnas.export.card import _stage
 from vitnas.latency.features import FEATURES, REDUCER_FEATURES, feature_row
 from vitnas.latency.predictor import LatencyPredictor
 from vitnas.nn.reducers import get_reducer
-from vitnas.supernet.masked import masked_forward, token_shape_groups
 from vitnas.space.spec import REDUCERS
+from vitnas.supernet.masked import masked_forward, token_shape_groups
+from vitnas.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

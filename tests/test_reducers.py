@@ -14,8 +14,8 @@ import vitnas
 from vitnas.nn import network
 from vitnas.nn.block import attention_bias
 from vitnas.nn.reducers import Tokens, get_reducer, reducer_names
-from vitnas.space.spec import REDUCERS
 from vitnas.nn.vit import BlockConfig
+from vitnas.space.spec import REDUCERS
 from vitnas.supernet.masked import masked_forward
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

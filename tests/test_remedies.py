@@ -11,9 +11,9 @@ from torch import nn
 
 from vitnas.space.cost import count_flops
 from vitnas.train.gradient_projection import ConflictProjection
+from vitnas.train.loop import train
 from vitnas.train.recipe import RecipeError, SamplerConfig, load_recipe
 from vitnas.train.samplers import ComplexityWindow, build_sampler, step_rng
-from vitnas.train.loop import train
 
 TINY = {
     "space": "tiny32",

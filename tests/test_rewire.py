@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 import vitnas
-from vitnas.train.recipe import SamplerConfig
 from vitnas.supernet.rewire import head_importance, mlp_importance, rewire
+from vitnas.train.recipe import SamplerConfig
 from vitnas.train.samplers import build_sampler, step_rng
 
 

@@ -14,10 +14,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops, count_params
 from vitnas.errors import BudgetError, VitnasError
 from vitnas.latency import Budget
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops, count_params
 from vitnas.search import (
     CostModel,
     Evolution,

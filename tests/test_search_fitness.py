@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import vitnas
-from vitnas.space.arch import Arch
 from vitnas.data import DataConfig
 from vitnas.errors import ArchError
 from vitnas.evaluate import evaluate
 from vitnas.search import fitness
 from vitnas.search.fitness import FitnessError, FitnessEvaluator, FitnessSettings
+from vitnas.space.arch import Arch
 from vitnas.space.space import load_space
 from vitnas.supernet.supernet import SuperViT
 from vitnas.train.loop import train

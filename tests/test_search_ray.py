@@ -26,13 +26,13 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from vitnas.space.arch import Arch  # noqa: E402
 from vitnas.data import DataConfig  # noqa: E402
 from vitnas.errors import ArchError  # noqa: E402
 from vitnas.search import CostModel, EvolutionConfig, make_algorithm, named_budget  # noqa: E402
 from vitnas.search.backend import LocalBackend  # noqa: E402
 from vitnas.search.fitness import FitnessEvaluator, FitnessSettings  # noqa: E402
 from vitnas.search.ray_backend import RAY_MISSING, BackendError, RayBackend, require_ray  # noqa: E402
+from vitnas.space.arch import Arch  # noqa: E402
 from vitnas.space.space import load_space  # noqa: E402
 from vitnas.supernet.supernet import SuperViT  # noqa: E402
 

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 import yaml
 
 import vitnas
-from vitnas.train.checkpoint import load_checkpoint
-from vitnas.space.cost import stage_finish_macs
 from vitnas.latency.features import FEATURES, feature_row
 from vitnas.latency.predictor import LatencyPredictor
 from vitnas.nn.reducers import get_reducer
 from vitnas.nn.reducers.stvit import pool_tokens, pooling_windows
+from vitnas.space.cost import stage_finish_macs
 from vitnas.supernet.masked import masked_forward
+from vitnas.train.checkpoint import load_checkpoint
 
 from test_reducer_choice import check_extraction_and_costs, choice_space
 from test_reducers import tiny_space

@@ -17,11 +17,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import vitnas
-from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_checkpoint
 from vitnas.cli import main
 from vitnas.data import DataConfig
-from vitnas.train.recipe import RecipeError, load_recipe
+from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_checkpoint
 from vitnas.train.loop import train
+from vitnas.train.recipe import RecipeError, load_recipe
 
 TINY = {
     "space": "tiny32",
@@ -338,8 +338,8 @@ def test_fp16_loss_scaling_step_order_on_cpu():
     weights after one step equal those of the same step without a scaler. Clipping the
     still-scaled gradients (no `unscale_` before clipping) would shrink the SGD update 1024-fold.
     """
-    from vitnas.train.samplers import Pass, Piece
     from vitnas.train.loop import _build, _train_step
+    from vitnas.train.samplers import Pass, Piece
 
     recipe = load_recipe(dict(TINY, optimizer={"name": "sgd", "lr": 0.1, "lr_per_512": None, "grad_clip": 0.5},
                               schedule={"warmup_epochs": 0}))

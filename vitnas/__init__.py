@@ -61,23 +61,23 @@ export_lazily(__name__, _LAZY, submodules=_SUBMODULES)
 _moved.install()  # the module paths of vitnas 0.1 (vitnas.arch, vitnas.layers, ...) for one release
 
 if TYPE_CHECKING:  # what static checkers and IDEs see
-    from vitnas.space.arch import Arch, StageArch
-    from vitnas.train.checkpoint import load_supernet
-    from vitnas.space.cost import block_shapes, count_flops, count_params
-    from vitnas.evaluate import evaluate
     from vitnas import export
+    from vitnas import search
+    from vitnas.evaluate import evaluate
     from vitnas.export.elastic import ElasticViT
     from vitnas.export.extract import extract, timm_state_dict
-    from vitnas.finetune.finetune import finetune
     from vitnas.export.load import load
-    from vitnas.search.budget import Budget
+    from vitnas.finetune.finetune import finetune
     from vitnas.latency.profile import DeviceProfile, load_profile
-    from vitnas.rank.check import rank_check
-    from vitnas.pipeline.run import run
-    from vitnas import search
-    from vitnas.space.space import SearchSpace, load_space, shipped_spaces
-    from vitnas.supernet.supernet import SuperViT
-    from vitnas.train.standalone import train_standalone
-    from vitnas.train.loop import train
     from vitnas.nn.vit import ViT, ViTConfig
     from vitnas.nn.vit_config import vit_config
+    from vitnas.pipeline.run import run
+    from vitnas.rank.check import rank_check
+    from vitnas.search.budget import Budget
+    from vitnas.space.arch import Arch, StageArch
+    from vitnas.space.cost import block_shapes, count_flops, count_params
+    from vitnas.space.space import SearchSpace, load_space, shipped_spaces
+    from vitnas.supernet.supernet import SuperViT
+    from vitnas.train.checkpoint import load_supernet
+    from vitnas.train.loop import train
+    from vitnas.train.standalone import train_standalone

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vitnas.space.arch import Arch
 from vitnas.data import DataConfig, build_dataset, parse_data
 from vitnas.errors import ArchError, VitnasError
-from vitnas.util.device import resolve_device
+from vitnas.space.arch import Arch
 from vitnas.supernet.supernet import SuperViT
+from vitnas.util.device import resolve_device
 
 __all__ = ["evaluate", "evaluate_loader", "evaluate_topk", "count_correct", "count_topk"]
 

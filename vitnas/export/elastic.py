@@ -44,6 +44,10 @@ elastic`` refuses them in one line; export a point alone (``--budget NAME``) for
 
 Size: config.json's ``size`` sets the bundle file against the separate exports'
 weight files, each point's state dict serialised as a plain export writes it.
+
+Code: this module reads and runs a bundle (`load_bundle`, `ElasticViT`) and needs only
+`vitnas.nn`; the envelope arithmetic is `vitnas.export.envelope`, writing a bundle
+`vitnas.export.bundle`.
 """
 
 from __future__ import annotations

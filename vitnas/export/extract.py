@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from vitnas.errors import ExportError
-from vitnas.space.spec import mlp_hidden
 from vitnas.nn.vit import ViT
 from vitnas.nn.vit_config import vit_config
+from vitnas.space.spec import mlp_hidden
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch

@@ -21,8 +21,8 @@ import torch
 from vitnas.errors import ExportError
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, read_config, weights_entry
 from vitnas.export.weights import check_state, read_weights
-from vitnas.util.device import resolve_device
 from vitnas.nn.vit import ViT, ViTConfig
+from vitnas.util.device import resolve_device
 
 if TYPE_CHECKING:
     from vitnas.export.elastic import ElasticViT

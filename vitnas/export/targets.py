@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitnas.space.arch import Arch, read_archs
 from vitnas.errors import ArchError, ExportError
+from vitnas.space.arch import Arch, read_archs
 
 if TYPE_CHECKING:
     from vitnas.space.space import SearchSpace

@@ -26,24 +26,24 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops
 from vitnas.data import DataConfig, parse_data
 from vitnas.errors import ExportError
-from vitnas.export.card import model_card
 from vitnas.export.bundle import bundle_targets, check_bundle_request, write_bundle
+from vitnas.export.card import model_card
 from vitnas.export.extract import extract
 from vitnas.export.forms import check_inputs, max_difference, require_onnx_exporter, write_onnx, write_torchscript
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry, write_json
-from vitnas.util.atomic import check_target, staged_folder
 from vitnas.export.targets import Target, folder_names, read_targets
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops
+from vitnas.util.atomic import check_target, staged_folder
 from vitnas.export.timing import LATENCY_REPEATS, LATENCY_WARMUP, measure_latency  # noqa: F401 (read from here too)
 from vitnas.export.timm_form import write_timm
+from vitnas.nn.vit import ViT
 from vitnas.space.space import SearchSpace
 from vitnas.supernet.supernet import SuperViT
-from vitnas.nn.vit import ViT
 
 __all__ = ["FORMATS", "TOLERANCE", "check_settings", "export", "write_model_folder"]
 

@@ -35,9 +35,6 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import prepare_directory, staged_folder, write_text_atomically
-from vitnas.train.checkpoint import MODEL_FILE, CheckpointError, latest_checkpoint, load_checkpoint, load_supernet
 from vitnas.data import DataConfig, parse_data
 from vitnas.errors import ExportError
 from vitnas.export.extract import extract
@@ -45,9 +42,12 @@ from vitnas.export.load import load
 from vitnas.export.metadata import input_spec
 from vitnas.export.schema import CONFIG_FILE, read_config
 from vitnas.export.writer import TOLERANCE, check_settings, write_model_folder
+from vitnas.nn.vit import ViT, ViTConfig
+from vitnas.space.arch import Arch
+from vitnas.train.checkpoint import MODEL_FILE, CheckpointError, latest_checkpoint, load_checkpoint, load_supernet
 from vitnas.train.recipe import Recipe, RecipeError, load_recipe
 from vitnas.train.standalone import train_standalone
-from vitnas.nn.vit import ViT, ViTConfig
+from vitnas.util.atomic import prepare_directory, staged_folder, write_text_atomically
 
 __all__ = ["EXPORT_FOLDER", "RECORD_FILE", "finetune"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vitnas.errors import LatencyError
 from vitnas.space.arch import read_archs
 from vitnas.util.dtypes import dtype_arg
-from vitnas.errors import LatencyError
 
 __all__ = ["register", "read_archs"]
 

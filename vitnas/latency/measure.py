@@ -33,13 +33,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vitnas.space.arch import Arch
-from vitnas.util.dtypes import canonical_dtype, torch_dtype
 from vitnas.errors import LatencyError
-from vitnas.util.device import device_name, resolve_device, synchronize
-from vitnas.space.space import SearchSpace
 from vitnas.nn.vit import ViT
 from vitnas.nn.vit_config import vit_config
+from vitnas.space.arch import Arch
+from vitnas.space.space import SearchSpace
+from vitnas.util.device import device_name, resolve_device, synchronize
+from vitnas.util.dtypes import canonical_dtype, torch_dtype
 
 __all__ = [
     "Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",

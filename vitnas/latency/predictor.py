@@ -24,9 +24,9 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.stats import kendalltau
 
+from vitnas.errors import LatencyError
 from vitnas.space.arch import Arch
 from vitnas.space.cost import block_shape, stage_output_tokens
-from vitnas.errors import LatencyError
 from vitnas.latency.features import (
     ARCH_FEATURES,
     BLOCK_FEATURES,

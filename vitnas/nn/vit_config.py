@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vitnas.space.spec import mlp_hidden, stage_grid
 from vitnas.nn.vit import BlockConfig, StageConfig, ViTConfig
+from vitnas.space.spec import mlp_hidden, stage_grid
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch

@@ -340,8 +340,8 @@ def _check_formats_and_backend(settings: RunSettings) -> None:
     """The export forms and the Ray backend, with the packages they need, checked now rather than after training."""
     import importlib.util
 
-    from vitnas.export.writer import TOLERANCE, check_settings
     from vitnas.errors import BackendError
+    from vitnas.export.writer import TOLERANCE, check_settings
     from vitnas.search.ray_cluster import RAY_MISSING
 
     check_settings(settings.formats, (settings.latency_batch,), TOLERANCE)
@@ -481,9 +481,9 @@ class _Named:
 def _eval_stage(folders: list[tuple[dict[str, Any], Path]], profile: DeviceProfile, device: str, recipe,
                 paths: _Paths) -> tuple[list[ExportRow], bool]:
     """Scores each export folder on val and times it as the profile timed its archs."""
+    from vitnas.export.evaluate import evaluate_folder
     from vitnas.space.arch import Arch
     from vitnas.util.atomic import write_text_atomically
-    from vitnas.export.evaluate import evaluate_folder
 
     if paths.evaluation.is_file():
         stored = json.loads(paths.evaluation.read_text())

@@ -54,19 +54,19 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import prepare_directory, write_bytes_atomically, write_text_atomically
-from vitnas.train.checkpoint import MODEL_FILE, load_checkpoint, load_supernet
-from vitnas.space.cost import count_flops, count_params
 from vitnas.data import SPLITS, build_dataset
 from vitnas.errors import RankCheckError
 from vitnas.evaluate import count_topk
-from vitnas.train.recipe import Recipe
-from vitnas.space.space import SearchSpace
+from vitnas.nn.vit import ViT, ViTConfig
 from vitnas.rank.draw import bin_of, macs_bins, stratified_archs
 from vitnas.rank.runs import BACKENDS, StandaloneJob, finished_runs, run_jobs, standalone_job, standalone_recipe
-from vitnas.nn.vit import ViT, ViTConfig
 from vitnas.rank.stats import RankStatistics, rank_statistics
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops, count_params
+from vitnas.space.space import SearchSpace
+from vitnas.train.checkpoint import MODEL_FILE, load_checkpoint, load_supernet
+from vitnas.train.recipe import Recipe
+from vitnas.util.atomic import prepare_directory, write_bytes_atomically, write_text_atomically
 
 __all__ = ["ArchRecord", "RankCheckError", "RankCheckResult", "RankCheckSettings", "RankStatistics",
            "format_rank_check", "macs_bins", "rank_check", "rank_statistics", "stratified_archs"]

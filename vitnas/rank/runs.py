@@ -27,14 +27,14 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from vitnas.space.arch import Arch
-from vitnas.train.checkpoint import CheckpointError, finished_epochs, latest_checkpoint
 from vitnas.errors import BackendError, VitnasError
-from vitnas.train.recipe import Recipe, load_recipe
-from vitnas.space.space import SearchSpace
-from vitnas.train.standalone import train_standalone
 from vitnas.nn.vit import ViTConfig
 from vitnas.nn.vit_config import vit_config
+from vitnas.space.arch import Arch
+from vitnas.space.space import SearchSpace
+from vitnas.train.checkpoint import CheckpointError, finished_epochs, latest_checkpoint
+from vitnas.train.recipe import Recipe, load_recipe
+from vitnas.train.standalone import train_standalone
 from vitnas.util.yamlfile import read_yaml
 
 __all__ = ["BACKENDS", "StandaloneJob", "finished_runs", "run_folder", "run_jobs", "standalone_job",

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from vitnas.space.arch import Arch
 from vitnas.errors import BudgetError, VitnasError
+from vitnas.space.arch import Arch
 from vitnas.search.budgets import (
     CostFunction,
     NamedBudget,

@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops, count_params
 from vitnas.errors import BudgetError
 from vitnas.latency.profile import DeviceProfile
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops, count_params
 from vitnas.space.space import SearchSpace
 
 __all__ = ["Budget"]

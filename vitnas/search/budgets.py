@@ -18,12 +18,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from vitnas.space.arch import Arch
 from vitnas.errors import BudgetError
+from vitnas.space.arch import Arch
 
 if TYPE_CHECKING:
-    from vitnas.search.budget import Budget
     from vitnas.latency.profile import DeviceProfile
+    from vitnas.search.budget import Budget
     from vitnas.space.space import SearchSpace
 
 __all__ = [

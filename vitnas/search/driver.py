@@ -31,14 +31,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import prepare_directory, write_text_atomically
 from vitnas.errors import SearchError, VitnasError
 from vitnas.search.budgets import CostModel, NamedBudget, budgets_from_limits
 from vitnas.search.config import EvolutionConfig
 from vitnas.search.evolution import ALGORITHMS, make_algorithm
 from vitnas.search.report import REPORT_SPLIT, Choice, SearchResult, write_report
 from vitnas.search.results_log import ResultsLog
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import prepare_directory, write_text_atomically
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -265,8 +265,8 @@ def _check_backend(backend: str) -> None:
 
 def _prepare(settings: SearchSettings, other_device: bool) -> RunContext:
     """Loads the supernet and profile and asks for generation 0: every check that can fail, nothing written."""
-    from vitnas.train.checkpoint import load_checkpoint, load_supernet
     from vitnas.data import trains_on_search_images
+    from vitnas.train.checkpoint import load_checkpoint, load_supernet
 
     supernet, space = load_supernet(settings.checkpoint, use_ema=settings.use_ema)
     data = load_checkpoint(Path(settings.checkpoint))["recipe"].data

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from vitnas.space.arch import Arch
 from vitnas.errors import VitnasError
 from vitnas.search.algorithm import SearchAlgorithm, split_evenly
 from vitnas.search.budgets import CostFunction, NamedBudget
 from vitnas.search.config import EvolutionConfig
+from vitnas.space.arch import Arch
 
 if TYPE_CHECKING:
     from vitnas.search.budget import Budget

@@ -43,10 +43,10 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import running_process, write_text_atomically
 from vitnas.errors import BackendError, VitnasError
 from vitnas.search.backend import Backend, Evaluation
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import running_process, write_text_atomically
 from vitnas.search.ray_cluster import (RAY_MISSING, check_cluster, connect, describe_resources,  # noqa: F401 (RAY_MISSING)
                                        last_line, require_ray)
 

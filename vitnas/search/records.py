@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from vitnas.space.arch import Arch
 from vitnas.errors import VitnasError
+from vitnas.space.arch import Arch
 
 if TYPE_CHECKING:
     from vitnas.space.space import SearchSpace

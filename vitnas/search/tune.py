@@ -49,10 +49,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import write_text_atomically
 from vitnas.errors import BackendError
 from vitnas.search.ray_cluster import RAY_MISSING
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import write_text_atomically
 
 try:
     from ray import tune

@@ -27,5 +27,5 @@ export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch, StageArch, read_archs
-    from vitnas.space.space import SearchSpace, load_space, shipped_spaces
     from vitnas.space.cost import block_shapes, count_flops, count_params
+    from vitnas.space.space import SearchSpace, load_space, shipped_spaces

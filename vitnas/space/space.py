@@ -17,10 +17,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from nni.mutable import Categorical, MutableDict
 
-from vitnas.space.arch import Arch, StageArch
 from vitnas.errors import ArchError, SpaceError
-from vitnas.util.shipped import shipped_files, unknown_name
+from vitnas.space.arch import Arch, StageArch
 from vitnas.space.spec import SpaceSpec, StageSpec, parse_space
+from vitnas.util.shipped import shipped_files, unknown_name
 from vitnas.util.yamlfile import read_yaml
 
 __all__ = ["SearchSpace", "load_space", "shipped_spaces"]

@@ -25,6 +25,6 @@ __all__ = sorted(_LAZY)
 export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
-    from vitnas.supernet.supernet import SuperViT
     from vitnas.supernet.masked import masked_forward, token_shape_groups
     from vitnas.supernet.rewire import rewire
+    from vitnas.supernet.supernet import SuperViT

@@ -40,11 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vitnas.space.arch import Arch, StageArch
 from vitnas.errors import ArchError, VitnasError
 from vitnas.nn.block import BlockMasks, BlockPlan, ChannelMask
 from vitnas.nn.network import NetworkPlan, StageMasks, StagePlan, network_forward
 from vitnas.nn.reducers import get_reducer
+from vitnas.space.arch import Arch, StageArch
 from vitnas.space.space import SearchSpace
 from vitnas.space.spec import StageSpec, mlp_hidden, stage_grid
 

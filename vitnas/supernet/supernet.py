@@ -23,9 +23,9 @@ except ImportError:  # older timm: recompute it on every call (same numbers, slo
     PatchEmbedResamplerFixedOrigSize = None
 from torch import Tensor, nn
 
-from vitnas.space.arch import Arch, StageArch
 from vitnas.errors import ArchError
 from vitnas.nn.block import NORM_EPS, BlockPlan, drop_path_rates
+from vitnas.space.arch import Arch, StageArch
 from vitnas.nn.network import (
     NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens, state_dict_of,
 )

@@ -26,7 +26,7 @@ __all__ = sorted(_LAZY)
 export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
-    from vitnas.train.loop import train
-    from vitnas.train.standalone import train_standalone
-    from vitnas.train.recipe import Recipe, load_recipe
     from vitnas.train.checkpoint import load_supernet, latest_checkpoint
+    from vitnas.train.loop import train
+    from vitnas.train.recipe import Recipe, load_recipe
+    from vitnas.train.standalone import train_standalone

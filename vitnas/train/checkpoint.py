@@ -32,10 +32,10 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vitnas.util.atomic import reporting_disk_full, write_text_atomically
 from vitnas.errors import CheckpointError, VitnasError
-from vitnas.train.recipe import Recipe, load_recipe
 from vitnas.space.space import SearchSpace, load_space
+from vitnas.train.recipe import Recipe, load_recipe
+from vitnas.util.atomic import reporting_disk_full, write_text_atomically
 from vitnas.util.yamlfile import read_yaml
 
 __all__ = ["CheckpointError", "MODEL_FILE", "finished_epochs", "latest_checkpoint", "load_checkpoint", "load_supernet",

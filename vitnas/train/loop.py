@@ -34,20 +34,20 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import prepare_directory, reporting_disk_full
-from vitnas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitnas.data import DataConfig, build_dataset, num_classes_of
 from vitnas.evaluate import count_correct
-from vitnas.train.gradient_projection import ConflictProjection
 from vitnas.nn.reducers import KeptFraction, keep_ratio_loss
-from vitnas.supernet.masked import masked_forward, mixed_head_widths, unmasked_reducers
-from vitnas.train.recipe import Recipe, RecipeError, load_recipe
-from vitnas.supernet.rewire import rewire
-from vitnas.train.samplers import Pass, Piece, build_sampler, step_rng
-from vitnas.util.seeding import loader_generator, restore_rng_state, rng_state, seed_run
+from vitnas.space.arch import Arch
 from vitnas.space.space import SearchSpace, load_space
+from vitnas.supernet.masked import masked_forward, mixed_head_widths, unmasked_reducers
+from vitnas.supernet.rewire import rewire
 from vitnas.supernet.supernet import SuperViT
+from vitnas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from vitnas.train.gradient_projection import ConflictProjection
+from vitnas.train.recipe import Recipe, RecipeError, load_recipe
+from vitnas.train.samplers import Pass, Piece, build_sampler, step_rng
+from vitnas.util.atomic import prepare_directory, reporting_disk_full
+from vitnas.util.seeding import loader_generator, restore_rng_state, rng_state, seed_run
 from vitnas.util.yamlfile import read_yaml
 
 __all__ = ["Context", "SupernetTrainee", "Trainee", "build_context", "distributed_setup", "fit", "train"]

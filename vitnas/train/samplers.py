@@ -28,8 +28,8 @@ import numpy as np
 
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_flops
-from vitnas.train.recipe import SamplerConfig
 from vitnas.space.space import SearchSpace
+from vitnas.train.recipe import SamplerConfig
 
 __all__ = ["ComplexityWindow", "Piece", "Pass", "Sampler", "build_sampler", "step_rng"]
 

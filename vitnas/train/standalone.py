@@ -28,16 +28,16 @@ import torch
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
-from vitnas.space.arch import Arch
-from vitnas.util.atomic import prepare_directory
-from vitnas.train.checkpoint import MODEL_FILE, CheckpointError
 from vitnas.data import DataConfig
 from vitnas.nn.reducers import KeptFraction
+from vitnas.nn.vit import ViT, ViTConfig
+from vitnas.space.arch import Arch
+from vitnas.train.checkpoint import MODEL_FILE, CheckpointError
+from vitnas.train.loop import Trainee, build_context, distributed_setup, fit, run_recipe
 from vitnas.train.recipe import Recipe, RecipeError
 from vitnas.train.samplers import Pass, Piece
+from vitnas.util.atomic import prepare_directory
 from vitnas.util.seeding import seed_run
-from vitnas.train.loop import Trainee, build_context, distributed_setup, fit, run_recipe
-from vitnas.nn.vit import ViT, ViTConfig
 
 __all__ = ["StandaloneTrainee", "init_weights", "train_standalone"]
 

@@ -112,7 +112,7 @@ def test_a_full_disk_while_writing_a_checkpoint_s_state_is_one_line(tmp_path, mo
 
 
 def test_a_full_disk_while_logging_metrics_is_one_line(tmp_path, monkeypatch):
-    train_module = importlib.import_module("vitnas.train.loop")  # vitnas.train is the function
+    train_module = importlib.import_module("vitnas.train.loop")  # the module of the train verb
     monkeypatch.setattr(train_module, "open", _FullFile, raising=False)  # the module's `open`, not the builtin
     with pytest.raises(VitnasError, match=rf"^disk full while writing {tmp_path}/metrics\.jsonl: {FIX}$"):
         train_module.MetricsLog(tmp_path).write({"epoch": 1, "step": 3, "loss": 2.0})
@@ -257,7 +257,7 @@ def test_ctrl_c_during_a_search_counts_the_kept_results_and_names_resume(tmp_pat
 
 
 def test_ctrl_c_during_a_run_says_to_run_it_again(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("vitnas.pipeline.run"), "run", _interrupt)
+    monkeypatch.setattr(importlib.import_module("vitnas.pipeline.stages"), "run", _interrupt)
     assert main(["run", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: finished stages, and the training or search under "
                                        f"way, are kept in {tmp_path / 'r'}: run the same command again to resume\n")

@@ -290,7 +290,9 @@ def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning(
             from vitnas.train import SupernetTrainee, train
         assert EViT is importlib.import_module("vitnas.nn.reducers.evit").EViT
         assert SupernetTrainee is importlib.import_module("vitnas.train.loop").SupernetTrainee
-        assert train is vitnas.train is importlib.import_module("vitnas.train.loop").train  # still the function
+        assert train is importlib.import_module("vitnas.train.loop").train
+        import vitnas.train.recipe as recipe, vitnas.finetune.tune as tune  # the packages, not the verbs
+        assert callable(vitnas.train) and callable(vitnas.finetune) and recipe.load_recipe and tune.finetune
         assert Budget is importlib.import_module("vitnas.search.budget").Budget
         assert write_bundle is importlib.import_module("vitnas.export.bundle").write_bundle
         assert read_arch is importlib.import_module("vitnas.space.arch").read_arch

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import vitnas
 from vitnas.cli import main
 from vitnas.errors import ExportError
-from vitnas.pipeline.run import STAGES, RunError, RunSettings, choose_budgets, format_run, run
+from vitnas.pipeline.stages import STAGES, RunError, RunSettings, choose_budgets, format_run, run
 from vitnas.train.checkpoint import finished_epochs, latest_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]

@@ -30,7 +30,6 @@ _LAZY = {
     "evaluate": "vitnas.evaluate",
     "ElasticViT": "vitnas.export.elastic",
     "extract": "vitnas.export.extract",
-    "finetune": "vitnas.finetune.finetune",
     "load": "vitnas.export.load",
     "timm_state_dict": "vitnas.export.extract",
     "vit_config": "vitnas.nn.vit_config",
@@ -38,20 +37,20 @@ _LAZY = {
     "DeviceProfile": "vitnas.latency.profile",
     "load_profile": "vitnas.latency.profile",
     "rank_check": "vitnas.rank.check",
-    "run": "vitnas.pipeline.run",
+    "run": "vitnas.pipeline.stages",
     "SearchSpace": "vitnas.space.space",
     "load_space": "vitnas.space.space",
     "shipped_spaces": "vitnas.space.space",
     "SuperViT": "vitnas.supernet.supernet",
-    "train": "vitnas.train.loop",
     "train_standalone": "vitnas.train.standalone",
     "ViT": "vitnas.nn.vit",
     "ViTConfig": "vitnas.nn.vit",
 }
 
-# Subpackages loaded on first use, each also callable as its verb: vitnas.search(checkpoint, out, ...),
-# vitnas.export(checkpoint, arch, out, ...).
-_SUBMODULES = ("export", "search")
+# Subpackages loaded on first use, each also callable as its verb: vitnas.train(recipe, out, ...),
+# vitnas.search(checkpoint, out, ...), vitnas.export(checkpoint, arch, out, ...), vitnas.finetune(folder, out, ...).
+# Callable packages rather than functions, so that `import vitnas.train.recipe as r` finds the package.
+_SUBMODULES = ("export", "finetune", "search", "train")
 
 _ERRORS = ("ArchError", "BudgetError", "CheckpointError", "ExportError", "LatencyError", "ProfileError", "SpaceError",
            "VitnasError")
@@ -67,11 +66,11 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.export.elastic import ElasticViT
     from vitnas.export.extract import extract, timm_state_dict
     from vitnas.export.load import load
-    from vitnas.finetune.finetune import finetune
+    from vitnas.finetune.tune import finetune
     from vitnas.latency.profile import DeviceProfile, load_profile
     from vitnas.nn.vit import ViT, ViTConfig
     from vitnas.nn.vit_config import vit_config
-    from vitnas.pipeline.run import run
+    from vitnas.pipeline.stages import run
     from vitnas.rank.check import rank_check
     from vitnas.search.budget import Budget
     from vitnas.space.arch import Arch, StageArch
@@ -79,5 +78,5 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.space.space import SearchSpace, load_space, shipped_spaces
     from vitnas.supernet.supernet import SuperViT
     from vitnas.train.checkpoint import load_supernet
-    from vitnas.train.loop import train
+    from vitnas.train.loop import train  # (the package vitnas.train, called, calls this function; so does finetune)
     from vitnas.train.standalone import train_standalone

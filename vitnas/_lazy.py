@@ -4,12 +4,14 @@
 scikit-learn (several seconds together). A package lists ``name -> module`` and calls
 `export_lazily`; attribute access then imports the module (PEP 562).
 
-Some public functions share their module's name (the function `vitnas.train` lives in
-`vitnas/train/loop.py`, next to the package `vitnas.train`; `vitnas.rank_check` and
-`vitnas.finetune` likewise). Python's import system binds a submodule onto its package
-when the submodule is first imported, which would replace the function by the module. The
-package's class therefore ignores that binding for exported names, so `vitnas.train` is
-always the function, as it was when these names were imported eagerly.
+Some public functions share their module's name (`vitnas.evaluate` the function lives in
+`vitnas/evaluate.py`, `vitnas.load` in `vitnas/export/load.py`). Python's import
+system binds a submodule onto its package when the submodule is first imported, which
+would replace the function by the module. The package's class therefore ignores that
+binding for exported names, so `vitnas.evaluate` is always the function, as it was when
+these names were imported eagerly. Where a verb shares its name with a package
+(`vitnas.train`, `vitnas.search`, `vitnas.export`, `vitnas.finetune`), the package is
+callable instead (`call`), so ``import vitnas.train.recipe`` still finds the package.
 
 A name a package does not export may be one that used to live there (a module that
 became this package, or a name that moved to another package): `vitnas._moved` serves

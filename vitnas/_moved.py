@@ -72,8 +72,8 @@ MOVED_MODULES: dict[str, str] = {
 
 # old module whose name is now a package -> the module holding the old module's code
 MOVED_INTO_PACKAGE: dict[str, str] = {
-    "vitnas.finetune": "vitnas.finetune.finetune",
-    "vitnas.pipeline": "vitnas.pipeline.run",
+    "vitnas.finetune": "vitnas.finetune.tune",
+    "vitnas.pipeline": "vitnas.pipeline.stages",
     "vitnas.space": "vitnas.space.space",
     "vitnas.supernet": "vitnas.supernet.supernet",
     "vitnas.train": "vitnas.train.loop",

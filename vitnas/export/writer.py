@@ -226,7 +226,7 @@ def write_model_folder(
 ) -> dict[str, Any]:
     """Writes a standalone model into an existing, empty folder: weights, checked forms, latency, config.json, card.
 
-    `export` writes each chosen sub-network with it, and `vitnas.finetune.finetune` its fine-tuned
+    `export` writes each chosen sub-network with it, and `vitnas.finetune` its fine-tuned
     model, so every export folder has one layout and one set of checks. Callers publish
     the folder atomically (`vitnas.util.atomic.staged_folder`): a failed check leaves nothing.
 

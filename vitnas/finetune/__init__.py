@@ -1,4 +1,6 @@
 """Fine-tuning an exported model (`finetune`, the `vitnas finetune` verb) on new data.
+
+The package is callable as its verb: ``vitnas.finetune(folder, out, ...)`` is `vitnas.finetune.tune.finetune`.
 """
 
 from __future__ import annotations
@@ -8,13 +10,13 @@ from typing import TYPE_CHECKING
 from vitnas._lazy import export_lazily
 
 _MODULES = {
-    "finetune": ("finetune",),
+    "tune": ("finetune",),
 }
 _LAZY = {name: f"vitnas.finetune.{module}" for module, names in _MODULES.items() for name in names}
 
 __all__ = sorted(_LAZY)
 
-export_lazily(__name__, _LAZY)
+export_lazily(__name__, _LAZY, call="finetune")  # vitnas.finetune(...) is vitnas.finetune.tune.finetune(...)
 
 if TYPE_CHECKING:
-    from vitnas.finetune.finetune import finetune
+    from vitnas.finetune.tune import finetune

@@ -1,4 +1,4 @@
-"""`vitnas finetune DIR --out OUT`: argument parsing and printing only; the work is `vitnas.finetune.finetune`.
+"""`vitnas finetune DIR --out OUT`: argument parsing and printing only; the work is `vitnas.finetune.tune.finetune`.
 
 Importing this module costs no torch: ``vitnas --help`` builds every verb's parser.
 """
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from vitnas.finetune.finetune import finetune
+    from vitnas.finetune.tune import finetune
 
     metrics = finetune(args.folder, args.out, data=args.data, recipe=args.recipe, overrides=args.overrides,
                        resume=args.resume, teacher=args.teacher, from_scratch=args.from_scratch,

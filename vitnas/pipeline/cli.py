@@ -1,4 +1,4 @@
-"""The `vitnas run` verb: flags for `vitnas.pipeline.run`, and its table printed."""
+"""The `vitnas run` verb: flags for `vitnas.pipeline.stages.run`, and its table printed."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vitnas.pipeline.run import RunSettings, format_run, run
+    from vitnas.pipeline.stages import RunSettings, format_run, run
 
     settings = RunSettings(
         recipe=args.recipe, out=args.out, overrides=tuple(args.overrides), space=args.space, data=args.data,

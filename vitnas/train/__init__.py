@@ -4,7 +4,8 @@
 step trains (single, sandwich, multi, supervit); `loop` is the training loop and the
 `train` verb (supernet) it runs; `standalone` trains one fixed ViT through the same loop;
 `checkpoint` writes and reads run directories (weights, recipe, RNG state, ``latest``).
-The function `vitnas.train` is `vitnas.train.loop.train`.
+The package is callable as its verb: ``vitnas.train(recipe, out, ...)`` is
+`vitnas.train.loop.train` (and ``import vitnas.train.recipe`` still finds this package).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _LAZY = {name: f"vitnas.train.{module}" for module, names in _MODULES.items() fo
 
 __all__ = sorted(_LAZY)
 
-export_lazily(__name__, _LAZY)
+export_lazily(__name__, _LAZY, call="train")  # vitnas.train(...) is vitnas.train.loop.train(...)
 
 if TYPE_CHECKING:
     from vitnas.train.checkpoint import load_supernet, latest_checkpoint

@@ -7,7 +7,7 @@ the same K archs:
 
     (a) K separate sliced training steps, one forward and one backward per sub-batch;
     (b) the sliced multi pass: the K sliced forwards, losses summed, one backward;
-    (c) the masked multi pass: one `vitnas.masked.masked_forward`, one backward;
+    (c) the masked multi pass: one `vitnas.supernet.masked.masked_forward`, one backward;
     (d) the largest arch alone on the whole batch (the full-width reference).
 
 The K archs are random but share the token shape of the space's largest arch (its
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 import vitnas
-from vitnas.masked import masked_forward, token_shape_groups
+from vitnas.supernet.masked import masked_forward, token_shape_groups
 
 VARIANTS = {
     "a": "(a) K separate sliced steps",

@@ -1,4 +1,4 @@
-"""Does the digits supernet rank its sub-networks truly? `vitnas.rank_check` over at least 20 of them.
+"""Does the digits supernet rank its sub-networks truly? `vitnas.rank.check` over at least 20 of them.
 
 Issue 11 asks for Kendall tau, Spearman rho, the top-5 overlap and the regret of picking
 by the supernet, on digits with the default recipe (``tiny32_digits``): sub-networks
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import vitnas
-from vitnas.rank_check import SETTINGS_FILE, format_rank_check, rank_check
+from vitnas.rank.check import SETTINGS_FILE, format_rank_check, rank_check
 
 
 def main() -> None:

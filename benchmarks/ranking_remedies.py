@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 import vitnas
-from vitnas.checkpoint import load_checkpoint
-from vitnas.rank_check import SETTINGS_FILE, rank_check
+from vitnas.rank.check import SETTINGS_FILE, rank_check
+from vitnas.train.checkpoint import load_checkpoint
 
 VARIANTS = {  # name: recipe overrides of tiny32_digits
     "default": [],

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 import vitnas
-from vitnas.arch import Arch
-from vitnas.checkpoint import load_checkpoint, load_supernet
-from vitnas.cost import count_flops
 from vitnas.latency.measure import measure_arch
-from vitnas.space import SearchSpace
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops
+from vitnas.space.space import SearchSpace
+from vitnas.train.checkpoint import load_checkpoint, load_supernet
 
 LEVELS = (0.25, 0.5, 0.75)  # latency levels, as fractions of the way from the fastest arch to the slowest
 

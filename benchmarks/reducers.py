@@ -2,10 +2,10 @@
 
 Rows: the unreduced DeiT-S shape (``deit`` space: patch 16, embed 384, 6 heads of 64,
 depth 12, MLP ratio 4) and the same shape reducing at blocks 4, 7 and 10 (1-based; the
-space's blocks 3, 6, 9) at keep rate 0.7 with each reducer of `vitnas.space_spec.REDUCERS`.
+space's blocks 3, 6, 9) at keep rate 0.7 with each reducer of `vitnas.space.spec.REDUCERS`.
 ToMe runs at the matching r: at each reduction block it merges r = n - ceil(0.7 n) of its
 n patch tokens, so it keeps the others' counts (without their one extra fused/summary token).
-Each model is the standalone `vitnas.vit.ViT` an export holds (`vitnas.latency.build_model`:
+Each model is the standalone `vitnas.nn.vit.ViT` an export holds (`vitnas.latency.build_model`:
 random weights, which do not change speed). Rounds interleave the rows, one timed call of
 each per round, so drift in the machine's speed hits every row alike; each figure is the
 median over rounds. Speedup is images/s against the unreduced row at the same batch; the
@@ -35,8 +35,8 @@ from torch import Tensor, nn
 
 import vitnas
 from vitnas.latency.measure import build_model
-from vitnas.layers.reducers.tome import merged_count
-from vitnas.space_spec import REDUCERS
+from vitnas.nn.reducers.tome import merged_count
+from vitnas.space.spec import REDUCERS
 
 DEIT_S = dict(depth=12, embed_dim=384, num_heads=6, mlp_ratio=4.0, patch_size=16)
 UNREDUCED = "unreduced"

@@ -3,7 +3,7 @@
 Issue 11: evolution searches the supernet under a MACs budget; its choice and `--random`
 archs drawn uniformly from the space with MACs within `--tolerance` of the choice's (and
 under the budget) are each trained from scratch with the supernet's recipe (no
-distillation), `--seeds` times, through `vitnas.standalone_runs`. Printed: each arch's
+distillation), `--seeds` times, through `vitnas.rank.runs`. Printed: each arch's
 inherited (supernet) and stand-alone top-1 on ``val``, the searched arch against the
 random archs' mean and best, and what one stand-alone retrain gains over inherited
 weights. Everything is resumable: an interrupted benchmark continues where it stopped,
@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 import vitnas
-from vitnas.arch import Arch
-from vitnas.atomic import write_text_atomically
-from vitnas.checkpoint import load_checkpoint, load_supernet
-from vitnas.cost import count_flops
 from vitnas.errors import VitnasError
-from vitnas.space import SearchSpace
-from vitnas.standalone_runs import finished_runs, run_jobs, standalone_job, standalone_recipe
+from vitnas.rank.runs import finished_runs, run_jobs, standalone_job, standalone_recipe
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops
+from vitnas.space.space import SearchSpace
+from vitnas.train.checkpoint import load_checkpoint, load_supernet
+from vitnas.util.atomic import write_text_atomically
 
 
 def main() -> None:

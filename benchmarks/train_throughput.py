@@ -1,6 +1,6 @@
 """Supernet training throughput per sampler, side by side in one run, plus the slicing overhead vs timm.
 
-Every row times the trainer's own optimizer step (`vitnas.train._train_step`) on one
+Every row times the trainer's own optimizer step (`vitnas.train.loop._train_step`) on one
 synthetic batch: `single`, `sandwich`, `multi` with sliced weights and `multi` with
 channel masks, all with in-place distillation as the recipe would run them. The last
 rows train one timm-expressible arch through the supernet and timm's own
@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 import vitnas
-from vitnas.recipe import SamplerConfig, load_recipe
-from vitnas.sampling import Pass, Piece, build_sampler, step_rng
-from vitnas.train import _build, _train_step
+from vitnas.train.loop import _build, _train_step
+from vitnas.train.recipe import SamplerConfig, load_recipe
+from vitnas.train.samplers import Pass, Piece, build_sampler, step_rng
 
 SAMPLERS = {
     "single": SamplerConfig(name="single"),

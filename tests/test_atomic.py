@@ -8,8 +8,8 @@ import os
 import psutil
 import pytest
 
-from vitnas.atomic import remove_stale_staging, write_text_atomically
 from vitnas.errors import VitnasError
+from vitnas.util.atomic import remove_stale_staging, write_text_atomically
 
 
 def test_written_files_get_the_umask_permissions_not_mkstemps(tmp_path):

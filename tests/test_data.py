@@ -21,7 +21,7 @@ from vitnas.data import (
     parse_data,
     trains_on_search_images,
 )
-from vitnas.recipe import RecipeError, load_recipe
+from vitnas.train.recipe import RecipeError, load_recipe
 
 
 def _write_cifar10(root, images_per_batch=4):

@@ -31,8 +31,8 @@ import yaml
 from vitnas import load_space
 from vitnas.data import DataConfig
 from vitnas.errors import SpaceError
-from vitnas.recipe import Recipe, RecipeError, load_recipe
-from vitnas.space_spec import _PATCH_KEYS, _REDUCTION_KEYS, _STAGE_KEYS, _TOP_KEYS, REDUCERS, parse_space
+from vitnas.space.spec import _PATCH_KEYS, _REDUCTION_KEYS, _STAGE_KEYS, _TOP_KEYS, REDUCERS, parse_space
+from vitnas.train.recipe import Recipe, RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 SPACES_DOC = REPO / "docs" / "search_spaces.md"

@@ -14,11 +14,13 @@ import torch
 import yaml
 
 import vitnas
-from vitnas.export.elastic import ElasticViT, build_envelope
-from vitnas.layers import network
-from vitnas.layers.block import BlockPlan, block_forward
-from vitnas.layers.reducers import KeptFraction, Tokens, get_reducer, keep_ratio_loss
-from vitnas.recipe import RecipeError, load_recipe
+from vitnas.export.elastic import ElasticViT
+from vitnas.export.envelope import build_envelope
+from vitnas.nn import network
+from vitnas.nn.block import BlockPlan, block_forward
+from vitnas.nn.reducers import KeptFraction, Tokens, get_reducer, keep_ratio_loss
+from vitnas.supernet.masked import masked_forward
+from vitnas.train.recipe import RecipeError, load_recipe
 
 from test_reducers import counted_arch, tiny_space
 
@@ -150,8 +152,7 @@ def test_masked_passes_refuse_dynamicvit_in_one_line(space, tmp_path):
         vitnas.train(recipe, tmp_path / "run")
     supernet = vitnas.SuperViT(space)
     with pytest.raises(vitnas.ArchError, match=r"^archs\[1\]: reducer dynamicvit cannot run in a masked pass"):
-        supernet.forward_multi(torch.randn(4, 3, 32, 32), [space.largest(), counted_arch(space)], [2, 2],
-                               masked=True)
+        masked_forward(supernet, torch.randn(4, 3, 32, 32), [space.largest(), counted_arch(space)], [2, 2])
 
 
 def test_a_reducer_choice_with_dynamicvit_trains_its_predictor_with_the_ratio_loss_and_extracts(tmp_path):

@@ -20,10 +20,10 @@ import yaml
 from safetensors import SafetensorError
 
 import vitnas
-from vitnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.cli import main
 from vitnas.errors import ExportError, VitnasError
-from vitnas.recipe import RecipeError, load_recipe
+from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vitnas.train.recipe import RecipeError, load_recipe
 
 TINY = {"space": "tiny32", "data": {"name": "synthetic", "synthetic_size": 48}, "epochs": 1, "batch_size": 16,
         "optimizer": {"lr": 1e-3}, "schedule": {"warmup_epochs": 1}, "sampler": {"name": "sandwich", "num_random": 1}}
@@ -87,7 +87,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     recipe.write_text(yaml.safe_dump(TINY))
     assert main(["train", str(recipe), "--out", str(run)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(importlib.import_module("vitnas.checkpoint"), "save_file", _safetensors_no_space)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.checkpoint"), "save_file", _safetensors_no_space)
     assert main(["train", str(recipe), "--out", str(run), "--resume", "epochs=2"]) == 2
     err = capsys.readouterr().err.split("\r")[-1]  # after the progress bar, which clears its line
     assert re.fullmatch(rf"vitnas: error: disk full while writing checkpoint {run}/ckpt-\d+ \(earlier checkpoints "
@@ -112,7 +112,7 @@ def test_a_full_disk_while_writing_a_checkpoint_s_state_is_one_line(tmp_path, mo
 
 
 def test_a_full_disk_while_logging_metrics_is_one_line(tmp_path, monkeypatch):
-    train_module = importlib.import_module("vitnas.train")  # vitnas.train is the function
+    train_module = importlib.import_module("vitnas.train.loop")  # the module of the train verb
     monkeypatch.setattr(train_module, "open", _FullFile, raising=False)  # the module's `open`, not the builtin
     with pytest.raises(VitnasError, match=rf"^disk full while writing {tmp_path}/metrics\.jsonl: {FIX}$"):
         train_module.MetricsLog(tmp_path).write({"epoch": 1, "step": 3, "loss": 2.0})
@@ -257,14 +257,14 @@ def test_ctrl_c_during_a_search_counts_the_kept_results_and_names_resume(tmp_pat
 
 
 def test_ctrl_c_during_a_run_says_to_run_it_again(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("vitnas.pipeline"), "run", _interrupt)
+    monkeypatch.setattr(importlib.import_module("vitnas.pipeline.stages"), "run", _interrupt)
     assert main(["run", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: finished stages, and the training or search under "
                                        f"way, are kept in {tmp_path / 'r'}: run the same command again to resume\n")
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("vitnas.train"), "train", _interrupt)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.loop"), "train", _interrupt)
     assert main(["train", "tiny32_digits", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: no checkpoint in {tmp_path / 'r'} yet: run the same "
                                        f"command again to start over\n")

@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vitnas
-from vitnas.checkpoint import save_checkpoint
 from vitnas.cli import main
 from vitnas.export.schema import sha256_hex
 from vitnas.export.targets import Target, folder_names
 from vitnas.export.timm_form import timm_call
-from vitnas.recipe import load_recipe
+from vitnas.train.checkpoint import save_checkpoint
+from vitnas.train.recipe import load_recipe
 
 HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnxscript"))
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -265,7 +265,7 @@ def test_bad_folder_is_refused_in_one_line(tmp_path, plain_folder, case):
 def test_load_imports_neither_the_supernet_nor_the_search_space(plain_folder):
     code = (f"import sys, torch, vitnas\nmodel = vitnas.load({str(plain_folder)!r})\n"
             f"model(torch.zeros(1, 3, 32, 32))\n"
-            "print([m for m in ('vitnas.supernet', 'vitnas.space', 'nni', 'vitnas.export.writer') if m in sys.modules])")
+            "print([m for m in ('vitnas.supernet.supernet', 'vitnas.space.space', 'nni', 'vitnas.export.writer') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
@@ -334,7 +334,7 @@ def test_budget_picks_one_record_and_a_missing_one_is_named(tmp_path, tiny_run, 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "rename-aside"])
 def test_existing_folder_is_refused_and_replaced_only_when_asked(tmp_path, spaces, supernets, monkeypatch, exchange):
-    import vitnas.atomic as staging
+    import vitnas.util.atomic as staging
 
     if not exchange:  # the path taken where the system cannot swap two folders atomically
         monkeypatch.setattr(staging, "_exchange", lambda first, second: False)
@@ -352,13 +352,13 @@ def test_existing_folder_is_refused_and_replaced_only_when_asked(tmp_path, space
 
 KILLED_EXPORT = """
 import sys, time
-import torch, vitnas, vitnas.atomic
+import torch, vitnas, vitnas.util.atomic
 
 def stall(folder, umask):  # in place of the final fsync: the folder is written, not yet put in place
     print("staged", flush=True)
     time.sleep(600)
 
-vitnas.atomic._sync_tree = stall
+vitnas.util.atomic._sync_tree = stall
 torch.manual_seed(0)
 space = vitnas.load_space("tiny32")
 vitnas.export(vitnas.SuperViT(space).eval(), space.smallest(), sys.argv[1], latency_batches=())
@@ -367,7 +367,7 @@ vitnas.export(vitnas.SuperViT(space).eval(), space.smallest(), sys.argv[1], late
 
 def test_a_killed_exports_staging_folder_goes_with_the_next_export_there_and_a_live_ones_stays(tmp_path, spaces,
                                                                                                 supernets, caplog):
-    import vitnas.atomic as atomic
+    import vitnas.util.atomic as atomic
 
     out = tmp_path / "m"
     process = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(out)], stdout=subprocess.PIPE, text=True)
@@ -380,7 +380,7 @@ def test_a_killed_exports_staging_folder_goes_with_the_next_export_there_and_a_l
     assert killed.startswith(f".m.{process.pid}-") and killed.endswith(".staging") and not out.exists()
     assert (tmp_path / killed / "model.safetensors").is_file()  # what a kill leaves: a full folder, never published
     live = Path(tempfile.mkdtemp(prefix=atomic._leftover_prefix(out), suffix=".staging", dir=tmp_path))  # this process's
-    caplog.set_level("INFO", logger="vitnas.atomic")
+    caplog.set_level("INFO", logger="vitnas.util.atomic")
     vitnas.export(supernets["tiny32"], spaces["tiny32"].smallest(), out, **QUIET)
     assert siblings(out) == sorted(["m", live.name])  # the killed export's folder is gone, the live one kept
     assert f"removed 1 folder a killed export left beside {out}" in caplog.text

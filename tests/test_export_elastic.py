@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import vitnas
-from vitnas.checkpoint import save_checkpoint
 from vitnas.cli import main
-from vitnas.export.elastic import ElasticViT, build_envelope
+from vitnas.export.elastic import ElasticViT
+from vitnas.export.envelope import build_envelope
 from vitnas.export.schema import sha256_hex
-from vitnas.recipe import load_recipe
+from vitnas.train.checkpoint import save_checkpoint
+from vitnas.train.recipe import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 QUIET = dict(latency_batches=())  # timing is covered once, by the CLI test
@@ -252,7 +253,7 @@ def test_bad_requests_are_refused_in_one_line_before_anything_is_written(tmp_pat
 
 
 def test_a_failed_check_fails_the_export_and_leaves_nothing(tmp_path, spaces, elastic_supernets, monkeypatch):
-    import vitnas.export.elastic as elastic
+    import vitnas.export.bundle as elastic
 
     monkeypatch.setattr(elastic, "max_difference", lambda run, model, inputs: 0.5)
     best = write_best_json(tmp_path / "best.json", spaces["tiny32"], POINTS["tiny32"])
@@ -265,7 +266,7 @@ def test_a_failed_check_fails_the_export_and_leaves_nothing(tmp_path, spaces, el
 
 def test_a_full_disk_fails_the_export_in_one_line_and_leaves_nothing(tmp_path, spaces, elastic_supernets,
                                                                      monkeypatch):
-    import vitnas.export.elastic as elastic
+    import vitnas.export.bundle as elastic
     from safetensors import SafetensorError
 
     def no_space(*args, **kwargs):  # what safetensors raises when the disk fills
@@ -356,7 +357,7 @@ def test_loading_a_bundle_imports_neither_the_supernet_nor_the_search_space(bund
     code = (f"import sys, torch, vitnas\nmodel = vitnas.load({folder!r})\n"
             "for point in model.points:\n    model.use(point)(torch.zeros(1, 3, 32, 32))\n"
             f"vitnas.load({folder!r}, point=model.points[-1])(torch.zeros(1, 3, 32, 32))\n"
-            "heavy = ('vitnas.supernet', 'vitnas.space', 'nni', 'vitnas.export.writer')\n"
+            "heavy = ('vitnas.supernet.supernet', 'vitnas.space.space', 'nni', 'vitnas.export.writer')\n"
             "print([m for m in heavy if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -9,7 +9,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
-from vitnas.vit import ViT
+from vitnas.nn.vit import ViT
 
 # How many random archs per space (on top of largest and smallest): tiny spaces get many.
 SAMPLES = {"tiny32": 40, "resize3": 40, "deit": 4, "resnas": 4}

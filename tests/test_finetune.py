@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import vitnas
-from vitnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.cli import main
-from vitnas.recipe import RecipeError, load_recipe
-from vitnas.standalone import StandaloneTrainee, init_weights, train_standalone
+from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vitnas.train.recipe import RecipeError, load_recipe
+from vitnas.train.standalone import StandaloneTrainee, init_weights, train_standalone
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -100,7 +100,7 @@ def test_stopping_after_epoch_one_and_resuming_gives_identical_weights(source, t
 
 def test_distillation_loss_is_the_kl_divergence_to_the_teacher(source, teacher_run):
     """One step's loss is KL(teacher || student), and differs from the label loss: the teacher is really used."""
-    from vitnas.train import _train_step, build_context
+    from vitnas.train.loop import _train_step, build_context
 
     supernet, space = vitnas.load_supernet(teacher_run)
     teacher = vitnas.extract(supernet, space.largest()).eval()
@@ -258,7 +258,7 @@ def test_ddp_replicas_of_a_standalone_model_stay_identical(tmp_path):
 def test_standalone_training_applies_the_recipes_drop_path(spaces, tmp_path, monkeypatch):
     import importlib
 
-    block = importlib.import_module("vitnas.layers.block")
+    block = importlib.import_module("vitnas.nn.block")
     drawn, real_drop_path = [], block.drop_path
 
     def recording(x, rate, training):

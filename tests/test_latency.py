@@ -33,8 +33,8 @@ from vitnas.latency import (
 )
 from vitnas.cli import main
 from vitnas.latency.cli import read_archs
-from vitnas.latency.device import cpu_name
 from vitnas.latency.features import FEATURES, feature_row
+from vitnas.util.device import cpu_name
 
 BATCH = 8  # the module profile's batch
 

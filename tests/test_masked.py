@@ -9,7 +9,7 @@ import torch
 
 import vitnas
 from conftest import RESIZE3
-from vitnas.masked import masked_forward, token_shape_groups
+from vitnas.supernet.masked import masked_forward, token_shape_groups
 
 # Three flexi stages with a head width per stage; stage 0 may be wider than stage 1 (the
 # reduction's skip is cropped), grids 7 -> 4 -> 2 (patch 4) and 4 -> 2 -> 1 (patch 7).

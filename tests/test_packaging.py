@@ -60,7 +60,7 @@ def test_installed_wheel_finds_spaces_and_recipes_outside_the_checkout(wheel, tm
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     script = (
-        "import vitnas, vitnas.recipe as r, vitnas.space as s\n"
+        "import vitnas, vitnas.train.recipe as r, vitnas.space.space as s\n"
         "assert vitnas.__file__.startswith(%r), vitnas.__file__\n"
         "print(sorted(r.shipped_recipes()), sorted(s.shipped_spaces()))\n"
         "print(r.load_recipe('tiny32_digits').space, s.load_space('tiny32').name)\n"

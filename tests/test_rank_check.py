@@ -16,10 +16,10 @@ import torch
 from scipy import stats
 
 import vitnas
-from vitnas.checkpoint import CheckpointError, load_checkpoint
 from vitnas.cli import main
-from vitnas.cost import count_flops
-from vitnas.rank_check import (
+from vitnas.space.cost import count_flops
+from vitnas.train.checkpoint import CheckpointError, load_checkpoint
+from vitnas.rank.check import (
     RankCheckError,
     format_rank_check,
     macs_bins,
@@ -30,8 +30,8 @@ from vitnas.rank_check import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-MODULE = importlib.import_module("vitnas.rank_check")  # the module: ``vitnas.rank_check`` is the function
-RUNS = importlib.import_module("vitnas.standalone_runs")
+MODULE = importlib.import_module("vitnas.rank.check")  # the module: ``vitnas.rank_check`` is the function
+RUNS = importlib.import_module("vitnas.rank.runs")
 
 SUPERNET = ["epochs=1", "batch_size=128", "schedule.warmup_epochs=0"]  # one quick epoch on digits (10 steps)
 ARCHS, EPOCHS = 4, 2
@@ -174,7 +174,7 @@ def test_resume_trains_nothing_finished_and_continues_a_half_trained_run(checked
     kept = before.splitlines(keepends=True)
     (out / "archs.jsonl").write_text(kept[0] + kept[2] + kept[3])
     calls = []
-    from vitnas.standalone import train_standalone
+    from vitnas.train.standalone import train_standalone
 
     def record(model, recipe, run_dir, **kwargs):
         calls.append((Path(run_dir), kwargs["resume"], recipe))
@@ -249,7 +249,7 @@ def test_ray_backend_trains_the_missing_archs(checked, supernet_run, tmp_path):
 def test_a_second_seed_reuses_the_first_checks_runs_and_reports_the_seed_tau(checked, supernet_run, tmp_path,
                                                                                monkeypatch):
     trained = []
-    from vitnas.standalone import train_standalone
+    from vitnas.train.standalone import train_standalone
 
     def record(model, recipe, run_dir, **kwargs):
         trained.append(Path(run_dir).name)
@@ -275,8 +275,8 @@ def test_a_second_seed_reuses_the_first_checks_runs_and_reports_the_seed_tau(che
 
 
 def test_the_reuse_key_ignores_supernet_only_fields():
-    from vitnas.recipe import load_recipe
-    from vitnas.standalone_runs import standalone_key, standalone_recipe
+    from vitnas.rank.runs import standalone_key, standalone_recipe
+    from vitnas.train.recipe import load_recipe
 
     base = load_recipe("tiny32_digits")
     key = standalone_key(standalone_recipe(base, 2))

@@ -13,13 +13,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
-from vitnas.checkpoint import load_checkpoint
 from vitnas.export.card import _stage
 from vitnas.latency.features import FEATURES, REDUCER_FEATURES, feature_row
 from vitnas.latency.predictor import LatencyPredictor
-from vitnas.layers.reducers import get_reducer
-from vitnas.masked import token_shape_groups
-from vitnas.space_spec import REDUCERS
+from vitnas.nn.reducers import get_reducer
+from vitnas.space.spec import REDUCERS
+from vitnas.supernet.masked import masked_forward, token_shape_groups
+from vitnas.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -257,14 +257,14 @@ def test_masked_pass_groups_by_reducer_and_equals_the_sliced_pass(space):
     supernet = vitnas.SuperViT(space).eval()
     x = torch.randn(10, 3, 32, 32)
     with torch.no_grad():
-        masked = supernet.forward_multi(x, archs, [2] * 5, masked=True)
+        masked = masked_forward(supernet, x, archs, [2] * 5)
         sliced = supernet.forward_multi(x, archs, [2] * 5)
     torch.testing.assert_close(masked, sliced, rtol=0, atol=1e-5)
 
 
 def test_shared_token_shape_shares_the_reducer(space):
-    from vitnas.recipe import SamplerConfig
-    from vitnas.sampling import build_sampler, step_rng
+    from vitnas.train.recipe import SamplerConfig
+    from vitnas.train.samplers import build_sampler, step_rng
 
     sampler = build_sampler(space, SamplerConfig(name="multi", subnets=4, include_largest=False), distill=False)
     drawn = set()

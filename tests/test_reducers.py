@@ -11,11 +11,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
-from vitnas.layers import network
-from vitnas.layers.block import attention_bias
-from vitnas.layers.reducers import Tokens, get_reducer, reducer_names
-from vitnas.space_spec import REDUCERS
-from vitnas.vit import BlockConfig
+from vitnas.nn import network
+from vitnas.nn.block import attention_bias
+from vitnas.nn.reducers import Tokens, get_reducer, reducer_names
+from vitnas.nn.vit import BlockConfig
+from vitnas.space.spec import REDUCERS
+from vitnas.supernet.masked import masked_forward
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -193,7 +194,7 @@ def test_masked_pass_runs_evo_vit_stages_exactly():
              space.arch(patch_size=4, depth=3, embed_dim=16, num_heads=1, keep_rate=0.5)]
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        masked = supernet.forward_multi(x, archs, [2, 2], masked=True)
+        masked = masked_forward(supernet, x, archs, [2, 2])
         sliced = supernet.forward_multi(x, archs, [2, 2])
     torch.testing.assert_close(masked, sliced, rtol=0, atol=1e-5)
 
@@ -229,7 +230,7 @@ def test_masked_pass_equals_sliced_for_last_stage_reducers(reducer):
              space.arch(patch_size=4, depth=[2, 3], embed_dim=16, num_heads=1, keep_rate=0.5)]
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        masked = supernet.forward_multi(x, archs, [2, 2], masked=True)
+        masked = masked_forward(supernet, x, archs, [2, 2])
         sliced = supernet.forward_multi(x, archs, [2, 2])
     torch.testing.assert_close(masked, sliced, rtol=0, atol=1e-5)
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from vitnas.cost import count_flops
-from vitnas.gradient_projection import ConflictProjection
-from vitnas.recipe import RecipeError, SamplerConfig, load_recipe
-from vitnas.sampling import ComplexityWindow, build_sampler, step_rng
-from vitnas.train import train
+from vitnas.space.cost import count_flops
+from vitnas.train.gradient_projection import ConflictProjection
+from vitnas.train.loop import train
+from vitnas.train.recipe import RecipeError, SamplerConfig, load_recipe
+from vitnas.train.samplers import ComplexityWindow, build_sampler, step_rng
 
 TINY = {
     "space": "tiny32",

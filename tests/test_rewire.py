@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 import vitnas
-from vitnas.recipe import SamplerConfig
-from vitnas.rewire import head_importance, mlp_importance, rewire
-from vitnas.sampling import build_sampler, step_rng
+from vitnas.supernet.rewire import head_importance, mlp_importance, rewire
+from vitnas.train.recipe import SamplerConfig
+from vitnas.train.samplers import build_sampler, step_rng
 
 
 def _scrambled_supernet(space):

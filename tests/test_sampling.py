@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from vitnas.recipe import SamplerConfig
-from vitnas.sampling import build_sampler, step_rng
+from vitnas.train.recipe import SamplerConfig
+from vitnas.train.samplers import build_sampler, step_rng
 
 
 def plan_of(space, name, batch=64, distill=True, **options):

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 import vitnas
-from vitnas.arch import Arch
 from vitnas.cli import main
 from vitnas.errors import VitnasError
 from vitnas.search.driver import SearchError, search
 from vitnas.search.fitness import FitnessEvaluator
+from vitnas.space.arch import Arch
 
 RECIPE = {
     "space": "tiny32",

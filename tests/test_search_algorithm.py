@@ -14,10 +14,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vitnas.arch import Arch
-from vitnas.cost import count_flops, count_params
 from vitnas.errors import BudgetError, VitnasError
 from vitnas.latency import Budget
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops, count_params
 from vitnas.search import (
     CostModel,
     Evolution,
@@ -31,7 +31,7 @@ from vitnas.search import (
     named_budget,
     pareto_front,
 )
-from vitnas.space import load_space
+from vitnas.space.space import load_space
 
 SMALL = EvolutionConfig(population=12, parents=4, mutations=6, crossovers=6, generations=4, max_tries=300, seed=0)
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 import vitnas
-from vitnas.arch import Arch
 from vitnas.data import DataConfig
 from vitnas.errors import ArchError
 from vitnas.evaluate import evaluate
 from vitnas.search import fitness
 from vitnas.search.fitness import FitnessError, FitnessEvaluator, FitnessSettings
-from vitnas.space import load_space
-from vitnas.supernet import SuperViT
-from vitnas.train import train
+from vitnas.space.arch import Arch
+from vitnas.space.space import load_space
+from vitnas.supernet.supernet import SuperViT
+from vitnas.train.loop import train
 
 DIGITS = DataConfig(name="digits", holdout=True)
 

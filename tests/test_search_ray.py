@@ -26,15 +26,15 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from vitnas.arch import Arch  # noqa: E402
 from vitnas.data import DataConfig  # noqa: E402
 from vitnas.errors import ArchError  # noqa: E402
 from vitnas.search import CostModel, EvolutionConfig, make_algorithm, named_budget  # noqa: E402
 from vitnas.search.backend import LocalBackend  # noqa: E402
 from vitnas.search.fitness import FitnessEvaluator, FitnessSettings  # noqa: E402
 from vitnas.search.ray_backend import RAY_MISSING, BackendError, RayBackend, require_ray  # noqa: E402
-from vitnas.space import load_space  # noqa: E402
-from vitnas.supernet import SuperViT  # noqa: E402
+from vitnas.space.arch import Arch  # noqa: E402
+from vitnas.space.space import load_space  # noqa: E402
+from vitnas.supernet.supernet import SuperViT  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]  # as each actor: one thread
 
@@ -259,11 +259,11 @@ def test_searcher_state_round_trips_and_an_errored_arch_is_suggested_again(super
 
 
 def test_a_ray_the_caller_initialised_is_used_as_is_and_not_owned(tune_ray, monkeypatch):
-    from vitnas.search import ray_backend
+    from vitnas.search import ray_cluster
 
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("initialised Ray again"))
-    assert ray_backend._connect(ray, None, workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
-    assert ray_backend._connect(ray, "auto", workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
+    assert ray_cluster.connect(ray, None, workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
+    assert ray_cluster.connect(ray, "auto", workers=1, gpus_per_worker=0.0, cpus_per_worker=1.0) is False
 
 
 def test_the_module_docstring_tuner_example_runs_the_search_to_the_end(tune_ray, supernet, local, tmp_path):

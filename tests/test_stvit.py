@@ -13,12 +13,13 @@ import torch.nn.functional as F
 import yaml
 
 import vitnas
-from vitnas.checkpoint import load_checkpoint
-from vitnas.cost import stage_finish_macs
 from vitnas.latency.features import FEATURES, feature_row
 from vitnas.latency.predictor import LatencyPredictor
-from vitnas.layers.reducers import get_reducer
-from vitnas.layers.reducers.stvit import pool_tokens, pooling_windows
+from vitnas.nn.reducers import get_reducer
+from vitnas.nn.reducers.stvit import pool_tokens, pooling_windows
+from vitnas.space.cost import stage_finish_macs
+from vitnas.supernet.masked import masked_forward
+from vitnas.train.checkpoint import load_checkpoint
 
 from test_reducer_choice import check_extraction_and_costs, choice_space
 from test_reducers import tiny_space
@@ -91,7 +92,7 @@ def test_masked_pass_equals_the_sliced_pass(reducer, reduce_in):
              space.arch(patch_size=4, depth=[3, 2], embed_dim=16, num_heads=1, keep_rate=0.5)]
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        masked = supernet.forward_multi(x, archs, [2, 2], masked=True)
+        masked = masked_forward(supernet, x, archs, [2, 2])
         sliced = supernet.forward_multi(x, archs, [2, 2])
     torch.testing.assert_close(masked, sliced, rtol=0, atol=1e-5)
 

@@ -17,11 +17,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import vitnas
-from vitnas.checkpoint import CheckpointError, finished_epochs, load_checkpoint
 from vitnas.cli import main
 from vitnas.data import DataConfig
-from vitnas.recipe import RecipeError, load_recipe
-from vitnas.train import train
+from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_checkpoint
+from vitnas.train.loop import train
+from vitnas.train.recipe import RecipeError, load_recipe
 
 TINY = {
     "space": "tiny32",
@@ -84,7 +84,7 @@ def test_a_checkpoint_without_python_or_loader_rng_still_resumes_with_a_note(tmp
     state_file = tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "state.pt"
     state = torch.load(state_file, weights_only=True)
     torch.save({k: v for k, v in state.items() if k not in ("python_rng", "loader_rng")}, state_file)
-    with caplog.at_level("WARNING", logger="vitnas.seeding"):
+    with caplog.at_level("WARNING", logger="vitnas.util.seeding"):
         assert train(TINY, tmp_path / "run", resume=True, overrides=["epochs=3"])["epoch"] == 3
     assert ("this checkpoint predates saving python_rng and loader_rng: they restart from the run's seed, so random "
             "augmentation after this resume differs from an uninterrupted run's") in caplog.text
@@ -198,7 +198,7 @@ def test_bad_recipe_input_is_one_line_before_any_work(tmp_path, capsys, monkeypa
 
     space_file = tmp_path / "resize3.yaml"
     space_file.write_text(yaml.safe_dump(RESIZE3))
-    monkeypatch.setattr(sys.modules["vitnas.train"], "SuperViT", lambda *a, **k: pytest.fail("a supernet was built"))
+    monkeypatch.setattr(sys.modules["vitnas.train.loop"], "SuperViT", lambda *a, **k: pytest.fail("a supernet was built"))
     argv = [item.replace("SPACE", str(space_file)) for item in argv]
     assert main(["train", "tiny32_digits", "--out", str(tmp_path / "run"), *argv]) == 2
     err = capsys.readouterr().err
@@ -206,7 +206,7 @@ def test_bad_recipe_input_is_one_line_before_any_work(tmp_path, capsys, monkeypa
 
 
 def test_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sys.modules["vitnas.train"], "_build", lambda recipe: pytest.fail("training started"))
+    monkeypatch.setattr(sys.modules["vitnas.train.loop"], "_build", lambda recipe: pytest.fail("training started"))
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     assert main(["train", "tiny32_digits", "--out", str(taken)]) == 2
@@ -232,7 +232,7 @@ def test_existing_run_is_never_overwritten(tmp_path):
 @pytest.mark.parametrize("name", ["tiny32_digits", "tiny32_reducers_digits", "deit_small_supervit", "resnas_tiny"])
 def test_shipped_recipes_validate_and_take_steps(tmp_path, name):
     """Each shipped recipe loads and trains two steps on tiny synthetic data (no checkpoint: deit's is 2 GB)."""
-    from vitnas.train import _build, _train_epoch
+    from vitnas.train.loop import _build, _train_epoch
 
     classes = vitnas.load_space(load_recipe(name).space).num_classes
     overrides = ["batch_size=2", "num_workers=0", f"data={{name: synthetic, synthetic_size: 4, num_classes: {classes}}}"]
@@ -247,7 +247,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     as_torchrun_rank(rank, world, port)
     import torch.distributed as dist
 
-    from vitnas.train import _build, _train_epoch, _validate
+    from vitnas.train.loop import _build, _train_epoch, _validate
 
     recipe = load_recipe(dict(TINY, sampler={"name": "multi", "subnets": 3}, batch_size=12))
     context = _build(recipe)
@@ -338,8 +338,8 @@ def test_fp16_loss_scaling_step_order_on_cpu():
     weights after one step equal those of the same step without a scaler. Clipping the
     still-scaled gradients (no `unscale_` before clipping) would shrink the SGD update 1024-fold.
     """
-    from vitnas.sampling import Pass, Piece
-    from vitnas.train import _build, _train_step
+    from vitnas.train.loop import _build, _train_step
+    from vitnas.train.samplers import Pass, Piece
 
     recipe = load_recipe(dict(TINY, optimizer={"name": "sgd", "lr": 0.1, "lr_per_512": None, "grad_clip": 0.5},
                               schedule={"warmup_epochs": 0}))

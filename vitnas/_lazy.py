@@ -4,11 +4,18 @@
 scikit-learn (several seconds together). A package lists ``name -> module`` and calls
 `export_lazily`; attribute access then imports the module (PEP 562).
 
-Some public functions share their module's name (`vitnas.train` the function lives in
-`vitnas/train.py`). Python's import system binds a submodule onto its package when the
-submodule is first imported, which would replace the function by the module. The
-package's class therefore ignores that binding for exported names, so `vitnas.train` is
-always the function, as it was when these names were imported eagerly.
+Some public functions share their module's name (`vitnas.evaluate` the function lives in
+`vitnas/evaluate.py`, `vitnas.load` in `vitnas/export/load.py`). Python's import
+system binds a submodule onto its package when the submodule is first imported, which
+would replace the function by the module. The package's class therefore ignores that
+binding for exported names, so `vitnas.evaluate` is always the function, as it was when
+these names were imported eagerly. Where a verb shares its name with a package
+(`vitnas.train`, `vitnas.search`, `vitnas.export`, `vitnas.finetune`), the package is
+callable instead (`call`), so ``import vitnas.train.recipe`` still finds the package.
+
+A name a package does not export may be one that used to live there (a module that
+became this package, or a name that moved to another package): `vitnas._moved` serves
+those for one release, with a `DeprecationWarning`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import importlib
 import sys
 import types
 from typing import Any, Mapping
+
+from vitnas._moved import moved_attribute
 
 __all__ = ["export_lazily"]
 
@@ -38,7 +47,7 @@ def export_lazily(package: str, exports: Mapping[str, str], submodules: tuple[st
             elif name in exports:
                 value = getattr(importlib.import_module(exports[name]), name)
             else:
-                raise AttributeError(f"module {package!r} has no attribute {name!r}")
+                value = moved_attribute(package, name)  # an old name (warned once), or AttributeError
             self.__dict__[name] = value  # later lookups are plain attribute reads
             return value
 

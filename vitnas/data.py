@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from vitnas.errors import VitnasError
+from vitnas.errors import DataError
 
 __all__ = [
     "DataConfig",
@@ -59,10 +59,6 @@ KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "fashion_mnist", "synth
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
 FASHION_MNIST_MINIVAL_IMAGES = 5_000  # fashion_mnist, search_images unset: the minival size
 SPLITS = ("train", "val", "minival")
-
-
-class DataError(VitnasError):
-    """A data set cannot be found or read."""
 
 
 @dataclass(frozen=True)

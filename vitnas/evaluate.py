@@ -10,13 +10,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vitnas.arch import Arch
 from vitnas.data import DataConfig, build_dataset, parse_data
 from vitnas.errors import ArchError, VitnasError
-from vitnas.latency.device import resolve_device
-from vitnas.supernet import SuperViT
+from vitnas.space.arch import Arch
+from vitnas.supernet.supernet import SuperViT
+from vitnas.util.device import resolve_device
 
-__all__ = ["evaluate", "evaluate_folder", "evaluate_loader", "evaluate_topk", "count_correct", "count_topk"]
+__all__ = ["evaluate", "evaluate_loader", "evaluate_topk", "count_correct", "count_topk"]
 
 
 def evaluate(
@@ -77,31 +77,6 @@ def evaluate_topk(
     loader = DataLoader(dataset, batch_size=batch_size)
     correct, total, speed = count_topk(model, loader, arch, torch.device(device), ks=ks)
     return {**{f"top{k}": correct[k] / max(total, 1) for k in ks}, "images_per_s": speed, "images": total}
-
-
-def evaluate_folder(
-    folder: str | Path,
-    data: str | Path | DataConfig = "digits",
-    split: str = "val",
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-    ks: Sequence[int] = (1, 5),
-    point: str | None = None,
-) -> dict[str, Any]:
-    """`evaluate_topk` of an export folder's model (`vitnas.load`), at the input size its config.json records.
-
-    An elastic bundle is scored at `point` (default: its first), which the result names
-    as ``point``: a bundle's points share a folder, so the folder alone does not say.
-    """
-    from vitnas.export.load import load, point_of
-    from vitnas.export.schema import read_config
-
-    spec = read_config(Path(folder)).get("input", {})
-    model = load(folder, device=device, point=point)
-    result = evaluate_topk(model, None, data, split, batch_size, device, ks=ks,
-                           img_size=spec.get("image_size"), in_chans=spec.get("in_chans"))
-    chosen = point_of(model, point)
-    return result if chosen is None else {"point": chosen, **result}
 
 
 def evaluate_loader(
@@ -167,3 +142,9 @@ def count_topk(
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def __getattr__(name: str) -> Any:  # evaluate_folder moved to vitnas.export.evaluate (one release)
+    from vitnas._moved import moved_attribute
+
+    return moved_attribute(__name__, name)

@@ -3,7 +3,7 @@
 `export` (the `vitnas export` verb) writes a folder per chosen sub-network:
 ``config.json``, ``model.safetensors``, a model card, and on request the timm,
 TorchScript and ONNX forms, each checked against PyTorch at export. `load` reads a
-folder back as a plain `vitnas.vit.ViT` without importing the supernet. `extract` and
+folder back as a plain `vitnas.nn.vit.ViT` without importing the supernet. `extract` and
 `timm_state_dict` are the in-memory steps underneath. An elastic bundle (``--format
 elastic``) holds every budget of a search as operating points of one weight envelope;
 `load` returns it as an `ElasticViT` that switches between them.

@@ -42,7 +42,7 @@ def _header(config: dict[str, Any]) -> str:
     title = f"{source['space']} sub-network" + (f" for budget `{config['name']}`" if config.get("name") else "")
     return (f"# {title}\n\nA standalone Vision Transformer exported by {config['created_by']} from {origin}. "
             "It is plain PyTorch: no supernet and no search code.\n\n"
-            f"```python\nimport vitnas\n\nmodel = vitnas.load(\"path/to/this/folder\")  # vitnas.vit.ViT, eval mode\n```")
+            f"```python\nimport vitnas\n\nmodel = vitnas.load(\"path/to/this/folder\")  # vitnas.nn.vit.ViT, eval mode\n```")
 
 
 def _inputs(config: dict[str, Any]) -> str:
@@ -194,7 +194,7 @@ def _elastic_header(config: dict[str, Any]) -> str:
             f"```python\nimport vitnas\n\nmodel = vitnas.load(\"path/to/this/folder\")  # ElasticViT, point "
             f"{names[0]!r} active\nlogits = model.use({names[-1]!r})(images)  # switch, then run\n"
             f"single = vitnas.load(\"path/to/this/folder\", point={names[-1]!r})  # one point as a plain "
-            "vitnas.vit.ViT\n```")
+            "vitnas.nn.vit.ViT\n```")
 
 
 def _points(config: dict[str, Any]) -> str:

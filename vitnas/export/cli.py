@@ -1,4 +1,7 @@
-"""`vitnas export`: argument parsing and printing only; the work is `vitnas.export.writer.export`.
+"""`vitnas export` and `vitnas eval`: argument parsing and printing only.
+
+The work is `vitnas.export.writer.export`, and for ``eval`` `vitnas.export.evaluate.evaluate_folder`
+(an export folder) or `vitnas.evaluate.evaluate_topk` (a supernet run's sub-network, before export).
 
 Importing this module costs no torch: ``vitnas --help`` builds every verb's parser.
 """
@@ -6,6 +9,8 @@ Importing this module costs no torch: ``vitnas --help`` builds every verb's pars
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -14,7 +19,12 @@ _FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")  # as vitna
 
 
 def register(subparsers: Any) -> None:
-    """Adds the ``export`` verb to the `vitnas` command's subparsers."""
+    """Adds the ``export`` and ``eval`` verbs to the `vitnas` command's subparsers."""
+    _register_export(subparsers)
+    _register_eval(subparsers)
+
+
+def _register_export(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export", help="write chosen sub-networks as standalone, checked model folders",
         description="Extracts sub-networks of a trained supernet into folders holding config.json, "
@@ -46,6 +56,23 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_export)
 
 
+def _register_eval(subparsers: Any) -> None:
+    """Adds the ``eval`` verb: it scores an export folder (or, as before export, a supernet's sub-network)."""
+    evaluate = subparsers.add_parser("eval",
+                                     help="top-1, top-5 and images/s of an export folder or a supernet's sub-network")
+    evaluate.add_argument("run", help="export folder (vitnas export --out), or run or checkpoint directory")
+    evaluate.add_argument("--arch", default=None,
+                          help="with a run: arch JSON file, or largest / smallest (default: largest)")
+    evaluate.add_argument("--data", default="digits", help="digits, cifar10:/path, cifar100:/path or an ImageFolder root")
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--ema", action="store_true", help="with a run: use the EMA weights")
+    evaluate.add_argument("--point", default=None, metavar="NAME",
+                          help="with an elastic bundle: the operating point to evaluate (default: its first)")
+    evaluate.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    evaluate.set_defaults(handler=_eval)
+
+
 def _export(args: argparse.Namespace) -> int:
     from vitnas.export.writer import export
 
@@ -55,4 +82,41 @@ def _export(args: argparse.Namespace) -> int:
                      tolerance=args.tolerance)
     for folder in folders:
         print(folder)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vitnas.errors import CheckpointError, ExportError, VitnasError
+    from vitnas.export.schema import CONFIG_FILE
+    from vitnas.util.device import resolve_device
+
+    folder = Path(args.run)
+    if args.batch_size < 1:
+        raise VitnasError(f"--batch-size {args.batch_size}: expected a positive integer")
+    device = str(resolve_device(args.device, VitnasError))
+    if (folder / CONFIG_FILE).is_file():  # an export folder; read_config refuses other config.json files
+        if args.arch is not None or args.ema:
+            raise ExportError(f"{folder}: is an export folder, which holds one model: drop --arch / --ema")
+        from vitnas.export.evaluate import evaluate_folder
+
+        result = evaluate_folder(folder, data=args.data, split=args.split, batch_size=args.batch_size,
+                                 device=device, point=args.point)
+        print(json.dumps(result))
+        return 0
+    if folder.is_dir() and not any((folder / name).is_file() for name in ("latest", "meta.json")):
+        raise CheckpointError(f"{folder}: neither an export folder (no {CONFIG_FILE}) nor a supernet run "
+                              f"or checkpoint (no 'latest' file or meta.json)")
+    if args.point is not None:
+        raise CheckpointError(f"{folder}: --point names an elastic bundle's operating point; a supernet run takes "
+                              f"--arch")
+    from vitnas.evaluate import evaluate_topk
+    from vitnas.space.arch import read_arch
+    from vitnas.train.checkpoint import load_supernet
+
+    supernet, space = load_supernet(args.run, use_ema=args.ema)
+    supernet = supernet.to(device)
+    arch = read_arch(args.arch or "largest", space)
+    result = evaluate_topk(supernet, arch, data=args.data, split=args.split, batch_size=args.batch_size,
+                           device=device)
+    print(json.dumps({"arch": arch.to_dict(), **result}))
     return 0

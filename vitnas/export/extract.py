@@ -1,6 +1,6 @@
 """Pulling a sub-network out of a supernet as a standalone model, and its timm form.
 
-`extract` returns a `vitnas.vit.ViT` whose weights are contiguous copies of the
+`extract` returns a `vitnas.nn.vit.ViT` whose weights are contiguous copies of the
 supernet's slices (editing one never touches the other) and whose outputs equal
 ``supernet(x, arch)``. `timm_state_dict` turns such a model into the kwargs and
 state dict of timm's `VisionTransformer` when timm can express it.
@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from vitnas.errors import ExportError
-from vitnas.space_spec import mlp_hidden
-from vitnas.vit import ViT
-from vitnas.vit_config import vit_config
+from vitnas.nn.vit import ViT
+from vitnas.nn.vit_config import vit_config
+from vitnas.space.spec import mlp_hidden
 
 if TYPE_CHECKING:
-    from vitnas.arch import Arch
-    from vitnas.supernet import SuperViT
+    from vitnas.space.arch import Arch
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["extract", "timm_state_dict", "mlp_ratio_of"]
 

@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from vitnas.atomic import raise_if_disk_full
 from vitnas.errors import ExportError
 from vitnas.export.schema import file_entry
+from vitnas.util.atomic import raise_if_disk_full
 
 __all__ = ["CHECK_BATCHES", "check_inputs", "max_difference", "require_onnx_exporter", "write_onnx",
            "write_torchscript"]

@@ -1,4 +1,4 @@
-"""`vitnas.load(DIR)`: an export folder back as a plain `vitnas.vit.ViT`.
+"""`vitnas.load(DIR)`: an export folder back as a plain `vitnas.nn.vit.ViT`.
 
 An elastic bundle (``vitnas export --format elastic``) loads as the `ElasticViT` that
 switches between its operating points, or with ``point=NAME`` as that point's plain
@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from torch import Tensor
 
 from vitnas.errors import ExportError
-from vitnas.export.schema import CONFIG_FILE, ELASTIC, read_config, sha256_hex, weights_entry
-from vitnas.latency.device import resolve_device
-from vitnas.vit import ViT, ViTConfig
+from vitnas.export.schema import CONFIG_FILE, ELASTIC, read_config, weights_entry
+from vitnas.export.weights import check_state, read_weights
+from vitnas.nn.vit import ViT, ViTConfig
+from vitnas.util.device import resolve_device
 
 if TYPE_CHECKING:
     from vitnas.export.elastic import ElasticViT
@@ -54,7 +52,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", point: str | No
     config = read_config(folder)
     path = folder / CONFIG_FILE
     if config.get("kind") == ELASTIC:
-        from vitnas.export.elastic import load_bundle  # here, not above: the bundle module builds on this one
+        from vitnas.export.elastic import load_bundle  # here: a plain folder needs none of the bundle code
 
         return load_bundle(folder, config, device, point)
     if point is not None:
@@ -63,7 +61,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", point: str | No
     state = read_weights(folder, config, path)
     with torch.device("meta"):
         model = ViT(model_config)  # no memory or init work: the weights are assigned below
-    _check_state(state, model, folder / weights_entry(config, path)[0])
+    check_state(state, model, folder / weights_entry(config, path)[0])
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 
@@ -76,45 +74,3 @@ def point_of(model: ViT | ElasticViT, point: str | None) -> str | None:
     from vitnas.export.elastic import ElasticViT
 
     return model.point if isinstance(model, ElasticViT) else None
-
-
-def read_weights(folder: Path, config: dict, config_path: Path) -> dict[str, Tensor]:
-    """The weight tensors, after checking the file's size and SHA-256 against config.json."""
-    name, size, digest = weights_entry(config, config_path)
-    path = folder / name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ExportError(f"{path}: missing (config.json names it as the weights)") from None
-    except OSError as error:
-        raise ExportError(f"{path}: cannot be read ({error.strerror or error})") from None
-    if len(data) != size:
-        raise ExportError(f"{path}: {len(data)} bytes, config.json records {size}: the file is truncated or modified")
-    if sha256_hex(data) != digest:
-        raise ExportError(f"{path}: SHA-256 differs from the one config.json records: the file was modified")
-    try:
-        return load_safetensors(data)
-    except (SafetensorError, ValueError, RuntimeError) as error:
-        raise ExportError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
-
-
-def _check_state(state: dict[str, Tensor], model: ViT, path: Path) -> None:
-    """Names and shapes of the stored tensors against the model config.json describes."""
-    expected = model.state_dict()
-    missing = [name for name in expected if name not in state]
-    unexpected = [name for name in state if name not in expected]
-    if missing:
-        raise ExportError(f"{path}: missing tensor {missing[0]!r} that config.json's model needs")
-    if unexpected:
-        raise ExportError(f"{path}: holds tensor {unexpected[0]!r} that config.json's model does not have")
-    for name, tensor in expected.items():
-        if state[name].shape != tensor.shape:
-            raise ExportError(f"{path}: tensor {name!r} has shape {list(state[name].shape)}, config.json's model "
-                              f"needs {list(tensor.shape)}")
-        if not state[name].is_floating_point():
-            raise ExportError(f"{path}: tensor {name!r} is {state[name].dtype}, expected floating point")
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__

@@ -28,6 +28,7 @@ __all__ = [
     "read_config",
     "sha256_hex",
     "weights_entry",
+    "write_json",
 ]
 
 FORMAT = "vitnas.export"  # config.json's "format": what kind of folder this is
@@ -58,7 +59,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
     Checks the folder, that the file is JSON, the format name and version, the kind
     (plain or elastic), that the kind's fields are there (``model`` or ``points``) and
-    the ``weights`` entry; `vitnas.vit.ViTConfig.from_dict` checks the model fields
+    the ``weights`` entry; `vitnas.nn.vit.ViTConfig.from_dict` checks the model fields
     themselves.
 
     Raises:
@@ -124,3 +125,8 @@ def weights_entry(data: dict[str, Any], path: Path) -> tuple[str, int, str]:
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise ExportError(f"{path}: weights.sha256: expected 64 lowercase hex digits, got {digest!r}")
     return name, size, digest
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """config.json as every export writes it: indented one space, a newline at the end."""
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitnas.arch import Arch, read_archs
 from vitnas.errors import ArchError, ExportError
+from vitnas.space.arch import Arch, read_archs
 
 if TYPE_CHECKING:
-    from vitnas.space import SearchSpace
+    from vitnas.space.space import SearchSpace
 
 __all__ = ["Target", "folder_names", "read_targets"]
 

@@ -27,7 +27,7 @@ from vitnas.errors import ExportError
 from vitnas.export.extract import timm_state_dict
 from vitnas.export.forms import max_difference
 from vitnas.export.schema import file_entry
-from vitnas.vit import ViT
+from vitnas.nn.vit import ViT
 
 __all__ = ["TIMM_FILE", "timm_call", "timm_call_text", "timm_overlay", "write_timm"]
 

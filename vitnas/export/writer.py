@@ -8,7 +8,7 @@ and the forms asked for: ``model.ts``, ``model.onnx``, ``timm_model.safetensors`
 Every form, the safetensors file included, is read back and run against the
 extracted PyTorch model on seeded inputs before anything is published; a difference
 above the tolerance fails the export with the number. The folder is built beside its
-target and renamed into place (`vitnas.atomic.staged_folder`), so a failed or killed export
+target and renamed into place (`vitnas.util.atomic.staged_folder`), so a failed or killed export
 leaves nothing at ``out`` and an existing folder is replaced only when asked. With
 ``all_budgets`` the unit is ``out`` itself: one sub-folder per budget of a best.json,
 published together. The ``elastic`` format writes one bundle of every budget instead
@@ -17,7 +17,6 @@ published together. The ``elastic`` format writes one bundle of every budget ins
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,23 +26,24 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vitnas.arch import Arch
-from vitnas.cost import count_flops
 from vitnas.data import DataConfig, parse_data
 from vitnas.errors import ExportError
+from vitnas.export.bundle import bundle_targets, check_bundle_request, write_bundle
 from vitnas.export.card import model_card
-from vitnas.export.elastic import bundle_targets, check_bundle_request, write_bundle
 from vitnas.export.extract import extract
 from vitnas.export.forms import check_inputs, max_difference, require_onnx_exporter, write_onnx, write_torchscript
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
-from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry
-from vitnas.atomic import check_target, staged_folder
+from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry, write_json
 from vitnas.export.targets import Target, folder_names, read_targets
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops
+from vitnas.util.atomic import check_target, staged_folder
+from vitnas.export.timing import LATENCY_REPEATS, LATENCY_WARMUP, measure_latency  # noqa: F401 (read from here too)
 from vitnas.export.timm_form import write_timm
-from vitnas.space import SearchSpace
-from vitnas.supernet import SuperViT
-from vitnas.vit import ViT
+from vitnas.nn.vit import ViT
+from vitnas.space.space import SearchSpace
+from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["FORMATS", "TOLERANCE", "check_settings", "export", "write_model_folder"]
 
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 # safetensors is always written: vitnas.load reads it; elastic: one bundle of every budget (vitnas.export.elastic)
 FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")
 TOLERANCE = 1e-4  # largest absolute logit difference a form may show against PyTorch
-LATENCY_WARMUP, LATENCY_REPEATS = 3, 20  # per batch size: enough for a stable median, cheap for big models on CPU
 
 
 @dataclass(frozen=True)
@@ -176,9 +175,9 @@ def _open(checkpoint: str | Path | SuperViT, use_ema: bool,
         config = parse_data(data) if data is not None else None
         source = {"space": checkpoint.space.name, "checkpoint": None, "ema": False}
         return checkpoint.eval(), checkpoint.space, config, {**source, "data": config.name if config else None}
-    from vitnas.checkpoint import CheckpointError, latest_checkpoint, load_supernet
-    from vitnas.recipe import load_recipe
-    from vitnas.yamlfile import read_yaml
+    from vitnas.train.checkpoint import CheckpointError, latest_checkpoint, load_supernet
+    from vitnas.train.recipe import load_recipe
+    from vitnas.util.yamlfile import read_yaml
 
     folder = latest_checkpoint(Path(checkpoint))
     if use_ema and not (folder / "ema.safetensors").is_file():
@@ -229,7 +228,7 @@ def write_model_folder(
 
     `export` writes each chosen sub-network with it, and `vitnas.finetune` its fine-tuned
     model, so every export folder has one layout and one set of checks. Callers publish
-    the folder atomically (`vitnas.atomic.staged_folder`): a failed check leaves nothing.
+    the folder atomically (`vitnas.util.atomic.staged_folder`): a failed check leaves nothing.
 
     Args:
         model: the model, in fp32 on the CPU, in eval mode.
@@ -238,7 +237,7 @@ def write_model_folder(
         input: how inputs must be prepared (`vitnas.export.metadata.input_spec`).
         data: the data it learned from, for class names (None: unknown).
         source: provenance for config.json (space, checkpoint, EMA, data).
-        macs: multiply-accumulates per image (`vitnas.cost.count_flops`).
+        macs: multiply-accumulates per image (`vitnas.space.cost.count_flops`).
         name: the budget it was chosen for, if any.
         extra: more config.json entries (a search's ``search`` record, a fine-tune's ``finetune``).
         formats: forms besides safetensors: ``timm``, ``torchscript``, ``onnx``.
@@ -308,18 +307,3 @@ def _enforce(name: str, entry: dict[str, Any], tolerance: float) -> None:
     if difference is not None and not difference <= tolerance:  # NaN fails too
         raise ExportError(f"{name}: {entry['file']} differs from the PyTorch model by {difference:.3g} "
                           f"(tolerance {tolerance:g}); nothing was written")
-
-
-def measure_latency(model: nn.Module, batches: tuple[int, ...], device: str, image_size: int) -> list[dict[str, Any]]:
-    """Median latency at each batch size on `device`: bf16 on CUDA (as deployed there), fp32 on CPU."""
-    if not batches:
-        return []
-    from vitnas.latency.measure import measure
-
-    dtype = "bf16" if str(device).startswith("cuda") else "fp32"
-    return [measure(model, device, batch, dtype, img_size=image_size, warmup=LATENCY_WARMUP,
-                    repeats=LATENCY_REPEATS).to_dict() for batch in batches]
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -3,9 +3,9 @@
 `measure` times a model (warm-up, CUDA events or perf counters, trimmed statistics);
 `build_profile` measures sampled archs of a space on one device, fits a fast
 `LatencyPredictor` and reports its held-out error; the resulting `DeviceProfile`
-saves to JSON and `load_profile` refuses it on a device of another name. `Budget`
-states limits on latency, throughput, FLOPs and parameters; `verify` measures the
-archs a search chose against their predictions.
+saves to JSON and `load_profile` refuses it on a device of another name; `verify`
+measures the archs a search chose against their predictions. (The budgets that use
+a profile are the search's: `vitnas.search.budget`.)
 
 Names load on first use, so the `vitnas latency` verbs can parse arguments without torch.
 """
@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 from vitnas._lazy import export_lazily
 
 _MODULES = {
-    "budget": ("Budget",),
-    "device": ("device_name",),
     "measure": ("Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",
                 "throughput_arch", "time_forward"),
     "predictor": ("LatencyPredictor", "PredictionError", "prediction_error"),
@@ -26,14 +24,14 @@ _MODULES = {
     "verify": ("Verification", "format_verification", "verify"),
 }
 _LAZY = {name: f"vitnas.latency.{module}" for module, names in _MODULES.items() for name in names}
+_LAZY["device_name"] = "vitnas.util.device"  # (`Budget` moved to vitnas.search; vitnas._moved serves the old name)
 
 __all__ = sorted(_LAZY)
 
 export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
-    from vitnas.latency.budget import Budget
-    from vitnas.latency.device import device_name
+    from vitnas.util.device import device_name
     from vitnas.latency.measure import (Measurement, build_model, measure, measure_arch, measure_archs, summarise,
                                         throughput, throughput_arch, time_forward)
     from vitnas.latency.predictor import LatencyPredictor, PredictionError, prediction_error

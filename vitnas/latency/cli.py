@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vitnas.arch import read_archs
-from vitnas.dtypes import dtype_arg
 from vitnas.errors import LatencyError
+from vitnas.space.arch import read_archs
+from vitnas.util.dtypes import dtype_arg
 
 __all__ = ["register", "read_archs"]
 
@@ -82,7 +82,7 @@ def _measure(args: argparse.Namespace) -> int:
     if not args.arch:
         raise LatencyError("latency measure: --space needs --arch (arch files, or largest / smallest)")
     from vitnas.latency.measure import measure_arch, throughput_arch
-    from vitnas.space import load_space
+    from vitnas.space.space import load_space
 
     space = load_space(args.space)
     for arch in read_archs(args.arch, space):

@@ -10,7 +10,7 @@ constant per block, per reducing block, per spatial reduction and per model). Ea
 token reducer also has a term of its own (one per block it reduces at), because their
 launches differ (ToMe's matching and scatters, Evo-ViT's set-aside bookkeeping, EViT's
 one gather): with the reducer a searched choice, the profile must tell them apart.
-A reducer's stage-end step (STViT-R's recovery attention, `vitnas.cost.stage_finish_macs`)
+A reducer's stage-end step (STViT-R's recovery attention, `vitnas.space.cost.stage_finish_macs`)
 counts in ``attention_macs`` with the reducers' own products.
 Activation terms are counted per image and weight terms per pass; either way a
 profile is fitted at one batch size, whose factor the coefficients absorb.
@@ -25,10 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-from vitnas.arch import Arch
-from vitnas.cost import BlockShape, block_shapes, stage_finish_macs, stage_output_tokens
-from vitnas.space import SearchSpace
-from vitnas.space_spec import REDUCERS, stage_grid
+from vitnas.space.arch import Arch
+from vitnas.space.cost import BlockShape, block_shapes, stage_finish_macs, stage_output_tokens
+from vitnas.space.space import SearchSpace
+from vitnas.space.spec import REDUCERS, stage_grid
 
 __all__ = ["ARCH_FEATURES", "BLOCK_FEATURES", "FEATURES", "REDUCER_FEATURES", "arch_row", "block_row", "feature_row",
            "feature_matrix"]

@@ -33,13 +33,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vitnas.arch import Arch
-from vitnas.dtypes import canonical_dtype, torch_dtype
 from vitnas.errors import LatencyError
-from vitnas.latency.device import device_name, resolve_device, synchronize
-from vitnas.space import SearchSpace
-from vitnas.vit import ViT
-from vitnas.vit_config import vit_config
+from vitnas.nn.vit import ViT
+from vitnas.nn.vit_config import vit_config
+from vitnas.space.arch import Arch
+from vitnas.space.space import SearchSpace
+from vitnas.util.device import device_name, resolve_device, synchronize
+from vitnas.util.dtypes import canonical_dtype, torch_dtype
 
 __all__ = [
     "Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",
@@ -80,7 +80,7 @@ class Measurement:
 
 def build_model(space: SearchSpace, arch: Arch, device: str | torch.device = "cpu", dtype: str = "fp32",
                 seed: int = 0) -> ViT:
-    """The standalone `vitnas.vit.ViT` of `arch`, as users deploy it, randomly initialised.
+    """The standalone `vitnas.nn.vit.ViT` of `arch`, as users deploy it, randomly initialised.
 
     Weights do not change latency, so no supernet is needed. The model is created on the
     meta device and materialised directly on `device`, then filled from its own seeded
@@ -120,7 +120,7 @@ def measure(
     format, or leave training mode, a copy is timed.
 
     Args:
-        model: any module taking (B, C, H, W) images; a `vitnas.vit.ViT` supplies its
+        model: any module taking (B, C, H, W) images; a `vitnas.nn.vit.ViT` supplies its
             own input size and channels through its ``config``.
         device: "cpu", "cuda" or "cuda:N".
         batch: images per forward pass.

@@ -24,9 +24,9 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.stats import kendalltau
 
-from vitnas.arch import Arch
-from vitnas.cost import block_shape, stage_output_tokens
 from vitnas.errors import LatencyError
+from vitnas.space.arch import Arch
+from vitnas.space.cost import block_shape, stage_output_tokens
 from vitnas.latency.features import (
     ARCH_FEATURES,
     BLOCK_FEATURES,
@@ -37,9 +37,9 @@ from vitnas.latency.features import (
     feature_matrix,
     feature_row,
 )
-from vitnas.layers.reducers import get_reducer
-from vitnas.space import SearchSpace
-from vitnas.space_spec import mlp_hidden, stage_grid
+from vitnas.nn.reducers import get_reducer
+from vitnas.space.space import SearchSpace
+from vitnas.space.spec import mlp_hidden, stage_grid
 
 __all__ = ["LatencyPredictor", "PredictionError", "prediction_error"]
 
@@ -178,7 +178,7 @@ class LatencyPredictor:
         return entry
 
     def _finish(self, first: tuple[int, int, int, int, float, float, str | None], start: int, end: int) -> float:
-        """Milliseconds of a stage end (`vitnas.cost.stage_finish_macs`): `first` reduced, `start` -> `end` tokens."""
+        """Milliseconds of a stage end (`vitnas.space.cost.stage_finish_macs`): `first` reduced, `start` -> `end` tokens."""
         index, _, dim, heads, _, _, reducer = first
         macs = get_reducer(reducer).finish_macs(start, end, dim, heads, self.space.stages[index].head_width(dim, heads))
         return float(self._block_weights[_ATTENTION_MACS] * macs) if macs else 0.0

@@ -22,15 +22,15 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from vitnas.arch import Arch
-from vitnas.atomic import write_text_atomically
 from vitnas.errors import LatencyError, ProfileError, VitnasError
-from vitnas.latency.device import available_device_names, cuda_version, device_name, resolve_device, slug
-from vitnas.dtypes import canonical_dtype
 from vitnas.latency.measure import measure_archs
 from vitnas.latency.predictor import LatencyPredictor, prediction_error
 from vitnas.latency.profile_schema import FORMAT, VERSION, read_profile_fields
-from vitnas.space import SearchSpace, load_space
+from vitnas.space.arch import Arch
+from vitnas.space.space import SearchSpace, load_space
+from vitnas.util.atomic import write_text_atomically
+from vitnas.util.device import available_device_names, cuda_version, device_name, resolve_device, slug
+from vitnas.util.dtypes import canonical_dtype
 
 __all__ = ["DeviceProfile", "ProfileSample", "build_profile", "load_profile", "sample_archs"]
 

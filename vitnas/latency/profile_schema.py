@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from vitnas.errors import ProfileError
-from vitnas.dtypes import DTYPE_NAMES
+from vitnas.util.dtypes import DTYPE_NAMES
 
 __all__ = ["FORMAT", "VERSION", "read_profile_fields"]
 

@@ -13,13 +13,13 @@ from typing import Sequence
 
 import torch
 
-from vitnas.arch import Arch
 from vitnas.errors import ProfileError
-from vitnas.latency.device import device_name, resolve_device
 from vitnas.latency.measure import Measurement, measure_archs
 from vitnas.latency.predictor import PredictionError, prediction_error
 from vitnas.latency.profile import DeviceProfile
-from vitnas.space import SearchSpace
+from vitnas.space.arch import Arch
+from vitnas.space.space import SearchSpace
+from vitnas.util.device import device_name, resolve_device
 
 __all__ = ["Verification", "verify", "summary", "format_verification"]
 

@@ -27,6 +27,7 @@ from vitnas.search.pareto import pareto_front
 from vitnas.search.records import STATE_FORMAT, Record
 
 _LAZY = {
+    "Budget": "vitnas.search.budget",
     "search": "vitnas.search.driver",
     "SearchSettings": "vitnas.search.driver",
     "SearchResult": "vitnas.search.report",

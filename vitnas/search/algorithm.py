@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from vitnas.arch import Arch
 from vitnas.errors import BudgetError, VitnasError
+from vitnas.space.arch import Arch
 from vitnas.search.budgets import (
     CostFunction,
     NamedBudget,
@@ -47,8 +47,8 @@ from vitnas.search.records import (
 )
 
 if TYPE_CHECKING:
-    from vitnas.latency.budget import Budget
-    from vitnas.space import SearchSpace
+    from vitnas.search.budget import Budget
+    from vitnas.space.space import SearchSpace
 
 __all__ = ["SearchAlgorithm", "split_evenly"]
 

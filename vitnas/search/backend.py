@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from vitnas.arch import Arch
+from vitnas.space.arch import Arch
 
 if TYPE_CHECKING:
     from vitnas.search.fitness import FitnessEvaluator

@@ -8,7 +8,7 @@ thousands of archs, and one cached `costs(arch)` call then serves every budget. 
 comparisons are the ones `Budget.check` makes (a limit holds when the cost equals it),
 so both always agree.
 
-`vitnas.latency` and `vitnas.cost` are imported lazily: they pull in torch, and
+`vitnas.latency` and `vitnas.space.cost` are imported lazily: they pull in torch, and
 `import vitnas.search` should stay cheap.
 """
 
@@ -18,13 +18,13 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from vitnas.arch import Arch
 from vitnas.errors import BudgetError
+from vitnas.space.arch import Arch
 
 if TYPE_CHECKING:
-    from vitnas.latency.budget import Budget
     from vitnas.latency.profile import DeviceProfile
-    from vitnas.space import SearchSpace
+    from vitnas.search.budget import Budget
+    from vitnas.space.space import SearchSpace
 
 __all__ = [
     "CostFunction",
@@ -73,7 +73,7 @@ class NamedBudget:
     name: str = ""  # key of this budget in best.json and `best()`; "" derives it with `budget_name`
 
     def __post_init__(self) -> None:
-        from vitnas.latency.budget import Budget
+        from vitnas.search.budget import Budget
 
         if not isinstance(self.budget, Budget):
             raise BudgetError(f"NamedBudget.budget: expected a vitnas.Budget, got {type(self.budget).__name__}")
@@ -88,7 +88,7 @@ class NamedBudget:
     @classmethod
     def from_dict(cls, data: Any) -> NamedBudget:
         """Rebuilds a budget from `to_dict` output; raises BudgetError naming the bad field."""
-        from vitnas.latency.budget import Budget
+        from vitnas.search.budget import Budget
 
         if not isinstance(data, dict) or not isinstance(data.get("budget"), dict):
             raise BudgetError("budget: expected an object with 'name' and a 'budget' object")
@@ -111,7 +111,7 @@ def named_budget(
     Raises:
         BudgetError: a value is not positive (naming it).
     """
-    from vitnas.latency.budget import Budget
+    from vitnas.search.budget import Budget
 
     budget = Budget(
         latency_ms=latency_ms,
@@ -182,7 +182,7 @@ class CostModel:
         return "latency_ms" if self.profile is not None else "flops"
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        from vitnas.cost import count_flops, count_params
+        from vitnas.space.cost import count_flops, count_params
 
         costs: dict[str, float] = {"flops": count_flops(self.space, arch), "params": count_params(self.space, arch)}
         if self.profile is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -48,7 +49,19 @@ def register(subparsers: Any) -> None:
     execution.add_argument("--ema", action="store_true", help="search the checkpoint's EMA weights")
     execution.add_argument("--no-verify", action="store_true", help="do not measure the choices' latency")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out from results.jsonl")
-    parser.set_defaults(handler=_search)
+    parser.set_defaults(handler=_search, interrupted=_search_progress)
+
+
+def _search_progress(args: argparse.Namespace) -> str:
+    """What an interrupted search kept (its evaluations in ``args.out``), in one line for Ctrl-C."""
+    from vitnas.search.driver import RESULTS_FILE, SETTINGS_FILE
+
+    out = Path(args.out)
+    if not (out / SETTINGS_FILE).is_file():
+        return f"no search in {out} yet: run the same command again"
+    results = out / RESULTS_FILE
+    kept = results.read_bytes().count(b"\n") if results.is_file() else 0
+    return f"{kept} evaluations are kept in {results}: continue with the same command, with --resume"
 
 
 def _numbers(text: str) -> tuple[float, ...]:

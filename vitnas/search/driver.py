@@ -31,20 +31,21 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from vitnas.arch import Arch
-from vitnas.atomic import prepare_directory, write_text_atomically
-from vitnas.errors import VitnasError
+from vitnas.errors import SearchError, VitnasError
 from vitnas.search.budgets import CostModel, NamedBudget, budgets_from_limits
 from vitnas.search.config import EvolutionConfig
 from vitnas.search.evolution import ALGORITHMS, make_algorithm
+from vitnas.search.report import REPORT_SPLIT, Choice, SearchResult, write_report
 from vitnas.search.results_log import ResultsLog
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import prepare_directory, write_text_atomically
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
     from vitnas.search.algorithm import SearchAlgorithm
     from vitnas.search.backend import Backend, Evaluation
-    from vitnas.space import SearchSpace
-    from vitnas.supernet import SuperViT
+    from vitnas.space.space import SearchSpace
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["SearchError", "SearchSettings", "search", "BACKENDS"]
 
@@ -56,10 +57,6 @@ RESULTS_FILE = "results.jsonl"
 STATE_FILE = "state.json"
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray's processes while a Ray search runs
 _PATH_SETTINGS = ("checkpoint", "profile")  # stored relative to the run directory
-
-
-class SearchError(VitnasError):
-    """A search cannot run as asked: bad settings, a run directory in the way, an unusable backend."""
 
 
 @dataclass(frozen=True)
@@ -168,8 +165,6 @@ def search(
         SearchError, BudgetError, CheckpointError, ProfileError: one line naming the problem,
             before anything is written.
     """
-    from vitnas.search.report import write_report
-
     settings = _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
                          options)
     out = Path(out)
@@ -188,7 +183,7 @@ def search(
         evaluated = _run(context, evaluator, log, known, out, progress)
         references = _evaluate_references(context, evaluator, log, known)
     logger.info("search: %d evaluations in %.1f s", evaluated, time.perf_counter() - started)
-    return write_report(out, context, references, device=device, verify=verify, resumed=len(known))
+    return _finish(out, context, references, device=device, verify=verify, resumed=len(known))
 
 
 def _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
@@ -270,8 +265,8 @@ def _check_backend(backend: str) -> None:
 
 def _prepare(settings: SearchSettings, other_device: bool) -> RunContext:
     """Loads the supernet and profile and asks for generation 0: every check that can fail, nothing written."""
-    from vitnas.checkpoint import load_checkpoint, load_supernet
     from vitnas.data import trains_on_search_images
+    from vitnas.train.checkpoint import load_checkpoint, load_supernet
 
     supernet, space = load_supernet(settings.checkpoint, use_ema=settings.use_ema)
     data = load_checkpoint(Path(settings.checkpoint))["recipe"].data
@@ -410,3 +405,64 @@ def _as_floats(value: float | Iterable[float] | None, name: str) -> tuple[float,
         if isinstance(item, bool) or not isinstance(item, (int, float)) or not item > 0:
             raise SearchError(f"{name}: expected positive numbers, got {item!r}")
     return tuple(float(item) for item in values)
+
+
+# -- finishing: each budget's choice scored on val and timed, then written by the report --------------
+
+
+def _finish(out: Path, context: RunContext, references: dict[str, tuple[Arch, float]], device: str | None,
+            verify: bool, resumed: int) -> SearchResult:
+    """Scores the choices on ``val``, verifies their latency, and has the report write best.json, pareto.json/png."""
+    from vitnas.data import trains_on_search_images
+
+    algorithm = context.algorithm
+    best = algorithm.best_per_budget()
+    val = _val_accuracies(context, [arch for arch, _ in best.values()], device)
+    measured = _measured_latencies(context, [arch for arch, _ in best.values()]) if verify else {}
+    choices = tuple(_choice(context, name, arch, accuracy, val[arch], measured.get(arch))
+                    for name, (arch, accuracy) in best.items())
+    profile = context.profile
+    label = None if profile is None else f"{profile.device}, batch {profile.batch}, {profile.dtype}"
+    return write_report(out, choices, algorithm, references, device_label=label,
+                        algorithm_name=context.settings.algorithm, space_name=context.space.name,
+                        trained_on_search_images=trains_on_search_images(context.data), resumed=resumed)
+
+
+def _choice(context: RunContext, name: str, arch: Arch, accuracy: float, val_accuracy: float,
+            measured_ms: float | None) -> Choice:
+    named = context.algorithm.budget(name)
+    costs = context.algorithm.costs(arch)
+    limit = named.budget.latency_ms
+    meets = None if measured_ms is None or limit is None else measured_ms <= limit
+    return Choice(name, named.budget.to_dict(), arch, accuracy, val_accuracy, int(costs["flops"]),
+                  int(costs["params"]), costs.get("latency_ms"), measured_ms, meets)
+
+
+def _val_accuracies(context: RunContext, archs: Sequence[Arch], device: str | None) -> dict[Arch, float]:
+    """Top-1 on the report split, with one evaluator built once for all choices."""
+    from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
+
+    settings = FitnessSettings(data=context.data, split=REPORT_SPLIT, batch_size=context.settings.batch_size,
+                               device=device)
+    evaluator = FitnessEvaluator(context.supernet, settings)
+    return {arch: evaluator(arch) for arch in dict.fromkeys(archs)}
+
+
+def _measured_latencies(context: RunContext, archs: Sequence[Arch]) -> dict[Arch, float]:
+    """Median measured latency of each arch, where the profile's device is this machine's (else none)."""
+    from vitnas.latency.verify import verify
+    from vitnas.util.device import device_name, resolve_device
+
+    profile = context.profile
+    if profile is None:
+        return {}
+    try:
+        here = device_name(resolve_device(profile.device_type))
+    except VitnasError:
+        here = None
+    if here != profile.device:
+        logger.warning("search: latency not verified: the profile was measured on %r, this machine has %r",
+                       profile.device, here)
+        return {}
+    results = verify(profile, context.space, list(dict.fromkeys(archs)))
+    return {result.arch: result.measured.median_ms for result in results}

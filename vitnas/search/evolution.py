@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from vitnas.arch import Arch
 from vitnas.errors import VitnasError
 from vitnas.search.algorithm import SearchAlgorithm, split_evenly
 from vitnas.search.budgets import CostFunction, NamedBudget
 from vitnas.search.config import EvolutionConfig
+from vitnas.space.arch import Arch
 
 if TYPE_CHECKING:
-    from vitnas.latency.budget import Budget
-    from vitnas.space import SearchSpace
+    from vitnas.search.budget import Budget
+    from vitnas.space.space import SearchSpace
 
 __all__ = ["ALGORITHMS", "Evolution", "RandomSearch", "algorithm_from_state", "make_algorithm"]
 

@@ -26,11 +26,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from vitnas.data import SPLITS, DataConfig, build_dataset, parse_data
-from vitnas.errors import VitnasError
+from vitnas.errors import FitnessError, VitnasError
 
 if TYPE_CHECKING:
-    from vitnas.arch import Arch
-    from vitnas.supernet import SuperViT
+    from vitnas.space.arch import Arch
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["CACHE_MAX_BYTES", "FitnessError", "FitnessEvaluator", "FitnessSettings"]
 
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 CACHE_MAX_BYTES = 8 * 2**30  # splits whose images take at most this much are kept on the device as batches
 _MAX_LOADER_WORKERS = 4  # decoding processes for image-file splits (read once if cached, per candidate if not)
-
-
-class FitnessError(VitnasError):
-    """Fitness settings are malformed, or weights do not fit the space they are given with."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,7 @@ class FitnessEvaluator:
         Raises:
             FitnessError: the weights do not fit the space.
         """
-        from vitnas.space import load_space
+        from vitnas.space.space import load_space
 
         return cls(_supernet_from_weights(load_space(space_source), state_dict, FitnessError, "state_dict"), settings)
 
@@ -166,7 +162,7 @@ class FitnessEvaluator:
             CheckpointError: the checkpoint is missing, damaged or does not fit its space.
             FitnessError: an override names no settings field.
         """
-        from vitnas.checkpoint import CheckpointError, load_checkpoint
+        from vitnas.train.checkpoint import CheckpointError, load_checkpoint
 
         loaded = load_checkpoint(Path(checkpoint))
         base = settings if settings is not None else FitnessSettings(data=loaded["recipe"].data)
@@ -236,7 +232,7 @@ class FitnessEvaluator:
 
 def _supernet_from_weights(space, weights: Mapping[str, Tensor], error: type[VitnasError], where: str) -> SuperViT:
     """A SuperViT of `space` holding `weights` (loaded strictly); the head size comes from the weights."""
-    from vitnas.supernet import SuperViT
+    from vitnas.supernet.supernet import SuperViT
 
     head = weights.get("head.weight")
     supernet = SuperViT(space, num_classes=head.shape[0] if head is not None else None)

@@ -1,4 +1,4 @@
-"""Evaluating candidates on Ray actors: the only module of vitnas (with `vitnas.search.tune`) that imports ray.
+"""Evaluating candidates on Ray actors (with `tune` and `ray_cluster`, all of vitnas that imports ray).
 
 Scoring a candidate takes milliseconds to seconds, while building an evaluator (torch,
 the data split, the supernet's weights) takes seconds, so each worker is a long-lived
@@ -42,43 +42,25 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit
 
-from vitnas.arch import Arch
-from vitnas.atomic import running_process, write_text_atomically
-from vitnas.errors import VitnasError
+from vitnas.errors import BackendError, VitnasError
 from vitnas.search.backend import Backend, Evaluation
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import running_process, write_text_atomically
+from vitnas.search.ray_cluster import (RAY_MISSING, check_cluster, connect, describe_resources,  # noqa: F401 (RAY_MISSING)
+                                       last_line, require_ray)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from vitnas.search.fitness import FitnessSettings
-    from vitnas.supernet import SuperViT
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["BackendError", "RayBackend", "require_ray", "stop_leftover_ray"]
 
 log = logging.getLogger(__name__)
 
-RAY_MISSING = 'backend ray: Ray is not installed (pip install "ray[tune]")'
-_CONNECT_TIMEOUT_S = 5.0  # how long a cluster address gets to accept a TCP connection before it counts as unreachable
 _MAX_RESUBMITS = 3  # times one candidate is moved to another worker after its worker died for good
-
-
-class BackendError(VitnasError):
-    """A backend cannot run as asked: Ray missing, a cluster unreachable, workers that cannot start or all died."""
-
-
-def require_ray() -> Any:
-    """The `ray` module, imported here so that `import vitnas` never needs it.
-
-    Raises:
-        BackendError: Ray is not installed (one line, with the pip command).
-    """
-    try:
-        import ray
-    except ImportError:
-        raise BackendError(RAY_MISSING) from None
-    return ray
 
 
 class FitnessWorker:
@@ -181,9 +163,9 @@ class RayBackend(Backend):
         self._process_record: Path | None = None
         address = address or os.environ.get("RAY_ADDRESS") or None
         starting = time.time()
-        self._owns_ray = _connect(self._ray, address, workers, gpus_per_worker, cpus_per_worker)
+        self._owns_ray = connect(self._ray, address, workers, gpus_per_worker, cpus_per_worker)
         try:
-            _check_cluster(self._ray, workers, gpus_per_worker, cpus_per_worker)
+            check_cluster(self._ray, workers, gpus_per_worker, cpus_per_worker)
             self._weights = self._ray.put(_cpu_weights(state_dict))  # once; every actor and every restart reads it
             actor_class = self._ray.remote(FitnessWorker).options(
                 num_cpus=cpus_per_worker,
@@ -315,10 +297,10 @@ class RayBackend(Backend):
         except ray.exceptions.GetTimeoutError:
             raise BackendError(
                 f"backend ray: workers not ready after {timeout_s:g} s (cluster resources: "
-                f"{_describe(ray.available_resources())} available)"
+                f"{describe_resources(ray.available_resources())} available)"
             ) from None
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as failure:
-            raise BackendError(f"backend ray: a worker could not start: {_last_line(failure)}") from None
+            raise BackendError(f"backend ray: a worker could not start: {last_line(failure)}") from None
 
 
 def stop_leftover_ray(record: str | Path) -> int:
@@ -415,98 +397,11 @@ def _cpu_weights(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
 
 
-def _connect(ray: Any, address: str | None, workers: int, gpus_per_worker: float, cpus_per_worker: float) -> bool:
-    """Initialises Ray as asked; True when this backend must shut it down again.
-
-    A Ray already initialised by the caller is used as it is. An explicit address is
-    first probed over TCP: ``ray.init`` retries an unreachable one for minutes.
-    """
-    if address is not None and address not in ("auto", "local"):
-        _probe(address)
-    if ray.is_initialized():
-        log.info("ray backend: using the Ray this process already initialised")
-        return False
-    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    try:
-        if address is not None and address != "local":
-            ray.init(address=address, **options)
-        else:
-            _choose_token_authentication()
-            ray.init(
-                address="local",  # always a fresh instance: never join a `ray start` cluster by accident
-                num_cpus=max(1, math.ceil(workers * cpus_per_worker)),
-                num_gpus=None if gpus_per_worker > 0 else 0,  # detect GPUs only when workers want them
-                include_dashboard=False,
-                **options,
-            )
-    except Exception as failure:
-        where = f"the Ray cluster at {address}" if address not in (None, "local") else "a local Ray"
-        raise BackendError(f"backend ray: cannot start or reach {where} ({_last_line(failure)})") from None
-    return True
-
-
-def _choose_token_authentication() -> None:
-    """Opts the local Ray about to start into token authentication explicitly, keeping a mode the user set.
-
-    Ray (2.59 on) enables token authentication for a local Ray whose mode is unset, and
-    then warns on every start that it chose so; vitnas's private Ray wants that secure
-    default, so it states it instead of leaving it to a warning. The mode lives in
-    ``RAY_AUTH_MODE`` (read by Ray's child processes too) and is cached at ``import ray``,
-    so it is set with Ray's own helper, which refreshes the cache. A Ray without token
-    authentication (before 2.52) has nothing to choose.
-    """
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    try:
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth
-    except ImportError:
-        return
-    _enable_token_auth()
-
-
-def _probe(address: str) -> None:
-    """Raises one BackendError line unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection."""
-    parsed = urlsplit(address if "://" in address else f"//{address}")
-    try:
-        host, port = parsed.hostname, parsed.port
-    except ValueError:
-        host = port = None
-    if not host or port is None:
-        raise BackendError(f"backend ray: address {address!r}: expected host:port, ray://host:port or auto")
-    try:
-        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
-            pass
-    except OSError as failure:
-        reason = failure.strerror or type(failure).__name__
-        raise BackendError(f"backend ray: cannot reach the Ray cluster at {address} ({reason})") from None
-
-
-def _check_cluster(ray: Any, workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
-    """Fails at once, in one line, when the cluster could never host the workers (they would wait forever)."""
-    total = ray.cluster_resources()
-    for resource, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
-        needed = workers * each
-        if needed > total.get(resource, 0.0) + 1e-9:
-            raise BackendError(
-                f"backend ray: {workers} worker{'s' if workers != 1 else ''} x {each:g} {resource} need "
-                f"{needed:g} {resource}, the cluster has {total.get(resource, 0.0):g}"
-            )
-
-
 def _task_error(failure: Exception, worker: str) -> Exception:
     """The worker's own error for a failed candidate: a VitnasError stays one line of its own class."""
     cause = getattr(failure, "cause", None)
     if isinstance(cause, VitnasError):
         return type(cause)(str(cause))
-    return BackendError(f"backend ray: evaluation failed on {worker}: {_last_line(failure)}")
+    return BackendError(f"backend ray: evaluation failed on {worker}: {last_line(failure)}")
 
 
-def _last_line(failure: BaseException) -> str:
-    """The last non-empty line of an error (Ray's errors carry the remote traceback above it)."""
-    lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(failure).__name__)[:300]
-
-
-def _describe(resources: Mapping[str, float]) -> str:
-    shown = {key: value for key, value in resources.items() if key in ("CPU", "GPU")}
-    return ", ".join(f"{value:g} {key}" for key, value in sorted(shown.items())) or "none"

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from vitnas.arch import Arch
 from vitnas.errors import VitnasError
+from vitnas.space.arch import Arch
 
 if TYPE_CHECKING:
-    from vitnas.space import SearchSpace
+    from vitnas.space.space import SearchSpace
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "Record", "as_accuracy", "generator_from_state", "read_records"]
 

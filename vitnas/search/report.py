@@ -1,5 +1,8 @@
 """What a search leaves behind: the choice per budget scored on ``val``, the Pareto front, a plot, a table.
 
+This module writes files from plain data; it scores and times nothing (the driver's
+finish step does, `vitnas.search.driver`), so it imports nothing of the driver.
+
 ``best.json`` is the contract the export work reads: a list with one entry per budget,
 each with ``name``, ``budget``, ``arch`` (loadable by `Arch.from_dict`), ``accuracy`` (on
 the search split), ``val_accuracy``, ``flops``, ``params`` and, with a profile, the
@@ -11,21 +14,17 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from vitnas.arch import Arch
-from vitnas.atomic import write_bytes_atomically, write_text_atomically
-from vitnas.errors import VitnasError
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import write_bytes_atomically, write_text_atomically
 
 if TYPE_CHECKING:
-    from vitnas.search.driver import RunContext
+    from vitnas.search.algorithm import SearchAlgorithm
 
 __all__ = ["Choice", "SearchResult", "format_table", "write_report"]
-
-logger = logging.getLogger(__name__)
 
 SEARCH_SPLIT, REPORT_SPLIT = "minival", "val"
 
@@ -73,82 +72,42 @@ class SearchResult:
         return self.out / "pareto.png"
 
 
-def write_report(out: Path, context: RunContext, references: dict[str, tuple[Arch, float]], device: str | None,
-                 verify: bool, resumed: int) -> SearchResult:
-    """Scores the choices on ``val``, verifies their latency, writes best.json, pareto.json and pareto.png."""
-    from vitnas.data import trains_on_search_images
+def write_report(out: Path, choices: Sequence[Choice], algorithm: SearchAlgorithm,
+                 references: dict[str, tuple[Arch, float]], *, device_label: str | None, algorithm_name: str,
+                 space_name: str, trained_on_search_images: bool, resumed: int) -> SearchResult:
+    """Writes best.json, pareto.json and pareto.png from what the search found; computes nothing.
 
-    algorithm = context.algorithm
-    best = algorithm.best_per_budget()
-    val = _val_accuracies(context, [arch for arch, _ in best.values()], device)
-    measured = _measured_latencies(context, [arch for arch, _ in best.values()]) if verify else {}
-    choices = tuple(_choice(context, name, arch, accuracy, val[arch], measured.get(arch))
-                    for name, (arch, accuracy) in best.items())
+    Args:
+        out: the search's run directory.
+        choices: one per budget, already scored on ``val`` and measured (the driver's finish step).
+        algorithm: the finished search: its history, front and budgets.
+        references: the largest and smallest sub-networks (label -> arch, search top-1), for the plot.
+        device_label: the profile's device, batch and dtype, or None without a profile.
+        algorithm_name: "evolution" or "random", and `space_name`: the plot's title.
+        trained_on_search_images: whether the supernet trained on the search split (a note in the table).
+        resumed: candidates taken from results.jsonl.
+    """
     front = tuple({**row, "arch": row["arch"].to_dict()} for row in algorithm.pareto())
     write_text_atomically(out / "best.json", json.dumps([c.to_dict() for c in choices], indent=1) + "\n")
-    pareto = {"cost_key": algorithm.cost_key, "device": _device_label(context), "front": list(front)}
+    pareto = {"cost_key": algorithm.cost_key, "device": device_label, "front": list(front)}
     write_text_atomically(out / "pareto.json", json.dumps(pareto, indent=1) + "\n")
-    write_bytes_atomically(out / "pareto.png", _plot(context, choices, references))
-    return SearchResult(out, choices, front, algorithm.cost_key, algorithm.evaluations, resumed,
-                        trains_on_search_images(context.data))
+    title = f"{algorithm_name} search of {space_name}: choices (stars) under budgets (dotted)"
+    write_bytes_atomically(out / "pareto.png", _plot(algorithm, choices, references, device_label, title))
+    return SearchResult(out, tuple(choices), front, algorithm.cost_key, algorithm.evaluations, resumed,
+                        trained_on_search_images)
 
 
-def _choice(context: RunContext, name: str, arch: Arch, accuracy: float, val_accuracy: float,
-            measured_ms: float | None) -> Choice:
-    named = context.algorithm.budget(name)
-    costs = context.algorithm.costs(arch)
-    limit = named.budget.latency_ms
-    meets = None if measured_ms is None or limit is None else measured_ms <= limit
-    return Choice(name, named.budget.to_dict(), arch, accuracy, val_accuracy, int(costs["flops"]),
-                  int(costs["params"]), costs.get("latency_ms"), measured_ms, meets)
-
-
-def _val_accuracies(context: RunContext, archs: Sequence[Arch], device: str | None) -> dict[Arch, float]:
-    """Top-1 on the report split, with one evaluator built once for all choices."""
-    from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
-
-    settings = FitnessSettings(data=context.data, split=REPORT_SPLIT, batch_size=context.settings.batch_size,
-                               device=device)
-    evaluator = FitnessEvaluator(context.supernet, settings)
-    return {arch: evaluator(arch) for arch in dict.fromkeys(archs)}
-
-
-def _measured_latencies(context: RunContext, archs: Sequence[Arch]) -> dict[Arch, float]:
-    """Median measured latency of each arch, where the profile's device is this machine's (else none)."""
-    from vitnas.latency.device import device_name, resolve_device
-    from vitnas.latency.verify import verify
-
-    profile = context.profile
-    if profile is None:
-        return {}
-    try:
-        here = device_name(resolve_device(profile.device_type))
-    except VitnasError:
-        here = None
-    if here != profile.device:
-        logger.warning("search: latency not verified: the profile was measured on %r, this machine has %r",
-                       profile.device, here)
-        return {}
-    results = verify(profile, context.space, list(dict.fromkeys(archs)))
-    return {result.arch: result.measured.median_ms for result in results}
-
-
-def _device_label(context: RunContext) -> str | None:
-    profile = context.profile
-    return None if profile is None else f"{profile.device}, batch {profile.batch}, {profile.dtype}"
-
-
-def _plot(context: RunContext, choices: Sequence[Choice], references: dict[str, tuple[Arch, float]]) -> bytes:
+def _plot(algorithm: SearchAlgorithm, choices: Sequence[Choice], references: dict[str, tuple[Arch, float]],
+          device_label: str | None, title: str) -> bytes:
     """pareto.png: every candidate, the front, the choice per budget, largest and smallest for reference."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    algorithm = context.algorithm
     key = algorithm.cost_key
     rows = algorithm.results()
-    scale, unit = _axis(context, max(row[key] for row in rows))
+    scale, unit = _axis(key, device_label, max(row[key] for row in rows))
     figure, axes = plt.subplots(figsize=(7.5, 5), dpi=120)
     axes.scatter([r[key] * scale for r in rows], [100 * r["accuracy"] for r in rows], s=10, alpha=0.35,
                  color="tab:gray", label=f"candidates ({len(rows)})")
@@ -172,8 +131,7 @@ def _plot(context: RunContext, choices: Sequence[Choice], references: dict[str, 
         axes.annotate("\n".join(budget_names), (x, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
     axes.set_xlabel(unit)
     axes.set_ylabel(f"top-1 on {SEARCH_SPLIT} (%)")
-    axes.set_title(f"{context.settings.algorithm} search of {context.space.name}: choices (stars) under budgets (dotted)",
-                   fontsize=10)
+    axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     buffer = io.BytesIO()
@@ -183,10 +141,10 @@ def _plot(context: RunContext, choices: Sequence[Choice], references: dict[str, 
     return buffer.getvalue()
 
 
-def _axis(context: RunContext, largest: float) -> tuple[float, str]:
+def _axis(cost_key: str, device_label: str | None, largest: float) -> tuple[float, str]:
     """Scale and label of the cost axis: predicted milliseconds, or MACs in G (M for small spaces)."""
-    if context.algorithm.cost_key == "latency_ms":
-        return 1.0, f"latency (ms, predicted; {_device_label(context)})"
+    if cost_key == "latency_ms":
+        return 1.0, f"latency (ms, predicted; {device_label})"
     return (1e-9, "MACs per image (G)") if largest >= 1e8 else (1e-6, "MACs per image (M)")
 
 

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from vitnas.arch import Arch
-from vitnas.atomic import reporting_disk_full
 from vitnas.errors import ArchError, VitnasError
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import reporting_disk_full
 
 __all__ = ["ResultsLog"]
 

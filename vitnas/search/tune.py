@@ -49,9 +49,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from vitnas.arch import Arch
-from vitnas.atomic import write_text_atomically
-from vitnas.search.ray_backend import RAY_MISSING, BackendError
+from vitnas.errors import BackendError
+from vitnas.search.ray_cluster import RAY_MISSING
+from vitnas.space.arch import Arch
+from vitnas.util.atomic import write_text_atomically
 
 try:
     from ray import tune
@@ -62,7 +63,7 @@ except ImportError:
 if TYPE_CHECKING:
     from vitnas.search.algorithm import SearchAlgorithm
     from vitnas.search.fitness import FitnessEvaluator, FitnessSettings
-    from vitnas.supernet import SuperViT
+    from vitnas.supernet.supernet import SuperViT
 
 __all__ = ["SEARCHER_FORMAT", "VitnasSearcher", "fitness_trainable"]
 

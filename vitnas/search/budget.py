@@ -1,0 +1,101 @@
+"""Hardware budgets: the limits a searched arch must stay within.
+
+A budget is what the rest of vitnas (search, export reports) asks of an arch. FLOPs and
+parameters are exact closed-form counts; latency and throughput are predicted by a
+device profile, because FLOPs alone mislead on real hardware (token pruning at batch 1
+can be slower than none; GPUs have tail effects). Any combination may be set; an unset
+limit (None) does not constrain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from vitnas.errors import BudgetError
+from vitnas.latency.profile import DeviceProfile
+from vitnas.space.arch import Arch
+from vitnas.space.cost import count_flops, count_params
+from vitnas.space.space import SearchSpace
+
+__all__ = ["Budget"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Upper limits on cost and a lower limit on speed; None leaves a quantity free."""
+
+    latency_ms: float | None = None  # most milliseconds per forward pass, at the profile's batch size and dtype
+    min_throughput: float | None = None  # fewest images per second, at the profile's batch size
+    max_flops: int | None = None  # most multiply-accumulates per image (as `vitnas.count_flops`)
+    max_params: int | None = None  # most parameters (as `vitnas.count_params`)
+
+    def __post_init__(self) -> None:
+        for name in ("latency_ms", "min_throughput"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or not math.isfinite(value) or value <= 0):
+                raise BudgetError(f"Budget.{name}: expected a positive number or None, got {value!r}")
+        for name in ("max_flops", "max_params"):
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                object.__setattr__(self, name, int(value))  # 4.6e9 written as a float is still a count
+                value = int(value)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise BudgetError(f"Budget.{name}: expected a positive integer or None, got {value!r}")
+
+    @property
+    def needs_profile(self) -> bool:
+        """Whether checking this budget needs a device profile (a latency or throughput limit is set)."""
+        return self.latency_ms is not None or self.min_throughput is not None
+
+    def check(self, space: SearchSpace, arch: Arch, profile: DeviceProfile | None = None) -> list[str]:
+        """The constraints `arch` violates, one readable line each; empty when it fits.
+
+        Raises:
+            BudgetError: a latency or throughput limit is set but no profile is given, or the
+                profile is of another space.
+            ArchError: `arch` is not in `space`.
+        """
+        self._check_profile(space, profile)
+        violations = []
+        if self.max_flops is not None and (flops := count_flops(space, arch)) > self.max_flops:
+            violations.append(f"FLOPs {flops / 1e6:.2f} M MACs > max_flops {self.max_flops / 1e6:.2f} M")
+        if self.max_params is not None and (params := count_params(space, arch)) > self.max_params:
+            violations.append(f"params {params / 1e6:.3f} M > max_params {self.max_params / 1e6:.3f} M")
+        if profile is not None and self.needs_profile:
+            latency = profile.predict(arch)
+            where = f"(predicted, batch {profile.batch} {profile.dtype} on {profile.device})"
+            if self.latency_ms is not None and latency > self.latency_ms:
+                violations.append(f"latency {latency:.3f} ms > latency_ms {self.latency_ms:g} ms {where}")
+            speed = profile.batch * 1000.0 / latency
+            if self.min_throughput is not None and speed < self.min_throughput:
+                violations.append(f"throughput {speed:.1f} images/s < min_throughput {self.min_throughput:g} {where}")
+        return violations
+
+    def satisfied(self, space: SearchSpace, arch: Arch, profile: DeviceProfile | None = None) -> bool:
+        """Whether `arch` meets every limit (see `check`)."""
+        return not self.check(space, arch, profile)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __str__(self) -> str:
+        limits = [f"{name} {value:g}" for name, value in self.to_dict().items() if value is not None]
+        return "budget: " + (", ".join(limits) if limits else "unconstrained")
+
+    def _check_profile(self, space: SearchSpace, profile: DeviceProfile | None) -> None:
+        if not self.needs_profile:
+            return
+        if profile is None:
+            field = "latency_ms" if self.latency_ms is not None else "min_throughput"
+            raise BudgetError(
+                f"Budget.{field}: a latency or throughput budget needs a device profile "
+                "(build one with vitnas latency profile, load it with vitnas.load_profile)"
+            )
+        if profile.space.name != space.name:
+            raise BudgetError(f"profile: made for space {profile.space.name!r}, asked about space {space.name!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,31 @@
+"""The search space: what can be searched, one arch of it, and what an arch costs.
+
+`spec` parses a space file into frozen dataclasses; `space.SearchSpace` samples, mutates
+and validates archs over it; `arch.Arch` is one sub-network as a frozen, hashable value
+(the currency of the whole system); `cost` gives parameters and MACs in closed form.
+The bottom of the pipeline: it imports only `vitnas.util`, `vitnas.errors` and the
+reducer descriptions of `vitnas.nn.reducers`. Names load on first use, so
+``vitnas space --help`` imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vitnas._lazy import export_lazily
+
+_MODULES = {
+    "arch": ("Arch", "StageArch", "read_archs"),
+    "space": ("SearchSpace", "load_space", "shipped_spaces"),
+    "cost": ("block_shapes", "count_flops", "count_params"),
+}
+_LAZY = {name: f"vitnas.space.{module}" for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_LAZY)
+
+export_lazily(__name__, _LAZY)
+
+if TYPE_CHECKING:
+    from vitnas.space.arch import Arch, StageArch, read_archs
+    from vitnas.space.cost import block_shapes, count_flops, count_params
+    from vitnas.space.space import SearchSpace, load_space, shipped_spaces

@@ -219,14 +219,18 @@ def test_ctrl_c_during_training_names_the_last_checkpoint_and_resume(tmp_path):
     recipe.write_text(yaml.safe_dump(dict(TINY, epochs=500, eval_every=100)))
     command = [sys.executable, "-m", "vitnas", "train", str(recipe), "--out", str(run)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+                               env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1"))
     try:
         deadline = time.monotonic() + 120
         while not (run / "latest").is_file() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
         assert (run / "latest").is_file(), "no checkpoint written in time"
         process.send_signal(signal.SIGINT)
-        err = process.communicate(timeout=60)[1]
+        try:
+            err = process.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:  # once seen in CI on a loaded machine: show where it stood
+            process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            pytest.fail(f"still running 60 s after SIGINT; its stacks:\n{process.communicate(timeout=30)[1][-6000:]}")
     finally:
         process.kill()
     last = load_checkpoint(run)  # the checkpoint still loads

@@ -143,7 +143,7 @@ class _Paths:
 
 
 def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
-    """Runs (or resumes) train → profile → search → export → evaluate; see the module docstring.
+    """Runs (or resumes) profile → train → search → export → evaluate; see the module docstring.
 
     Args:
         settings: a `RunSettings`; or give its fields as keyword arguments.

@@ -218,8 +218,11 @@ def test_ctrl_c_during_training_names_the_last_checkpoint_and_resume(tmp_path):
     recipe, run = tmp_path / "recipe.yaml", tmp_path / "run"
     recipe.write_text(yaml.safe_dump(dict(TINY, epochs=500, eval_every=100)))
     command = [sys.executable, "-m", "vitnas", "train", str(recipe), "--out", str(run)]
+    # A shell that starts a job in the background (`cmd &` without job control) starts it with SIGINT
+    # ignored, and a child inherits that: give the training the default disposition a terminal gives.
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1"))
+                               env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1"),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (run / "latest").is_file() and time.monotonic() < deadline and process.poll() is None:

@@ -62,6 +62,16 @@ def _no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def _disk_full_for(monkeypatch, file_name: str) -> None:
+    """Python's own writes of `file_name` (Path.write_bytes) meet a full disk; every other write succeeds."""
+    write_bytes = Path.write_bytes
+
+    def full_for(path, data):
+        return _no_space() if path.name == file_name else write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for)
+
+
 def _safetensors_no_space(*args, **kwargs):
     raise SafetensorError(SAFETENSORS_FULL)
 
@@ -98,12 +108,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
 
 def test_a_full_disk_while_writing_a_checkpoint_s_state_is_one_line(tmp_path, monkeypatch):
     """state.pt goes through Python's writes: torch.save straight to a full disk says only "unexpected pos"."""
-    write_bytes = Path.write_bytes
-
-    def full_for_state(path, data):
-        return _no_space() if path.name == "state.pt" else write_bytes(path, data)
-
-    monkeypatch.setattr(Path, "write_bytes", full_for_state)
+    _disk_full_for(monkeypatch, "state.pt")
     space = vitnas.load_space("tiny32")
     with pytest.raises(CheckpointError, match=rf"^disk full while writing checkpoint {tmp_path}/ckpt-0000003 "
                                               rf"\(earlier checkpoints are kept\): {FIX}$"):
@@ -155,12 +160,7 @@ def test_a_full_disk_during_the_onnx_step_says_so_not_export_failed(tmp_path, mo
 
 def test_a_full_disk_while_writing_torchscript_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     """model.ts goes through Python's writes: torch.jit.save straight to a full disk aborts the process."""
-    write_bytes = Path.write_bytes
-
-    def full_for_torchscript(path, data):
-        return _no_space() if path.name == "model.ts" else write_bytes(path, data)
-
-    monkeypatch.setattr(Path, "write_bytes", full_for_torchscript)
+    _disk_full_for(monkeypatch, "model.ts")
     space = vitnas.load_space("tiny32")
     with pytest.raises(ExportError, match=rf"^disk full while writing {tmp_path}/out: {FIX}$"):
         vitnas.export(vitnas.SuperViT(space), space.smallest(), tmp_path / "out", formats=["torchscript"],

@@ -71,8 +71,8 @@ def test_installed_wheel_finds_spaces_and_recipes_outside_the_checkout(wheel, tm
                             env=environment)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == ("['deit_small_supervit', 'resnas_tiny', 'tiny32_digits', 'tiny32_reducers_digits'] "
-                        "['deit', 'resnas', 'tiny32', 'tiny32_reducers']")
+    assert lines[0] == ("['deit_small_supervit', 'fmnist28_fmnist', 'resnas_tiny', 'tiny32_digits', "
+                        "'tiny32_reducers_digits'] ['deit', 'fmnist28', 'resnas', 'tiny32', 'tiny32_reducers']")
     assert lines[1] == "tiny32 tiny32"
     assert lines[2] == "True"  # read from the installed package, not from this checkout
 

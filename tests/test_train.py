@@ -229,7 +229,8 @@ def test_existing_run_is_never_overwritten(tmp_path):
     assert train(dict(TINY, epochs=1), tmp_path / "run", resume=True)["epoch"] == 1  # finished: nothing to do
 
 
-@pytest.mark.parametrize("name", ["tiny32_digits", "tiny32_reducers_digits", "deit_small_supervit", "resnas_tiny"])
+@pytest.mark.parametrize("name", ["tiny32_digits", "tiny32_reducers_digits", "fmnist28_fmnist", "deit_small_supervit",
+                                  "resnas_tiny"])
 def test_shipped_recipes_validate_and_take_steps(tmp_path, name):
     """Each shipped recipe loads and trains two steps on tiny synthetic data (no checkpoint: deit's is 2 GB)."""
     from vitnas.train.loop import _build, _train_epoch

@@ -173,3 +173,25 @@ def test_imagefolder_minival_is_not_augmented_and_holdout_keeps_classes(tmp_path
     torch.manual_seed(0)
     augmented = [train[0][0] for _ in range(4)]
     assert any(not torch.equal(augmented[0], other) for other in augmented[1:])  # ... while train is augmented
+
+
+def test_train_images_is_a_fixed_draw_of_the_held_out_train_split(tmp_path):
+    """Stand-alone ground truths train on `train_images`: the same images for every run, never minival's."""
+    config = DataConfig(name="synthetic", synthetic_size=200, search_images=30, holdout=True, train_images=50)
+    torch.manual_seed(0)
+    first = build_dataset(config, "train", img_size=8)
+    torch.manual_seed(1)
+    second = build_dataset(config, "train", img_size=8)
+    assert len(first) == 50 and torch.equal(first.tensors[0], second.tensors[0])
+    held = build_dataset(replace(config, train_images=None), "train", img_size=8)
+    subset_rows, held_rows = set(_rows(first.tensors[0])), set(_rows(held.tensors[0]))
+    assert subset_rows < held_rows and not subset_rows & set(_rows(build_dataset(config, "minival", 8).tensors[0]))
+    assert len(build_dataset(config, "val", img_size=8)) == 200 and len(build_dataset(config, "minival", 8)) == 30
+    _write_cifar10(tmp_path)  # 20 train images: an image data set gets a Subset in the file's order
+    cifar = build_dataset(DataConfig(name="cifar10", root=str(tmp_path), train_images=7), "train", img_size=32)
+    assert len(cifar) == 7 and cifar.indices == sorted(cifar.indices) and len(set(cifar.indices)) == 7
+    with pytest.raises(DataError, match=r"^data\.train_images: 171 images, but the train split has 170; use at most"):
+        build_dataset(replace(config, train_images=171), "train", img_size=8)
+    for bad in (0, True, 2.5):
+        with pytest.raises(DataError, match=r"^data\.train_images: expected a positive number of images or null"):
+            replace(config, train_images=bad)

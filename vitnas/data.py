@@ -17,7 +17,8 @@ it for digits, ``search_images`` of it for the other kinds (default 10%, at most
 10,000), drawn with a fixed seed so every machine and run scores candidates on the same
 images. It is read with the validation transform (no augmentation). With
 ``holdout: true`` the ``train`` split leaves those images out, so the supernet never
-trains on the images the search scores it on.
+trains on the images the search scores it on. ``train_images`` trains on a fixed seeded
+draw of the train split (after holdout), so cheap stand-alone runs all learn from the same images.
 
 A path that is missing is a `DataError` naming it, never a download attempt.
 """
@@ -55,6 +56,7 @@ MINIVAL_FRACTION = 0.1  # other kinds, search_images unset: share of the train s
 MINIVAL_MAX_IMAGES = 10_000  # ... capped at this many images (enough to rank candidates, cheap to score)
 _SPLIT_SEED = 20211121  # fixed forever: changing it changes every reported digits accuracy
 _MINIVAL_SEED = 20240817  # fixed forever: changing it changes which images every search scores on
+_TRAIN_SUBSET_SEED = 20261202  # fixed forever: changing it changes which images a train_images run learns from
 KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "fashion_mnist", "synthetic")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
 FASHION_MNIST_MINIVAL_IMAGES = 5_000  # fashion_mnist, search_images unset: the minival size
@@ -72,6 +74,7 @@ class DataConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # extra kwargs for timm.data.create_transform
     holdout: bool = False  # leave the minival (search) images out of the train split the supernet learns from
     search_images: int | None = None  # minival size, seeded draw from train; None: 10% (<= 10,000); digits: None
+    train_images: int | None = None  # train on a fixed seeded draw of this many train images (None: all of them)
 
     def __post_init__(self) -> None:
         if self.name not in KINDS:
@@ -86,6 +89,7 @@ class DataConfig:
         if not isinstance(self.holdout, bool):
             raise DataError(f"data.holdout: expected true or false, got {self.holdout!r}")
         self._check_search_images()
+        self._check_train_images()
 
     def _check_search_images(self) -> None:
         count = self.search_images
@@ -98,6 +102,12 @@ class DataConfig:
                             f"train split; leave it null (got {count})")
         if self.name == "synthetic":
             _check_minival_size(count, self.synthetic_size, self.holdout)
+
+
+    def _check_train_images(self) -> None:
+        count = self.train_images
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
+            raise DataError(f"data.train_images: expected a positive number of images or null, got {count!r}")
 
 
 def trains_on_search_images(config: DataConfig) -> bool:
@@ -164,6 +174,13 @@ def build_dataset(config: DataConfig, split: str, img_size: int, in_chans: int =
     """
     if split not in SPLITS:
         raise DataError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    dataset = _whole_split(config, split, img_size, in_chans)
+    if split == "train" and config.train_images is not None:
+        return _train_subset(dataset, config.train_images)
+    return dataset
+
+
+def _whole_split(config: DataConfig, split: str, img_size: int, in_chans: int) -> Dataset:
     if config.name == "digits":
         return TensorDataset(*load_digits(split, img_size, in_chans, holdout=config.holdout))
     if config.name == "synthetic":
@@ -182,6 +199,25 @@ def build_dataset(config: DataConfig, split: str, img_size: int, in_chans: int =
     if split == "train" and not config.holdout:
         return dataset
     subset = Subset(dataset, _train_positions(config, split, len(dataset)).tolist())
+    if hasattr(dataset, "classes"):
+        subset.classes = dataset.classes  # training checks the class count against the space through this
+    return subset
+
+
+def _train_subset(dataset: Dataset, count: int) -> Dataset:
+    """A fixed draw of `count` images of a train split (after holdout), in ascending order.
+
+    Stand-alone ground truths train many small runs; a subset makes them affordable while
+    every run (arch, seed, machine) still learns from the very same images.
+    """
+    if count > len(dataset):
+        raise DataError(f"data.train_images: {count} images, but the train split has {len(dataset)}; "
+                        f"use at most {len(dataset)} or null")
+    chosen = np.sort(np.random.default_rng(_TRAIN_SUBSET_SEED).permutation(len(dataset))[:count])
+    if isinstance(dataset, TensorDataset):
+        index = torch.from_numpy(chosen)
+        return TensorDataset(*(tensor[index] for tensor in dataset.tensors))
+    subset = Subset(dataset, chosen.tolist())
     if hasattr(dataset, "classes"):
         subset.classes = dataset.classes  # training checks the class count against the space through this
     return subset

@@ -209,6 +209,7 @@ def test_cli_prints_the_summary(checked, supernet_run, tmp_path, capsys):
     (dict(backend="slurm"), RankCheckError, r"^backend: unknown 'slurm' \(known: local, ray\)$"),
     (dict(bins=5), RankCheckError, r"^bins: 5 bins need at least as many archs, got archs=4$"),
     (dict(overrides=["distill=true"]), RankCheckError, r"^overrides: 'distill=true': the check sets distill"),
+    (dict(overrides=["data.root=/x"]), RankCheckError, r"^overrides: 'data.root=/x': the check sets data itself"),
     (dict(overrides=["optimizer.lr=oops"]), vitnas.VitnasError, r"optimizer.lr: expected"),
     (dict(workers=0), RankCheckError, r"^workers: expected a positive integer, got 0$"),
 ])
@@ -218,6 +219,17 @@ def test_bad_input_is_one_line_and_writes_nothing(supernet_run, tmp_path, change
     with pytest.raises(error, match=message) as raised:
         rank_check(tmp_path / checkpoint if checkpoint == "missing" else checkpoint, tmp_path / "out", **arguments)
     assert "\n" not in str(raised.value) and not (tmp_path / "out").exists()
+
+
+def test_stand_alone_runs_may_train_on_a_fixed_draw_of_the_images(supernet_run, tmp_path):
+    """``data.train_images`` is the one data override: a cheaper ground truth, scored on the same val split."""
+    result = rank_check(supernet_run, tmp_path / "check", archs=ARCHS, epochs=1, progress=False,
+                        overrides=["data.train_images=256"])
+    runs = sorted((tmp_path / "check" / "runs").iterdir())
+    assert len(runs) == ARCHS and all(r.standalone_top1 > 0 for r in result.records)
+    stored = load_checkpoint(runs[0])["recipe"]
+    assert stored.data.train_images == 256 and stored.epochs == 1 and not stored.distill
+    assert lines(runs[0] / "metrics.jsonl")[-1]["step"] == 256 // stored.batch_size  # one epoch of 256 images
 
 
 def test_cli_error_is_one_line_and_help_loads_no_torch(tmp_path, capsys):

@@ -76,7 +76,9 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE, ARCHS_FILE, SUMMARY_FILE, PLOT_FILE, RUNS_FOLDER = (
     "rank_check.json", "archs.jsonl", "summary.json", "scatter.png", "runs")
 MIN_ARCHS = 4  # fewer points give a Kendall tau that means nothing
-_FIXED_KEYS = ("data", "distill", "epochs")  # recipe keys the check itself sets; overrides may not
+_FIXED_KEYS = ("data", "distill", "epochs")  # recipe keys the check itself sets; overrides may not ...
+# ... except a fixed draw of the training images: the runs still score on the supernet's own val / minival
+_FREE_KEYS = ("data.train_images",)
 
 
 @dataclass(frozen=True)
@@ -265,10 +267,11 @@ def _prepare(checkpoint: str | Path, archs: int, epochs: int | None, seed: int, 
         raise RankCheckError(f"bins: {bins} bins need at least as many archs, got archs={archs}")
     overrides = tuple(overrides)
     for override in overrides:
-        key = override.partition("=")[0].split(".")[0]
-        if key in _FIXED_KEYS:
+        name = override.partition("=")[0].strip()
+        key = name.split(".")[0]
+        if key in _FIXED_KEYS and name not in _FREE_KEYS:
             raise RankCheckError(f"overrides: {override!r}: the check sets {key} itself (same data, the epochs= "
-                                 "argument, no distillation)")
+                                 "argument, no distillation; data.train_images may be set)")
     supernet, space = load_supernet(checkpoint, use_ema=use_ema)
     base = load_checkpoint(Path(checkpoint))["recipe"]
     epochs = base.epochs if epochs is None else epochs

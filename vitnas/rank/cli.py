@@ -45,7 +45,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device", default=None, help="where accuracies are measured (default: cuda when present)")
     parser.add_argument("--resume", action="store_true", help="continue the check in --out")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="stand-alone recipe overrides, e.g. batch_size=64")
+                        help="stand-alone recipe overrides, e.g. batch_size=64, or data.train_images=20000 (a "
+                             "fixed draw of the training images: a cheaper ground truth)")
     parser.set_defaults(handler=_rank_check, takes_overrides=True, interrupted=_runs_kept)
 
 

@@ -57,18 +57,18 @@ def test_extracted_model_reproduces_supernet_and_costs(name, spaces, supernets):
         assert got.shape == (x.shape[0], space.num_classes)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=lambda m: f"{arch.to_json()}: {m}")
         assert sum(p.numel() for p in model.parameters()) == vitnas.count_params(space, arch), arch.to_json()
-        assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_flops(space, arch), arch.to_json()
+        assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_macs(space, arch), arch.to_json()
 
 
 def test_deit_small_costs_match_published_numbers(spaces):
     space = spaces["deit"]
     arch = space.arch(depth=12, embed_dim=384, num_heads=6, mlp_ratio=4.0, patch_size=16)
     assert vitnas.count_params(space, arch) == 22_050_664  # timm's vit_small_patch16_224
-    assert vitnas.count_flops(space, arch) / 1e9 == pytest.approx(4.6, abs=0.01)
+    assert vitnas.count_macs(space, arch) / 1e9 == pytest.approx(4.6, abs=0.01)
     pruned = space.arch(depth=12, embed_dim=384, num_heads=6, mlp_ratio=4.0, patch_size=16, keep_rate=0.7)
     tokens = [shape.tokens_after for shape in vitnas.block_shapes(space, pruned)]
     assert tokens[3] == 140 and tokens[6] == 100 and tokens[9] == 72  # EViT's 197 -> 140 -> 100 -> 72
-    assert vitnas.count_flops(space, pruned) / 1e9 == pytest.approx(3.0, abs=0.05)  # SuperViT's table: 3.01 G
+    assert vitnas.count_macs(space, pruned) / 1e9 == pytest.approx(3.0, abs=0.05)  # SuperViT's table: 3.01 G
 
 
 def test_extracted_weights_are_contiguous_copies(spaces, supernets, rng):

@@ -10,6 +10,7 @@ change of that map, made here and there together.
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -319,3 +320,20 @@ def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning(
         "vitnas.train.SupernetTrainee moved to vitnas.train.loop.SupernetTrainee; the old path works until the next "
         "release",
     ]
+
+
+def test_renamed_names_give_the_new_object_for_one_release_with_a_warning():
+    """`count_flops` counted multiply-accumulates all along: it is `count_macs` now, and the old name still works."""
+    import vitnas
+    import vitnas.space
+    import vitnas.space.cost
+    from vitnas._moved import RENAMED
+
+    for (where, old), (module, new) in RENAMED.items():
+        holder = importlib.import_module(where)
+        holder.__dict__.pop(old, None)  # a lazy package keeps what it served once
+        with pytest.warns(DeprecationWarning, match=rf"^{where}\.{old} was renamed {module}\.{new}; the old name"):
+            value = getattr(holder, old)
+        assert value is getattr(importlib.import_module(module), new)
+        holder.__dict__.pop(old, None)
+    assert vitnas.count_macs is vitnas.space.count_macs is vitnas.space.cost.count_macs

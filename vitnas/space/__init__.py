@@ -17,7 +17,7 @@ from vitnas._lazy import export_lazily
 _MODULES = {
     "arch": ("Arch", "StageArch", "read_archs"),
     "space": ("SearchSpace", "load_space", "shipped_spaces"),
-    "cost": ("block_shapes", "count_flops", "count_params"),
+    "cost": ("block_shapes", "count_macs", "count_params"),
 }
 _LAZY = {name: f"vitnas.space.{module}" for module, names in _MODULES.items() for name in names}
 
@@ -27,5 +27,5 @@ export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch, StageArch, read_archs
-    from vitnas.space.cost import block_shapes, count_flops, count_params
+    from vitnas.space.cost import block_shapes, count_macs, count_params
     from vitnas.space.space import SearchSpace, load_space, shipped_spaces

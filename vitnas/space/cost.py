@@ -1,11 +1,11 @@
-"""Closed-form parameter and FLOP counts of any arch.
+"""Closed-form parameter and MAC counts of any arch.
 
 Pure functions of (space, arch): no model is built, so the searcher can cost millions
 of candidates. Tests hold them to ``sum(p.numel())`` of the extracted model (exactly)
 and to `torch.utils.flop_counter` (within 1%).
 
-FLOPs are counted as **multiply-accumulates (MACs) of matrix products and
-convolutions**, per image: the convention behind "DeiT-S: 4.6 G". LayerNorm, GELU,
+The work is counted in **multiply-accumulates (MACs) of matrix products and
+convolutions**, per image: the convention behind "DeiT-S: 4.6 GFLOPs", which are MACs. LayerNorm, GELU,
 softmax, pooling and the token gather are left out, as `torch.utils.flop_counter`
 leaves them out (it reports 2 FLOPs per MAC). `block_shapes` exposes the per-block
 shapes the counts are built from, for latency tables. Token counts after a reduction
@@ -16,8 +16,9 @@ forward they describe.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from vitnas._moved import moved_attribute
 from vitnas.nn.reducers import get_reducer
 from vitnas.space.arch import Arch
 from vitnas.space.spec import StageSpec, mlp_hidden, stage_grid
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # a space's costs need only its methods: the space module its
     from vitnas.space.space import SearchSpace
 
 __all__ = ["BlockShape", "block_shape", "block_shapes", "stage_output_tokens", "stage_finish_macs", "count_params",
-           "count_flops"]
+           "count_macs"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def count_params(space: SearchSpace, arch: Arch, num_classes: int | None = None)
     return total + 2 * last + last * classes + classes  # final norm, head
 
 
-def count_flops(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> int:
+def count_macs(space: SearchSpace, arch: Arch, num_classes: int | None = None) -> int:
     """Multiply-accumulates per image of the sub-network `arch` (see the module docstring)."""
     classes = space.num_classes if num_classes is None else num_classes
     base_grid = arch.img_size // arch.patch_size
@@ -143,3 +144,7 @@ def count_flops(space: SearchSpace, arch: Arch, num_classes: int | None = None) 
         total += shape.reducer_macs  # e.g. EViT's class-token scores q_cls @ k^T
         total += 2 * shape.tokens_after * dim * shape.mlp_hidden  # fc1, fc2
     return total + arch.stages[-1].embed_dim * classes  # head
+
+
+def __getattr__(name: str) -> Any:  # count_flops, the old name of count_macs (one release)
+    return moved_attribute(__name__, name)

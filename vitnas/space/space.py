@@ -331,14 +331,14 @@ class SearchSpace:
         Reducers differ in what they do with the tokens they leave out, not in a size, so
         "largest" and "smallest" rank them by cost; ties go to the reducer listed first.
         """
-        from vitnas.space.cost import count_flops  # deferred: the costs import the reducers, and so torch
+        from vitnas.space.cost import count_macs  # deferred: the costs import the reducers, and so torch
 
         for index, stage in enumerate(arch.stages):
             if stage.reducer is None:
                 continue
             choices = [_with_stage(arch, index, replace(stage, reducer=name))
                        for name in self.stages[index].reducer_choices]
-            arch = pick(choices, key=lambda candidate: count_flops(self, candidate))
+            arch = pick(choices, key=lambda candidate: count_macs(self, candidate))
         return arch
 
 

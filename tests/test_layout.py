@@ -30,9 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "util": {"base"},
     "data": {"base", "util"},
-    # a reducer's token count and extra MACs are the reducer's own (nn/reducers/), and the
-    # closed-form costs need them; the reducers themselves import only space/spec.py
-    "space": {"base", "util", "nn.reducers"},
+    # the bottom: a reducer's token and cost arithmetic is the space's (space/reducer_rules.py), its forward nn's
+    "space": {"base", "util"},
     "nn": _BELOW_NN,
     "supernet": _BELOW_NN | {"nn"},
     "evaluate": _BELOW_NN | {"nn", "supernet"},

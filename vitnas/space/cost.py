@@ -9,8 +9,8 @@ convolutions**, per image: the convention behind "DeiT-S: 4.6 GFLOPs", which are
 softmax, pooling and the token gather are left out, as `torch.utils.flop_counter`
 leaves them out (it reports 2 FLOPs per MAC). `block_shapes` exposes the per-block
 shapes the counts are built from, for latency tables. Token counts after a reduction
-and a reducer's own MACs come from the reducer (`vitnas.nn.reducers`), whose
-forward they describe.
+and a reducer's own parameters and MACs are the reducer's integer rules
+(`vitnas.space.reducer_rules`), which its forward in `vitnas.nn.reducers` honours.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from vitnas._moved import moved_attribute
-from vitnas.nn.reducers import get_reducer
+from vitnas.space.reducer_rules import REDUCERS
 from vitnas.space.arch import Arch
 from vitnas.space.spec import StageSpec, mlp_hidden, stage_grid
 
@@ -53,7 +53,7 @@ class BlockShape:
         """MACs per image the block's reducer adds (scoring, merging); 0 without one."""
         if self.reducer is None:
             return 0
-        reducer = get_reducer(self.reducer)
+        reducer = REDUCERS[self.reducer]
         return reducer.extra_macs(self.tokens, self.keep_rate, self.embed_dim, self.num_heads, self.head_dim)
 
 
@@ -61,7 +61,7 @@ def block_shape(stage: int, tokens: int, embed_dim: int, num_heads: int, head_di
                 keep_rate: float, reducer: str | None) -> BlockShape:
     """The shape of one block given what enters it; the reducer (if it reduces) sets the length after."""
     reducer = reducer if keep_rate < 1.0 else None
-    after = get_reducer(reducer).tokens_after(tokens, keep_rate) if reducer is not None else tokens
+    after = REDUCERS[reducer].tokens_after(tokens, keep_rate) if reducer is not None else tokens
     return BlockShape(stage, tokens, after, embed_dim, num_heads, head_dim, mlp_hidden_dim, keep_rate, reducer)
 
 
@@ -100,7 +100,7 @@ def stage_finish_macs(shapes: Sequence[BlockShape]) -> int:
         blocks = [shape for shape in shapes if shape.stage == stage]
         first = next((s for s in blocks if s.reducer is not None and s.tokens_after < s.tokens), None)
         if first is not None:
-            total += get_reducer(first.reducer).finish_macs(blocks[0].tokens, blocks[-1].tokens_after,
+            total += REDUCERS[first.reducer].finish_macs(blocks[0].tokens, blocks[-1].tokens_after,
                                                             first.embed_dim, first.num_heads, first.head_dim)
     return total
 
@@ -123,7 +123,7 @@ def count_params(space: SearchSpace, arch: Arch, num_classes: int | None = None)
         total += 4 * dim  # two LayerNorms
         total += 3 * attn * dim + 3 * attn + attn * dim + dim  # qkv, proj
         total += 2 * hidden * dim + hidden + dim  # fc1, fc2
-        total += get_reducer(shape.reducer).extra_params(dim) if shape.reducer else 0
+        total += REDUCERS[shape.reducer].extra_params(dim) if shape.reducer else 0
     return total + 2 * last + last * classes + classes  # final norm, head
 
 

@@ -142,7 +142,8 @@ def test_prediction_builds_no_model_and_computes_each_block_shape_once(spaces, r
     predictor = LatencyPredictor(space, coefficients)
     computed = []
     original_block = LatencyPredictor._block
-    monkeypatch.setattr(LatencyPredictor, "_block", lambda self, key: computed.append(key) or original_block(self, key))
+    monkeypatch.setattr(LatencyPredictor, "_block",
+                        lambda self, key, *block: computed.append(key) or original_block(self, key, *block))
 
     def refuse(*args, **kwargs):
         raise AssertionError("a torch module was built to predict a latency")

@@ -1,11 +1,14 @@
 """The search space: what can be searched, one arch of it, and what an arch costs.
 
-`spec` parses a space file into frozen dataclasses; `space.SearchSpace` samples, mutates
-and validates archs over it; `arch.Arch` is one sub-network as a frozen, hashable value
-(the currency of the whole system); `cost` gives parameters and MACs in closed form.
-The bottom of the pipeline: it imports only `vitnas.util`, `vitnas.errors` and the
-reducer descriptions of `vitnas.nn.reducers`. Names load on first use, so
-``vitnas space --help`` imports no torch.
+`spec` parses a space file into frozen dataclasses (`reducer_rules` holds what a space
+knows of each token reducer: its rules and its token and cost arithmetic);
+`space.SearchSpace` samples, mutates and validates archs over it; `arch.Arch` is one
+sub-network as a frozen, hashable value (the currency of the whole system);
+`blocks.arch_layout` is the one derivation from an
+arch to the shape of each of its blocks, which `cost` sums into parameters and MACs in
+closed form and the model config, supernet, masked pass and latency predictor build on.
+The bottom of the pipeline: it imports only `vitnas.util` and `vitnas.errors`, and no
+torch. Names load on first use, so ``vitnas space --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from vitnas._lazy import export_lazily
 
 _MODULES = {
     "arch": ("Arch", "StageArch", "read_archs"),
+    "blocks": ("ArchLayout", "BlockShape", "arch_layout"),
     "space": ("SearchSpace", "load_space", "shipped_spaces"),
     "cost": ("block_shapes", "count_macs", "count_params"),
 }
@@ -27,5 +31,6 @@ export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch, StageArch, read_archs
+    from vitnas.space.blocks import ArchLayout, BlockShape, arch_layout
     from vitnas.space.cost import block_shapes, count_macs, count_params
     from vitnas.space.space import SearchSpace, load_space, shipped_spaces

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitnas.errors import ArchError
 from vitnas.space.arch import Arch
-from vitnas.space.space import SearchSpace
+
+if TYPE_CHECKING:  # only its methods are called: reading an arch file must not load NNI (``vitnas export --help``)
+    from vitnas.space.space import SearchSpace
 
 __all__ = ["read_arch", "read_archs"]
 

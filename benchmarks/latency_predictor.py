@@ -94,7 +94,7 @@ def _pruning(space: vitnas.SearchSpace, profile, args: argparse.Namespace) -> No
         for m in measure_archs(space, [full, pruned], args.device, args.batch, args.dtype, rounds=max(args.rounds, 5),
                                warmup=args.warmup, repeats=max(args.repeats, 50))
     )
-    flops_ratio = vitnas.count_flops(space, full) / vitnas.count_flops(space, pruned)
+    flops_ratio = vitnas.count_macs(space, full) / vitnas.count_macs(space, pruned)
     speedup = full_ms / pruned_ms
     predicted = profile.predict(full) / profile.predict(pruned)
     rates = sorted({r for stage in pruned.stages for r in stage.keep_rate if r < 1.0})

@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"space {space.name}, batch {args.batch} in {args.subnets} sub-batches {sizes}, {args.dtype}, "
           f"torch {torch.__version__}, device {device_name(device)}, median of {args.repeats} steps")
     for index, arch in enumerate(archs):
-        print(f"  arch {index}: {arch}  ({vitnas.count_flops(space, arch) / 1e6:.1f} M MACs)")
-    print(f"  largest: {space.largest()}  ({vitnas.count_flops(space, space.largest()) / 1e6:.1f} M MACs)")
+        print(f"  arch {index}: {arch}  ({vitnas.count_macs(space, arch) / 1e6:.1f} M MACs)")
+    print(f"  largest: {space.largest()}  ({vitnas.count_macs(space, space.largest()) / 1e6:.1f} M MACs)")
     print(f"{'variant':34s} {'ms/step':>9s} {'images/s':>9s} {'time/(a)':>9s}")
     for key, label in VARIANTS.items():
         seconds = medians[key]

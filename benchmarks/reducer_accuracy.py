@@ -27,7 +27,7 @@ import torch
 import vitnas
 from vitnas.latency.measure import measure_arch
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops
+from vitnas.space.cost import count_macs
 from vitnas.space.space import SearchSpace
 from vitnas.train.checkpoint import load_checkpoint, load_supernet
 
@@ -47,7 +47,7 @@ def main() -> None:
         for reducer in reducers:
             arch = _with_reducer(space, backbone, labels, reducer)
             latency = measure_arch(space, arch, "cpu", batch=args.batch, warmup=args.warmup, repeats=args.repeats)
-            rows.append({"reducer": reducer, "arch": arch.to_dict(), "macs": count_flops(space, arch),
+            rows.append({"reducer": reducer, "arch": arch.to_dict(), "macs": count_macs(space, arch),
                          "latency_ms": latency.median_ms,
                          "top1": vitnas.evaluate(supernet, arch, data=data, split="val")})
     summary = _summary(rows, reducers)

@@ -75,7 +75,7 @@ def main() -> None:
     if args.semantic_tokens:
         rows[f"stvit {args.semantic_tokens}"] = semantic_row(args.semantic_tokens)
     models = {name: build_model(where, arch, device, dtype) for name, (where, arch) in rows.items()}
-    macs = {name: vitnas.count_flops(where, arch) for name, (where, arch) in rows.items()}
+    macs = {name: vitnas.count_macs(where, arch) for name, (where, arch) in rows.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"torch {torch.__version__}, {name} {dtype}, {torch.get_num_threads()} threads, DeiT-S shape, keep "
           f"{args.keep_rate:g} at blocks 4/7/10, {args.repeats} interleaved rounds after {args.warmup}, median")

@@ -40,7 +40,7 @@ def main() -> None:
     archs = _candidates(space, args.candidates, args.max_gflops)
     settings = _settings(args, space)
     device = settings.resolved_device()
-    print(f"space {space.name}, {len(archs)} candidates (mean {np.mean([vitnas.count_flops(space, a) for a in archs]) / 1e9:.3f} "
+    print(f"space {space.name}, {len(archs)} candidates (mean {np.mean([vitnas.count_macs(space, a) for a in archs]) / 1e9:.3f} "
           f"G MACs), {settings.data.name} {settings.split}, device {device}, torch threads {args.threads}")
     rows = []
     started = time.perf_counter()
@@ -69,7 +69,7 @@ def _candidates(space: vitnas.SearchSpace, count: int, max_gflops: float | None)
         found.setdefault(space.sample(rng))
     archs = list(found)
     if max_gflops is not None:
-        archs = [a for a in archs if vitnas.count_flops(space, a) <= max_gflops * 1e9]
+        archs = [a for a in archs if vitnas.count_macs(space, a) <= max_gflops * 1e9]
     return archs
 
 

@@ -29,7 +29,7 @@ def main() -> None:
     args = _arguments()
     torch.set_num_threads(args.threads)  # a benchmark's own choice; library code never sets it
     _, space = vitnas.load_supernet(args.checkpoint)
-    low, high = (vitnas.count_flops(space, arch) for arch in (space.smallest(), space.largest()))
+    low, high = (vitnas.count_macs(space, arch) for arch in (space.smallest(), space.largest()))
     budget_g = (low + args.budget_fraction * (high - low)) / 1e9
     config = dict(generations=args.generations, population=args.population, mutations=args.population // 2,
                   crossovers=args.population // 2, parents=args.parents, mutation_prob=args.mutation_prob)

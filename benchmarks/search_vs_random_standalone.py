@@ -28,7 +28,7 @@ import vitnas
 from vitnas.errors import VitnasError
 from vitnas.rank.runs import finished_runs, run_jobs, standalone_job, standalone_recipe
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops
+from vitnas.space.cost import count_macs
 from vitnas.space.space import SearchSpace
 from vitnas.train.checkpoint import load_checkpoint, load_supernet
 from vitnas.util.atomic import write_text_atomically
@@ -55,7 +55,7 @@ def main() -> None:
         trained += seconds
         standalone.setdefault(job.index, {})[job.seed] = load_checkpoint(Path(job.run))["meta"]["metrics"]["val_top1"]
     inherited = [vitnas.evaluate(supernet, arch, data=base.data, split="val") for arch in archs]
-    rows = [{"arch": arch.to_dict(), "role": "searched" if index == 0 else "random", "macs": count_flops(space, arch),
+    rows = [{"arch": arch.to_dict(), "role": "searched" if index == 0 else "random", "macs": count_macs(space, arch),
              "inherited_top1": inherited[index], "standalone_seeds": [standalone[index][k] for k in range(args.seeds)],
              "standalone_top1": float(np.mean(list(standalone[index].values())))} for index, arch in enumerate(archs)]
     summary = _summary(rows, args, epochs, time.perf_counter() - started, trained)
@@ -74,11 +74,11 @@ def _search(args: argparse.Namespace) -> Arch:
 def _similar_archs(space: SearchSpace, searched: Arch, budget: float, count: int, tolerance: float,
                    seed: int) -> list[Arch]:
     """`count` distinct uniform draws with MACs within `tolerance` (relative) of the searched arch's, under `budget`."""
-    target = count_flops(space, searched)
+    target = count_macs(space, searched)
     rng, found = np.random.default_rng([seed, 11]), []
     for _ in range(20_000):
         arch = space.sample(rng)
-        macs = count_flops(space, arch)
+        macs = count_macs(space, arch)
         if abs(math.log(macs / target)) <= math.log1p(tolerance) and macs <= budget and arch != searched \
                 and arch not in found:
             found.append(arch)

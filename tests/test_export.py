@@ -80,7 +80,7 @@ def test_export_then_load_gives_the_same_outputs(tmp_path, spaces, supernets, na
     config = json.loads((folder / "config.json").read_text())
     assert vitnas.Arch.from_dict(config["arch"]) == arch
     assert config["params"] == vitnas.count_params(space, arch) == sum(p.numel() for p in loaded.parameters())
-    assert config["macs"] == vitnas.count_flops(space, arch)
+    assert config["macs"] == vitnas.count_macs(space, arch)
     assert config["formats"]["safetensors"]["check"]["max_abs_diff"] == 0.0
     assert config["input"] == {"image_size": space.img_size, "in_chans": 3, "note": config["input"]["note"]}
     assert "class_names" not in config  # an in-memory supernet without data: unknown

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vitnas
 from vitnas.nn.vit import ViT
+from vitnas.space.blocks import arch_layout
 
 # How many random archs per space (on top of largest and smallest): tiny spaces get many.
 SAMPLES = {"tiny32": 40, "resize3": 40, "deit": 4, "resnas": 4}
@@ -57,18 +58,18 @@ def test_extracted_model_reproduces_supernet_and_costs(name, spaces, supernets):
         assert got.shape == (x.shape[0], space.num_classes)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=lambda m: f"{arch.to_json()}: {m}")
         assert sum(p.numel() for p in model.parameters()) == vitnas.count_params(space, arch), arch.to_json()
-        assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_flops(space, arch), arch.to_json()
+        assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_macs(space, arch), arch.to_json()
 
 
 def test_deit_small_costs_match_published_numbers(spaces):
     space = spaces["deit"]
     arch = space.arch(depth=12, embed_dim=384, num_heads=6, mlp_ratio=4.0, patch_size=16)
     assert vitnas.count_params(space, arch) == 22_050_664  # timm's vit_small_patch16_224
-    assert vitnas.count_flops(space, arch) / 1e9 == pytest.approx(4.6, abs=0.01)
+    assert vitnas.count_macs(space, arch) / 1e9 == pytest.approx(4.6, abs=0.01)
     pruned = space.arch(depth=12, embed_dim=384, num_heads=6, mlp_ratio=4.0, patch_size=16, keep_rate=0.7)
     tokens = [shape.tokens_after for shape in vitnas.block_shapes(space, pruned)]
     assert tokens[3] == 140 and tokens[6] == 100 and tokens[9] == 72  # EViT's 197 -> 140 -> 100 -> 72
-    assert vitnas.count_flops(space, pruned) / 1e9 == pytest.approx(3.0, abs=0.05)  # SuperViT's table: 3.01 G
+    assert vitnas.count_macs(space, pruned) / 1e9 == pytest.approx(3.0, abs=0.05)  # SuperViT's table: 3.01 G
 
 
 def test_extracted_weights_are_contiguous_copies(spaces, supernets, rng):
@@ -133,3 +134,28 @@ def test_standalone_drop_path_trains_as_the_supernet_and_is_the_identity_in_eval
     assert [b.drop_path_rate for s in dropping.plan.stages for b in s.blocks] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match=r"drop_path_rate: expected a number in \[0, 1\), got 1.0"):
         ViT(model.config, drop_path_rate=1.0)
+
+
+# Two stages, a reducer chosen in each: grid-preserving ones before the spatial reduction, any in the last.
+_REDUCING = {
+    "name": "reducing", "img_size": 16, "in_chans": 3, "num_classes": 5, "patch": {"mode": "flexi", "sizes": [2, 4]},
+    "stages": [
+        {"depth": [2], "embed_dim": [16], "num_heads": [2], "mlp_ratio": [2.0],
+         "token_reduction": {"reducer": ["stvit_r", "evo_vit"], "blocks": [0, 1], "keep_rates": [0.5, 1.0]}},
+        {"depth": [2, 3], "embed_dim": [24], "num_heads": [2], "mlp_ratio": [2.0], "head_dim": 8,
+         "token_reduction": {"reducer": ["tome", "stvit", "dynamicvit", "evit"], "blocks": [0, 2],
+                             "keep_rates": [0.5, 0.75, 1.0]}},
+    ],
+}
+
+
+def test_the_layout_counts_the_tokens_the_standalone_model_leaves(rng):
+    """`vitnas.space.blocks.arch_layout` is what costs, configs and plans read: its token counts are the model's."""
+    space = vitnas.load_space(_REDUCING)
+    for arch in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(10)]:
+        layout = arch_layout(space.spec, arch)
+        model = ViT(vitnas.vit_config(space, arch)).eval()
+        with torch.no_grad():
+            features = model.forward_features(torch.randn(1, 3, 16, 16))
+        assert features.shape[1] == layout.tokens_out, arch.to_json()
+        assert vitnas.block_shapes(space, arch) == list(layout.blocks)

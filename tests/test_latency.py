@@ -55,7 +55,7 @@ def profile(tiny32):
 # -- measurement ---------------------------------------------------------------------------------
 def test_measurement_ranks_smallest_below_largest(tiny32):
     small, large = tiny32.smallest(), tiny32.largest()
-    assert vitnas.count_flops(tiny32, large) > 20 * vitnas.count_flops(tiny32, small)  # a gap no noise closes
+    assert vitnas.count_macs(tiny32, large) > 20 * vitnas.count_macs(tiny32, small)  # a gap no noise closes
     fast = measure_arch(tiny32, small, "cpu", batch=32, warmup=2, repeats=9)
     slow = measure_arch(tiny32, large, "cpu", batch=32, warmup=2, repeats=9)
     assert fast.median_ms < slow.median_ms
@@ -142,7 +142,8 @@ def test_prediction_builds_no_model_and_computes_each_block_shape_once(spaces, r
     predictor = LatencyPredictor(space, coefficients)
     computed = []
     original_block = LatencyPredictor._block
-    monkeypatch.setattr(LatencyPredictor, "_block", lambda self, key: computed.append(key) or original_block(self, key))
+    monkeypatch.setattr(LatencyPredictor, "_block",
+                        lambda self, key, *block: computed.append(key) or original_block(self, key, *block))
 
     def refuse(*args, **kwargs):
         raise AssertionError("a torch module was built to predict a latency")
@@ -257,7 +258,7 @@ def test_unreadable_profile_files(profile, tmp_path):
 # -- budgets -------------------------------------------------------------------------------------
 def test_budget_checks_every_limit(profile, tiny32):
     small, large = tiny32.smallest(), tiny32.largest()
-    flops, params = vitnas.count_flops(tiny32, small), vitnas.count_params(tiny32, small)
+    flops, params = vitnas.count_macs(tiny32, small), vitnas.count_params(tiny32, small)
     assert Budget().satisfied(tiny32, large)
     by_cost = Budget(max_flops=flops, max_params=float(params))
     assert by_cost.check(tiny32, small) == [] and by_cost.max_params == params

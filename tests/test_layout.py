@@ -2,14 +2,19 @@
 
 The imports are read from the source with `ast`, not by importing: a module-level import
 and one inside a function are both edges (a deferred import hides a circle, it does not
-break it); an import under ``if TYPE_CHECKING:`` is not (it never runs). The layer table
-below is the README's "Layout" map; a new package or a new edge between packages is a
-change of that map, made here and there together.
+break it). An import under ``if TYPE_CHECKING:`` never runs, so the layer rules ignore it,
+but the circle check counts it: a type-only import is still a dependency a reader follows
+and a type checker resolves, and the ``arch -> space -> cost -> space`` circle hid behind
+two of them. A package's ``__init__.py`` is the exception: its ``TYPE_CHECKING`` block
+restates its lazily loaded public names for type checkers, and at run time it imports
+none of them. The layer table below is the README's "Layout" map; a new package or a new
+edge between packages is a change of that map, made here and there together.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -29,9 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "util": {"base"},
     "data": {"base", "util"},
-    # a reducer's token count and extra MACs are the reducer's own (nn/reducers/), and the
-    # closed-form costs need them; the reducers themselves import only space/spec.py
-    "space": {"base", "util", "nn.reducers"},
+    # the bottom: a reducer's token and cost arithmetic is the space's (space/reducer_rules.py), its forward nn's
+    "space": {"base", "util"},
     "nn": _BELOW_NN,
     "supernet": _BELOW_NN | {"nn"},
     "evaluate": _BELOW_NN | {"nn", "supernet"},
@@ -61,14 +65,17 @@ def modules(package: Path) -> dict[str, Path]:
     return found
 
 
-def imports(name: str, path: Path, known: set[str]) -> dict[str, int]:
+def imports(name: str, path: Path, known: set[str], type_checking: bool = False) -> dict[str, int]:
     """The modules of `known` that module `name` imports -> the line of the first such import.
 
     ``from a.b import c`` is an edge to ``a.b.c`` when that is a module, else to ``a.b``.
+    With `type_checking`, imports under ``if TYPE_CHECKING:`` count too, except in an
+    ``__init__.py`` (see the module docstring).
     """
     tree = ast.parse(path.read_text(), filename=str(path))
-    skipped = {id(node) for branch in ast.walk(tree) if isinstance(branch, ast.If) and _is_type_checking(branch.test)
-               for statement in branch.body for node in ast.walk(statement)}
+    skip = not type_checking or path.name == "__init__.py"
+    skipped = {id(node) for branch in ast.walk(tree) if skip and isinstance(branch, ast.If)
+               and _is_type_checking(branch.test) for statement in branch.body for node in ast.walk(statement)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     edges: dict[str, int] = {}
     for node in ast.walk(tree):
@@ -96,9 +103,9 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def import_graph(package: Path) -> dict[str, dict[str, int]]:
+def import_graph(package: Path, type_checking: bool = False) -> dict[str, dict[str, int]]:
     found = modules(package)
-    return {name: imports(name, path, set(found)) for name, path in found.items()}
+    return {name: imports(name, path, set(found), type_checking) for name, path in found.items()}
 
 
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
@@ -180,7 +187,9 @@ def graph() -> dict[str, dict[str, int]]:
     return import_graph(REPO / "vitnas")
 
 
-def test_no_import_circles(graph):
+def test_no_import_circles():
+    """Counting type-only imports (outside ``__init__.py``): a circle through one is still a circle to read."""
+    graph = import_graph(REPO / "vitnas", type_checking=True)
     found = cycles(graph)
     assert not found, "import circles:\n" + "\n".join(_describe(graph, circle) for circle in found)
 
@@ -239,7 +248,7 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root / "pkg"
 
 
-def test_the_walker_names_a_circle_through_a_deferred_import_and_ignores_type_checking(tmp_path):
+def test_the_walker_names_a_circle_through_a_deferred_import_and_one_through_type_checking(tmp_path):
     package = _write(tmp_path, {
         "pkg/__init__.py": "",
         "pkg/a.py": "from pkg.b import f\n",
@@ -250,14 +259,19 @@ def test_the_walker_names_a_circle_through_a_deferred_import_and_ignores_type_ch
         "pkg/sub/__init__.py": "from . import x\n",
         "pkg/sub/x.py": "from ..sub import y\n",
         "pkg/sub/y.py": "from .x import *\n",
+        "pkg/lazy/__init__.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.lazy.z import Z\n",
+        "pkg/lazy/z.py": "import pkg.lazy\n",
     })
     graph = import_graph(package)
     assert graph["pkg.b"] == {"pkg.c": 2}
-    assert graph["pkg.d"] == {}  # TYPE_CHECKING only
+    assert graph["pkg.d"] == {}  # TYPE_CHECKING only: no run-time edge
     assert graph["pkg.sub.x"] == {"pkg.sub.y": 1}  # relative imports resolved
     found = sorted(cycles(graph))
     assert found == [["pkg.a", "pkg.b", "pkg.c"], ["pkg.sub.x", "pkg.sub.y"]]
     assert _describe(graph, found[0]) == "pkg.a (line 1) -> pkg.b (line 2) -> pkg.c (line 1) -> pkg.a"
+    typed = import_graph(package, type_checking=True)
+    assert typed["pkg.d"] == {"pkg.e": 3} and typed["pkg.lazy"] == {}  # a package's lazy face stays out
+    assert sorted(cycles(typed)) == [["pkg.a", "pkg.b", "pkg.c"], ["pkg.d", "pkg.e"], ["pkg.sub.x", "pkg.sub.y"]]
 
 
 def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning():
@@ -284,6 +298,7 @@ def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             from vitnas.cli import read_arch
+            from vitnas.space.arch import read_archs
             from vitnas.export.elastic import write_bundle
             from vitnas.latency import Budget
             from vitnas.layers.reducers.evit import EViT
@@ -295,7 +310,8 @@ def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning(
         assert callable(vitnas.train) and callable(vitnas.finetune) and recipe.load_recipe and tune.finetune
         assert Budget is importlib.import_module("vitnas.search.budget").Budget
         assert write_bundle is importlib.import_module("vitnas.export.bundle").write_bundle
-        assert read_arch is importlib.import_module("vitnas.space.arch").read_arch
+        assert read_arch is importlib.import_module("vitnas.space.arch_files").read_arch
+        assert read_archs is importlib.import_module("vitnas.space.arch_files").read_archs
         for (package, name), module in MOVED_NAMES.items():
             assert getattr(importlib.import_module(package), name) is getattr(importlib.import_module(module), name)
         for package, module in MOVED_INTO_PACKAGE.items():
@@ -312,10 +328,29 @@ def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == [
-        "vitnas.cli.read_arch moved to vitnas.space.arch.read_arch; the old path works until the next release",
+        "vitnas.cli.read_arch moved to vitnas.space.arch_files.read_arch; the old path works until the next release",
+        "vitnas.space.arch.read_archs moved to vitnas.space.arch_files.read_archs; the old path works until the next "
+        "release",
         "vitnas.export.elastic.write_bundle moved to vitnas.export.bundle.write_bundle; the old path works until the "
         "next release",
         "vitnas.latency.Budget moved to vitnas.search.budget.Budget; the old path works until the next release",
         "vitnas.train.SupernetTrainee moved to vitnas.train.loop.SupernetTrainee; the old path works until the next "
         "release",
     ]
+
+
+def test_renamed_names_give_the_new_object_for_one_release_with_a_warning():
+    """`count_flops` counted multiply-accumulates all along: it is `count_macs` now, and the old name still works."""
+    import vitnas
+    import vitnas.space
+    import vitnas.space.cost
+    from vitnas._moved import RENAMED
+
+    for (where, old), (module, new) in RENAMED.items():
+        holder = importlib.import_module(where)
+        holder.__dict__.pop(old, None)  # a lazy package keeps what it served once
+        with pytest.warns(DeprecationWarning, match=rf"^{where}\.{old} was renamed {module}\.{new}; the old name"):
+            value = getattr(holder, old)
+        assert value is getattr(importlib.import_module(module), new)
+        holder.__dict__.pop(old, None)
+    assert vitnas.count_macs is vitnas.space.count_macs is vitnas.space.cost.count_macs

@@ -165,7 +165,7 @@ def test_budgets_chosen_from_the_profile_bind_and_are_feasible(finished):
     assert len(latency) == 2 and low <= latency[0] < latency[1] < high
     target = low + 0.25 * (high - low)
     assert 0 <= latency[0] - target < 10 ** (math.floor(math.log10(target)) - 1)  # rounded up to two digits
-    macs = [vitnas.count_flops(space, arch) / 1e9 for arch in (space.smallest(), space.largest())]
+    macs = [vitnas.count_macs(space, arch) / 1e9 for arch in (space.smallest(), space.largest())]
     assert macs[0] <= flops[0] < macs[1]
     assert len(reasons) == 3 and "of the way from the smallest" in reasons[0]
     assert choose_budgets(profile, space, (2.5,), (0.01,))[:2] == ((2.5,), (0.01,))

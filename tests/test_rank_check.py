@@ -17,7 +17,7 @@ from scipy import stats
 
 import vitnas
 from vitnas.cli import main
-from vitnas.space.cost import count_flops
+from vitnas.space.cost import count_macs
 from vitnas.train.checkpoint import CheckpointError, load_checkpoint
 from vitnas.rank.check import (
     RankCheckError,
@@ -102,20 +102,20 @@ def test_stratified_draw_spreads_over_the_whole_macs_range(spaces):
     space = spaces["tiny32"]
     edges = macs_bins(space, 10)
     archs = stratified_archs(space, 10, 10, np.random.default_rng(0))
-    macs = [count_flops(space, arch) for arch in archs]
+    macs = [count_macs(space, arch) for arch in archs]
     assert len(set(archs)) == 10
     assert [int(np.searchsorted(edges, m, side="right") - 1) for m in macs[:-1]] == list(range(9))  # one per bin
     assert edges[9] <= macs[-1] <= edges[10]
-    assert macs[0] == count_flops(space, space.smallest()) and macs[-1] == count_flops(space, space.largest())
+    assert macs[0] == count_macs(space, space.smallest()) and macs[-1] == count_macs(space, space.largest())
     for seed in range(5):  # ten uniform draws leave bins empty: the far ends are rare
         rng = np.random.default_rng(seed)
-        hit = {int(np.searchsorted(edges[1:-1], count_flops(space, space.sample(rng)), side="right"))
+        hit = {int(np.searchsorted(edges[1:-1], count_macs(space, space.sample(rng)), side="right"))
                for _ in range(10)}
         assert len(hit) < 10
     assert stratified_archs(space, 10, 10, np.random.default_rng(0)) == archs
     assert stratified_archs(space, 10, 10, np.random.default_rng(1)) != archs
     quarters = macs_bins(space, 4)
-    bins = [int(np.searchsorted(quarters[1:-1], count_flops(space, a), side="right"))
+    bins = [int(np.searchsorted(quarters[1:-1], count_macs(space, a), side="right"))
             for a in stratified_archs(space, 12, 4, np.random.default_rng(0))]
     assert sorted(bins) == bins and [bins.count(b) for b in range(4)] == [3, 3, 3, 3]
     with pytest.raises(RankCheckError, match=r"^MACs bin \d+ \(.* M MACs\) holds 0 of its 1 archs after 5 draws"):
@@ -128,8 +128,8 @@ def test_every_artefact_is_written_and_agrees_with_scipy(checked, supernet_run, 
     out, space = checked.out, spaces["tiny32"]
     records = lines(out / "archs.jsonl")
     assert [r["index"] for r in records] == [0, 1, 2, 3] and [r["bin"] for r in records] == [0, 1, 2, 3]
-    assert records[0]["macs"] == count_flops(space, space.smallest())
-    assert records[-1]["macs"] == count_flops(space, space.largest())
+    assert records[0]["macs"] == count_macs(space, space.smallest())
+    assert records[-1]["macs"] == count_macs(space, space.largest())
     supernet, _ = vitnas.load_supernet(supernet_run)
     data = load_checkpoint(supernet_run)["recipe"].data
     for record in records:

@@ -61,7 +61,7 @@ def check_extraction_and_costs(supernet: vitnas.SuperViT, arch: vitnas.Arch) -> 
             model(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=lambda m: f"{arch.to_json()}: {m}")
     assert sum(p.numel() for p in model.parameters()) == vitnas.count_params(space, arch), arch.to_json()
-    assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_flops(space, arch), arch.to_json()
+    assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_macs(space, arch), arch.to_json()
 
 
 # -- the space and the arch -----------------------------------------------------------------------
@@ -142,12 +142,12 @@ def test_mutation_and_crossover_change_the_reducer(space):
 def test_largest_and_smallest_rank_reducers_by_macs(space):
     assert space.largest().stages[0].reducer is None  # keeps every token
     smallest = space.smallest()
-    costs = {name: vitnas.count_flops(space, replace(smallest, stages=(replace(smallest.stages[0], reducer=name),)))
+    costs = {name: vitnas.count_macs(space, replace(smallest, stages=(replace(smallest.stages[0], reducer=name),)))
              for name in CHOICE}
     assert smallest.stages[0].reducer == min(costs, key=costs.get)
     always = vitnas.load_space(choice_space(keep_rates=(0.5, 0.75)))  # every arch drops tokens
     largest = always.largest()
-    costs = {name: vitnas.count_flops(always, replace(largest, stages=(replace(largest.stages[0], reducer=name),)))
+    costs = {name: vitnas.count_macs(always, replace(largest, stages=(replace(largest.stages[0], reducer=name),)))
              for name in CHOICE}
     assert largest.stages[0].reducer == max(costs, key=costs.get) and len(set(costs.values())) > 1
 

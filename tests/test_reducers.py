@@ -50,7 +50,7 @@ def check_extraction_and_costs(space: vitnas.SearchSpace, archs: list[vitnas.Arc
                 model(x)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=lambda m: f"{arch.to_json()}: {m}")
         assert sum(p.numel() for p in model.parameters()) == vitnas.count_params(space, arch), arch.to_json()
-        assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_flops(space, arch), arch.to_json()
+        assert counter.get_total_flops() == 2 * x.shape[0] * vitnas.count_macs(space, arch), arch.to_json()
 
 
 def test_every_named_reducer_is_implemented_under_its_name():
@@ -159,7 +159,7 @@ def test_evo_vit_restores_the_grid_at_the_end_of_each_stage(monkeypatch):
     with torch.no_grad():
         tokens = model.forward_features(torch.randn(2, 3, 32, 32))
     assert tokens.shape == (2, 1 + 4 * 4, 24)  # stage 1's whole grid
-    assert vitnas.count_flops(space, arch) < vitnas.count_flops(space, space.arch(patch_size=4, depth=3))
+    assert vitnas.count_macs(space, arch) < vitnas.count_macs(space, space.arch(patch_size=4, depth=3))
 
 
 def test_evo_vit_in_a_multi_stage_space_extracts_exactly():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from vitnas.space.cost import count_flops
+from vitnas.space.cost import count_macs
 from vitnas.train.gradient_projection import ConflictProjection
 from vitnas.train.loop import train
 from vitnas.train.recipe import RecipeError, SamplerConfig, load_recipe
@@ -32,7 +32,7 @@ TINY = {
 def test_the_window_sweeps_the_whole_range_in_bounded_steps(spaces):
     space = spaces["tiny32"]
     window = ComplexityWindow(space, 0.25, period=20)
-    low, high = math.log(count_flops(space, space.smallest())), math.log(count_flops(space, space.largest()))
+    low, high = math.log(count_macs(space, space.smallest())), math.log(count_macs(space, space.largest()))
     bounds = [window.bounds(step) for step in range(40)]
     centres = [(a + b) / 2 for a, b in bounds]
     assert bounds[0][0] == pytest.approx(low) and bounds[10][1] == pytest.approx(high)  # both ends are reached
@@ -50,7 +50,7 @@ def test_random_sub_networks_come_from_the_steps_window(spaces):
         plan = sampler.plan(step_rng(0, step), 8, step)
         assert plan[0].pieces[0].arch == space.largest() and plan[1].pieces[0].arch == space.smallest()
         low, high = sampler.window.bounds(step)
-        inside += low - 1e-9 <= math.log(count_flops(space, plan[2].pieces[0].arch)) <= high + 1e-9
+        inside += low - 1e-9 <= math.log(count_macs(space, plan[2].pieces[0].arch)) <= high + 1e-9
     assert inside >= 27  # the rare miss is the nearest of 32 draws
     again = build_sampler(space, config, distill=True).plan(step_rng(0, 7), 8, 7)
     assert again == build_sampler(space, config, distill=True).plan(step_rng(0, 7), 8, 7)  # resume draws the same

@@ -63,7 +63,7 @@ def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, 
     candidates = {Arch.from_dict(line["arch"]): line for line in lines if line["role"] == "candidate"}
     for entry in best:
         arch = Arch.from_dict(entry["arch"])
-        assert entry["flops"] == vitnas.count_flops(space, arch) and entry["params"] == vitnas.count_params(space, arch)
+        assert entry["flops"] == vitnas.count_macs(space, arch) and entry["params"] == vitnas.count_params(space, arch)
         limit = entry["budget"]["max_flops"] or float("inf"), entry["budget"]["max_params"] or float("inf")
         assert entry["flops"] <= limit[0] and entry["params"] <= limit[1]
         assert entry["val_accuracy"] == val(arch)  # scored on val, not on the search split

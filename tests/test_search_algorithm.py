@@ -17,7 +17,7 @@ import pytest
 from vitnas.errors import BudgetError, VitnasError
 from vitnas.latency import Budget
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops, count_params
+from vitnas.space.cost import count_macs, count_params
 from vitnas.search import (
     CostModel,
     Evolution,
@@ -61,10 +61,10 @@ def _genes(arch: Arch) -> list[str]:
 
 
 def fitness(space, arch: Arch) -> float:
-    """Synthetic accuracy: normalised FLOPs plus a per-gene bonus (an additive landscape evolution can climb)."""
-    flops = count_flops(space, arch) / count_flops(space, space.largest())
+    """Synthetic accuracy: normalised MACs plus a per-gene bonus (an additive landscape evolution can climb)."""
+    macs = count_macs(space, arch) / count_macs(space, space.largest())
     bonus = float(np.mean([_unit(gene) for gene in _genes(arch)]))
-    return 0.5 * flops + 0.5 * bonus
+    return 0.5 * macs + 0.5 * bonus
 
 
 def run(algorithm, space, shuffle_seed: int | None = None, stop_after: int | None = None) -> list[list[Arch]]:
@@ -89,7 +89,7 @@ def run(algorithm, space, shuffle_seed: int | None = None, stop_after: int | Non
 
 def half_flops(space) -> NamedBudget:
     """A MACs budget halfway between the smallest and largest sub-network."""
-    middle = (count_flops(space, space.smallest()) + count_flops(space, space.largest())) / 2
+    middle = (count_macs(space, space.smallest()) + count_macs(space, space.largest())) / 2
     return NamedBudget(Budget(max_flops=int(middle)))
 
 
@@ -202,14 +202,14 @@ def test_several_budgets_share_one_history_and_cost_each_arch_once(space):
 
 
 def test_a_budget_no_sub_network_meets_is_one_named_line(space, costs):
-    smallest_flops = count_flops(space, space.smallest()) / 1e9
+    smallest_macs = count_macs(space, space.smallest()) / 1e9
     algorithm = Evolution(space, [named_budget(flops=1e-6)], costs, SMALL)
     with pytest.raises(BudgetError) as error:
         algorithm.ask()
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("budget flops<=1e-06G: no sub-network meets it")
-    assert f"smallest reachable is {smallest_flops:.4g} G MACs (space tiny32)" in message
+    assert f"smallest reachable is {smallest_macs:.4g} G MACs (space tiny32)" in message
 
     lowest_params = min(count_params(space, replace(space.smallest(), patch_size=p)) for p in (4, 8)) / 1e6
     with pytest.raises(BudgetError, match=rf"budget params<=0.001M: .* is {lowest_params:.4g} M params"):
@@ -225,7 +225,7 @@ class FakeProfile:
         self.space = space
 
     def predict(self, arch: Arch) -> float:
-        return 0.2 + count_flops(self.space, arch) / 2e6
+        return 0.2 + count_macs(self.space, arch) / 2e6
 
 
 def test_latency_budgets_use_the_profile(space):
@@ -269,7 +269,7 @@ def test_meets_agrees_with_budget_check(space, costs):
     verdicts = [meets(budget, costs(arch)) for arch in archs]
     assert verdicts == [budget.satisfied(space, arch) for arch in archs]
     assert any(verdicts) and not all(verdicts)
-    at_limit = Budget(max_flops=count_flops(space, space.smallest()))
+    at_limit = Budget(max_flops=count_macs(space, space.smallest()))
     assert meets(at_limit, costs(space.smallest()))  # a limit holds when equal, as in Budget.check
 
 

@@ -58,9 +58,9 @@ def test_samples_lie_in_space_and_repeat_with_seed(spaces):
 
 def test_largest_costs_most_and_smallest_least(spaces, rng):
     for space in spaces.values():
-        top, bottom = vitnas.count_flops(space, space.largest()), vitnas.count_flops(space, space.smallest())
+        top, bottom = vitnas.count_macs(space, space.largest()), vitnas.count_macs(space, space.smallest())
         for _ in range(50):
-            assert bottom <= vitnas.count_flops(space, space.sample(rng)) <= top
+            assert bottom <= vitnas.count_macs(space, space.sample(rng)) <= top
 
 
 def test_inactive_choices_are_canonical(spaces):

@@ -66,7 +66,7 @@ def test_stvit_r_before_a_spatial_reduction_extracts_exactly_and_gives_the_grid_
     with torch.no_grad():
         tokens = vitnas.extract(supernet, archs[0]).forward_features(torch.randn(2, 3, 32, 32))
     assert tokens.shape == (2, 1 + 4 * 4, 24)  # stage 1's whole grid, recovered
-    assert vitnas.count_flops(space, archs[0]) < vitnas.count_flops(space, space.arch(patch_size=4, depth=3))
+    assert vitnas.count_macs(space, archs[0]) < vitnas.count_macs(space, space.arch(patch_size=4, depth=3))
 
 
 def test_stvit_before_a_spatial_reduction_is_refused_in_one_line():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import vitnas
+from vitnas.nn.vit import network_plan
 from vitnas.supernet.masked import masked_forward
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -43,6 +44,20 @@ def test_gradients_reach_exactly_the_active_slices(spaces):
     assert qkv[:, :32, :32].abs().sum() > 0 and qkv[:, 32:].abs().sum() == 0
     assert supernet.stages[0].blocks[2].fc1.weight.grad is None  # beyond depth: untouched
     assert supernet.patch_embed.weight.grad[:32].abs().sum() > 0  # reached through the PI-resampling
+
+
+def test_the_supernet_plans_each_arch_as_its_standalone_config_does(spaces, supernets, rng):
+    """Both come from the one arch-to-blocks layout (`vitnas.space.blocks`), reducer choices included; each
+    stage's stored widths, which the masked pass runs at, are its explicit max_* attributes."""
+    choice = vitnas.load_space("tiny32_reducers")
+    cases = [(spaces[name], supernets[name]) for name in ("tiny32", "resnas", "resize3")]
+    for space, supernet in cases + [(choice, vitnas.SuperViT(choice).eval())]:
+        for arch in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(8)]:
+            assert supernet.plan(arch) == network_plan(vitnas.vit_config(space, arch)), arch.to_json()
+        for stage in supernet.stages:
+            block = stage.blocks[0]
+            stored = (block.norm1.weight.shape[0], block.qkv.weight.shape[0] // 3, block.fc1.weight.shape[0])
+            assert (stage.max_dim, stage.max_attn_dim, stage.max_hidden) == stored
 
 
 def test_drop_path_only_in_training(spaces):

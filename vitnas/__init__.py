@@ -24,7 +24,7 @@ _LAZY = {
     "Arch": "vitnas.space.arch",
     "StageArch": "vitnas.space.arch",
     "block_shapes": "vitnas.space.cost",
-    "count_flops": "vitnas.space.cost",
+    "count_macs": "vitnas.space.cost",
     "count_params": "vitnas.space.cost",
     "load_supernet": "vitnas.train.checkpoint",
     "evaluate": "vitnas.evaluate",
@@ -74,7 +74,7 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.rank.check import rank_check
     from vitnas.search.budget import Budget
     from vitnas.space.arch import Arch, StageArch
-    from vitnas.space.cost import block_shapes, count_flops, count_params
+    from vitnas.space.cost import block_shapes, count_macs, count_params
     from vitnas.space.space import SearchSpace, load_space, shipped_spaces
     from vitnas.supernet.supernet import SuperViT
     from vitnas.train.checkpoint import load_supernet

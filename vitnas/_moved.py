@@ -25,7 +25,7 @@ import types
 import warnings
 from typing import Any
 
-__all__ = ["MOVED_MODULES", "MOVED_INTO_PACKAGE", "MOVED_NAMES", "install", "moved_attribute"]
+__all__ = ["MOVED_MODULES", "MOVED_INTO_PACKAGE", "MOVED_NAMES", "RENAMED", "install", "moved_attribute"]
 
 # old module -> the module that holds its code now
 MOVED_MODULES: dict[str, str] = {
@@ -83,7 +83,10 @@ MOVED_INTO_PACKAGE: dict[str, str] = {
 MOVED_NAMES: dict[tuple[str, str], str] = {
     ("vitnas.latency", "Budget"): "vitnas.search.budget",  # a budget is a search concept
     ("vitnas.evaluate", "evaluate_folder"): "vitnas.export.evaluate",  # reads export folders: above export
-    ("vitnas.cli", "read_arch"): "vitnas.space.arch",  # the root cli holds no verb
+    ("vitnas.cli", "read_arch"): "vitnas.space.arch_files",  # the root cli holds no verb
+    # reading archs from files checks them against a space; arch.py stays a leaf value (no import circle)
+    ("vitnas.space.arch", "read_arch"): "vitnas.space.arch_files",
+    ("vitnas.space.arch", "read_archs"): "vitnas.space.arch_files",
     # export/elastic.py, cut along its sections: the envelope arithmetic, the run-time model (stays), the writer
     **{("vitnas.export.elastic", name): "vitnas.export.envelope"
        for name in ("PATCH_KERNEL", "build_envelope", "check_envelope", "envelope_key", "envelope_shapes",
@@ -94,16 +97,30 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
 }
 
 
-def _warn(old: str, new: str, stacklevel: int) -> None:
-    warnings.warn(f"{old} moved to {new}; the old path works until the next release",
+# (package or module, old name) -> (module, new name), for a name renamed to say what it is
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    # it always counted multiply-accumulates, not FLOPs (torch.utils.flop_counter reports 2 per MAC)
+    **{(where, "count_flops"): ("vitnas.space.cost", "count_macs")
+       for where in ("vitnas", "vitnas.space", "vitnas.space.cost")},
+}
+
+
+def _warn(old: str, new: str, stacklevel: int, change: str = "moved to") -> None:
+    what = "name" if change == "was renamed" else "path"
+    warnings.warn(f"{old} {change} {new}; the old {what} works until the next release",
                   DeprecationWarning, stacklevel=stacklevel + 1)
 
 
 def moved_attribute(package: str, name: str) -> Any:
     """``package.name`` for a name that used to be there; raises AttributeError for any other.
 
-    Called by a lazy package (`vitnas._lazy`) for a name it does not export itself.
+    Called by a lazy package (`vitnas._lazy`) for a name it does not export itself, and by
+    the module-level ``__getattr__`` of a module that a name left or in which it was renamed.
     """
+    if (package, name) in RENAMED:
+        module, new = RENAMED[package, name]
+        _warn(f"{package}.{name}", f"{module}.{new}", 3, "was renamed")
+        return getattr(importlib.import_module(module), new)
     module = MOVED_NAMES.get((package, name)) or MOVED_INTO_PACKAGE.get(package)
     if module is None or name.startswith("__"):
         raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def __getattr__(name: str) -> Any:  # vitnas.cli.read_arch moved to vitnas.space.arch (one release)
+def __getattr__(name: str) -> Any:  # vitnas.cli.read_arch moved to vitnas.space.arch_files (one release)
     from vitnas._moved import moved_attribute
 
     return moved_attribute(__name__, name)

@@ -145,7 +145,7 @@ def _bundle_config(supernet: SuperViT, targets: Sequence[Target], models: Mappin
                    source: Mapping[str, Any] | None) -> dict[str, Any]:
     """config.json before the checks: what the bundle holds, what it takes, where it came from."""
     from vitnas import __version__
-    from vitnas.space.cost import count_flops  # imports the search space: writing needs it, loading must not
+    from vitnas.space.cost import count_macs  # imports the search space: writing needs it, loading must not
 
     space, num_classes = supernet.space, supernet.num_classes
     config: dict[str, Any] = {
@@ -165,7 +165,7 @@ def _bundle_config(supernet: SuperViT, targets: Sequence[Target], models: Mappin
         model = models[target.name]
         entry = {"name": target.name, "arch": target.arch.to_dict(), "model": model.config.to_dict(),
                  "params": sum(p.numel() for p in model.parameters()),
-                 "macs": count_flops(space, target.arch, num_classes)}
+                 "macs": count_macs(space, target.arch, num_classes)}
         if target.record is not None:
             entry["search"] = target.record
         config["points"].append(entry)

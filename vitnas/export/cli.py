@@ -110,7 +110,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{folder}: --point names an elastic bundle's operating point; a supernet run takes "
                               f"--arch")
     from vitnas.evaluate import evaluate_topk
-    from vitnas.space.arch import read_arch
+    from vitnas.space.arch_files import read_arch
     from vitnas.train.checkpoint import load_supernet
 
     supernet, space = load_supernet(args.run, use_ema=args.ema)

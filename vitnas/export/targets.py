@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitnas.errors import ArchError, ExportError
-from vitnas.space.arch import Arch, read_archs
+from vitnas.space.arch import Arch
+from vitnas.space.arch_files import read_archs
 
 if TYPE_CHECKING:
     from vitnas.space.space import SearchSpace

@@ -37,7 +37,7 @@ from vitnas.export.metadata import class_names, input_spec
 from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry, write_json
 from vitnas.export.targets import Target, folder_names, read_targets
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops
+from vitnas.space.cost import count_macs
 from vitnas.util.atomic import check_target, staged_folder
 from vitnas.export.timing import LATENCY_REPEATS, LATENCY_WARMUP, measure_latency  # noqa: F401 (read from here too)
 from vitnas.export.timm_form import write_timm
@@ -201,7 +201,7 @@ def _write_folder(job: _Job, target: Target, folder: Path) -> None:
     write_model_folder(
         model, folder, arch=target.arch, name=target.name, data=job.data, source=job.source,
         input=input_spec(job.data, job.space.img_size, job.space.in_chans),
-        macs=count_flops(job.space, target.arch, model.config.num_classes),
+        macs=count_macs(job.space, target.arch, model.config.num_classes),
         extra={"search": target.record} if target.record is not None else None,
         formats=job.formats, latency_batches=job.latency_batches, device=job.device, tolerance=job.tolerance,
     )
@@ -237,7 +237,7 @@ def write_model_folder(
         input: how inputs must be prepared (`vitnas.export.metadata.input_spec`).
         data: the data it learned from, for class names (None: unknown).
         source: provenance for config.json (space, checkpoint, EMA, data).
-        macs: multiply-accumulates per image (`vitnas.space.cost.count_flops`).
+        macs: multiply-accumulates per image (`vitnas.space.cost.count_macs`).
         name: the budget it was chosen for, if any.
         extra: more config.json entries (a search's ``search`` record, a fine-tune's ``finetune``).
         formats: forms besides safetensors: ``timm``, ``torchscript``, ``onnx``.

@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from vitnas.errors import LatencyError
-from vitnas.space.arch import read_archs
+from vitnas.space.arch_files import read_archs
 from vitnas.util.dtypes import dtype_arg
 
 __all__ = ["register", "read_archs"]

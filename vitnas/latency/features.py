@@ -26,9 +26,11 @@ from typing import Sequence
 import numpy as np
 
 from vitnas.space.arch import Arch
-from vitnas.space.cost import BlockShape, block_shapes, stage_finish_macs, stage_output_tokens
+from vitnas.space.blocks import BlockShape, arch_layout
+from vitnas.space.cost import stage_finish_macs
+from vitnas.space.reducer_rules import REDUCERS
 from vitnas.space.space import SearchSpace
-from vitnas.space.spec import REDUCERS, stage_grid
+from vitnas.space.spec import stage_grid
 
 __all__ = ["ARCH_FEATURES", "BLOCK_FEATURES", "FEATURES", "REDUCER_FEATURES", "arch_row", "block_row", "feature_row",
            "feature_matrix"]
@@ -102,13 +104,11 @@ def arch_row(space: SearchSpace, arch: Arch, final_tokens: int) -> np.ndarray:
 
 def feature_row(space: SearchSpace, arch: Arch) -> np.ndarray:
     """All terms of `arch`, in `FEATURES` order: the reference the fast predictor path must equal."""
-    shapes = block_shapes(space, arch)
-    blocks = np.sum([block_row(shape) for shape in shapes], axis=0)
-    blocks[BLOCK_FEATURES.index("attention_macs")] += stage_finish_macs(shapes)
-    last = len(arch.stages) - 1
-    grid = stage_grid(arch.img_size // arch.patch_size, last)
-    final = stage_output_tokens(space.stages[last], shapes[-1].tokens_after, grid, arch.stages[last].reducer)
-    return np.concatenate([arch_row(space, arch, final), blocks])
+    space.validate(arch)
+    layout = arch_layout(space.spec, arch)
+    blocks = np.sum([block_row(shape) for shape in layout.blocks], axis=0)
+    blocks[BLOCK_FEATURES.index("attention_macs")] += stage_finish_macs(layout.blocks)
+    return np.concatenate([arch_row(space, arch, layout.tokens_out), blocks])
 
 
 def feature_matrix(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:

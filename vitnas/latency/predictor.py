@@ -25,8 +25,8 @@ from scipy.optimize import nnls
 from scipy.stats import kendalltau
 
 from vitnas.errors import LatencyError
-from vitnas.space.arch import Arch
-from vitnas.space.cost import block_shape, stage_output_tokens
+from vitnas.space.arch import Arch, StageArch
+from vitnas.space.blocks import block_reducer, block_shape
 from vitnas.latency.features import (
     ARCH_FEATURES,
     BLOCK_FEATURES,
@@ -37,9 +37,9 @@ from vitnas.latency.features import (
     feature_matrix,
     feature_row,
 )
-from vitnas.nn.reducers import get_reducer
+from vitnas.space.reducer_rules import REDUCERS
 from vitnas.space.space import SearchSpace
-from vitnas.space.spec import mlp_hidden, stage_grid
+from vitnas.space.spec import stage_grid
 
 __all__ = ["LatencyPredictor", "PredictionError", "prediction_error"]
 
@@ -145,9 +145,8 @@ class LatencyPredictor:
             spec = self.space.stages[index]
             first = None  # the key of the stage's first block that really reduced
             for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate)):
-                key = (index, tokens, dim, heads, ratio, rate,
-                       spec.reducer_at(block, stage.reducer) if rate < 1.0 else None)
-                entry = self._blocks.get(key) or self._block(key)
+                key = (index, tokens, dim, heads, ratio, rate, block_reducer(spec, block, stage))
+                entry = self._blocks.get(key) or self._block(key, stage, block)
                 total += entry[0]
                 if first is None and key[-1] is not None and entry[1] < tokens:
                     first = key
@@ -155,7 +154,7 @@ class LatencyPredictor:
             if first is not None:
                 total += self._finish(first, start, tokens)
         last = len(arch.stages) - 1
-        tokens = stage_output_tokens(self.space.stages[last], tokens, stage_grid(grid, last), arch.stages[last].reducer)
+        tokens = self.space.stages[last].output_tokens(tokens, stage_grid(grid, last), arch.stages[last].reducer)
         return total + self._arch_weights[_HEAD] * tokens * last_dim
 
     def _base(self, arch: Arch) -> float:
@@ -169,18 +168,22 @@ class LatencyPredictor:
         tokens = self._tokens[(grid, index)] = 1 + stage_grid(grid, index) ** 2
         return tokens
 
-    def _block(self, key: tuple[int, int, int, int, float, float, str | None]) -> tuple[float, int]:
-        """A block's milliseconds and output length, from the shape `vitnas.block_shapes` would give."""
-        index, tokens, dim, heads, ratio, rate, reducer = key
-        head_dim = self.space.stages[index].head_width(dim, heads)
-        shape = block_shape(index, tokens, dim, heads, head_dim, mlp_hidden(dim, ratio), rate, reducer)
+    def _block(self, key: tuple[int, int, int, int, float, float, str | None], stage: StageArch,
+               block: int) -> tuple[float, int]:
+        """Milliseconds and output length of block `block` of `stage`, whose shape `key` describes.
+
+        The shape is `vitnas.space.blocks.block_shape`'s, as the reference path's layout has it;
+        every block with the same key has the same shape, so the entry serves them all.
+        """
+        index, tokens = key[0], key[1]
+        shape = block_shape(self.space.stages[index], index, stage, block, tokens)
         entry = self._blocks[key] = (float(self._block_weights @ block_row(shape)), shape.tokens_after)
         return entry
 
     def _finish(self, first: tuple[int, int, int, int, float, float, str | None], start: int, end: int) -> float:
         """Milliseconds of a stage end (`vitnas.space.cost.stage_finish_macs`): `first` reduced, `start` -> `end` tokens."""
         index, _, dim, heads, _, _, reducer = first
-        macs = get_reducer(reducer).finish_macs(start, end, dim, heads, self.space.stages[index].head_width(dim, heads))
+        macs = REDUCERS[reducer].finish_macs(start, end, dim, heads, self.space.stages[index].head_width(dim, heads))
         return float(self._block_weights[_ATTENTION_MACS] * macs) if macs else 0.0
 
 

@@ -26,7 +26,7 @@ from vitnas.errors import ExportError
 from vitnas.nn.block import NORM_EPS, BlockPlan, drop_path_rates
 from vitnas.nn.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens
 from vitnas.nn.reducers import KeptFraction, get_reducer
-from vitnas.space.spec import REDUCERS
+from vitnas.space.reducer_rules import REDUCERS
 
 __all__ = ["ViT", "ViTConfig", "StageConfig", "BlockConfig", "NORM_EPS", "network_plan"]
 

@@ -2,7 +2,9 @@
 
 It lives beside the standalone model rather than in the export package, so code that
 only builds or times standalone models (`vitnas.latency.measure`) never imports the
-supernet. It reads the space's spec (pure Python) and nothing heavier.
+supernet. It reads the arch's layout (`vitnas.space.blocks`, pure Python) and nothing
+heavier: a block's config is its shape there, so the model and the costs agree by
+construction.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vitnas.nn.vit import BlockConfig, StageConfig, ViTConfig
-from vitnas.space.spec import mlp_hidden, stage_grid
+from vitnas.space.blocks import arch_layout
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch
@@ -31,24 +33,16 @@ def vit_config(space: SearchSpace, arch: Arch, num_classes: int | None = None) -
         ArchError: `arch` is not in `space`.
     """
     space.validate(arch)
-    base_grid = arch.img_size // arch.patch_size
-    stages = []
-    for index, (spec, stage) in enumerate(zip(space.stages, arch.stages)):
-        blocks = tuple(
-            BlockConfig(
-                num_heads=heads,
-                head_dim=spec.head_width(stage.embed_dim, heads),
-                mlp_hidden=mlp_hidden(stage.embed_dim, ratio),
-                keep_rate=rate,
-                reducer=spec.reducer_at(block, stage.reducer) if rate < 1.0 else None,
-            )
-            for block, (heads, ratio, rate) in enumerate(zip(stage.num_heads, stage.mlp_ratio, stage.keep_rate))
-        )
-        stages.append(StageConfig(stage.embed_dim, stage_grid(base_grid, index), blocks))
+    stages = tuple(
+        StageConfig(stage.embed_dim, stage.grid, tuple(
+            BlockConfig(block.num_heads, block.head_dim, block.mlp_hidden, block.keep_rate, block.reducer)
+            for block in stage.blocks))
+        for stage in arch_layout(space.spec, arch).stages
+    )
     return ViTConfig(
         img_size=arch.img_size,
         patch_size=arch.patch_size,
         in_chans=space.in_chans,
         num_classes=space.num_classes if num_classes is None else num_classes,
-        stages=tuple(stages),
+        stages=stages,
     )

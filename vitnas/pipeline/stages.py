@@ -193,7 +193,7 @@ def choose_budgets(profile: DeviceProfile, space: SearchSpace, latency_ms: Seque
     predictions, MACs at `MACS_FRACTION` of the way. Each is rounded up to two
     significant digits, which keeps it on the feasible side and readable.
     """
-    from vitnas.space.cost import count_flops
+    from vitnas.space.cost import count_macs
 
     reasons = []
     if latency_ms:
@@ -207,7 +207,7 @@ def choose_budgets(profile: DeviceProfile, space: SearchSpace, latency_ms: Seque
     if flops:
         reasons += [f"flops<={value:g}G: given" for value in flops]
     else:
-        low, high = count_flops(space, space.smallest()) / 1e9, count_flops(space, space.largest()) / 1e9
+        low, high = count_macs(space, space.smallest()) / 1e9, count_macs(space, space.largest()) / 1e9
         flops = _distinct_round_ups([low + MACS_FRACTION * (high - low)])
         reasons.append(f"flops<={flops[0]:g}G: {MACS_FRACTION:.0%} of the way from the smallest sub-network's "
                        f"{low * 1e3:.3g}M MACs to the largest's {high * 1e3:.3g}M")
@@ -305,9 +305,9 @@ def _check_data(recipe, space: SearchSpace) -> None:
 
 def _check_flops_budgets(space: SearchSpace, flops: Sequence[float]) -> None:
     """A MACs budget below the space's cheapest sub-network fails now, not after training."""
-    from vitnas.space.cost import count_flops
+    from vitnas.space.cost import count_macs
 
-    cheapest = count_flops(space, space.smallest()) / 1e9
+    cheapest = count_macs(space, space.smallest()) / 1e9
     for value in flops:
         if value < cheapest:
             raise RunError(f"--flops {value:g}: no sub-network of {space.name} meets it (the smallest has "
@@ -357,11 +357,11 @@ def _choose_threads(settings: RunSettings, space: SearchSpace, device: str) -> i
     barrier waits for a descheduled thread, and two threads run many times slower than
     one (measured in BENCHMARKS.md). One thread is never much slower for such models.
     """
-    from vitnas.space.cost import count_flops
+    from vitnas.space.cost import count_macs
 
     if settings.threads is not None:
         return settings.threads
-    if device.startswith("cuda") or count_flops(space, space.largest()) >= SMALL_MODEL_MACS:
+    if device.startswith("cuda") or count_macs(space, space.largest()) >= SMALL_MODEL_MACS:
         return None
     return 1
 

@@ -62,7 +62,7 @@ from vitnas.rank.draw import bin_of, macs_bins, stratified_archs
 from vitnas.rank.runs import BACKENDS, StandaloneJob, finished_runs, run_jobs, standalone_job, standalone_recipe
 from vitnas.rank.stats import RankStatistics, rank_statistics
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops, count_params
+from vitnas.space.cost import count_macs, count_params
 from vitnas.space.space import SearchSpace
 from vitnas.train.checkpoint import MODEL_FILE, load_checkpoint, load_supernet
 from vitnas.train.recipe import Recipe
@@ -349,7 +349,7 @@ def _record(runs: list[tuple[StandaloneJob, float, str]], settings: RankCheckSet
     job = runs[0][0]
     inherited = scorer.top1(scorer.supernet, job.arch)
     seeds = tuple(scorer.standalone(Path(run.run), settings.use_ema) for run, _, _ in runs)
-    macs = count_flops(space, job.arch)
+    macs = count_macs(space, job.arch)
     workers = sorted({worker for _, _, worker in runs})
     record = ArchRecord(job.index, job.arch, macs, count_params(space, job.arch),
                         bin_of(macs_bins(space, settings.bins), macs), inherited, float(np.mean(seeds)),

@@ -6,7 +6,7 @@ import numpy as np
 
 from vitnas.errors import RankCheckError
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops
+from vitnas.space.cost import count_macs
 from vitnas.space.space import SearchSpace
 
 __all__ = ["bin_of", "macs_bins", "stratified_archs"]
@@ -25,7 +25,7 @@ def macs_bins(space: SearchSpace, bins: int) -> np.ndarray:
     """
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise RankCheckError(f"bins: expected a positive integer, got {bins!r}")
-    low, high = count_flops(space, space.smallest()), count_flops(space, space.largest())
+    low, high = count_macs(space, space.smallest()), count_macs(space, space.largest())
     if high <= low and bins > 1:
         raise RankCheckError(f"bins: every arch of space {space.name} has {low} MACs; there is no range to spread "
                              "over (use bins=1)")
@@ -67,7 +67,7 @@ def stratified_archs(space: SearchSpace, count: int, bins: int, rng: np.random.G
             arch = space.smallest() if draw == -2 else space.largest()
         else:
             arch = space.sample(rng) if draw % 2 == 0 else _toward(space, int(rng.choice(short)), seen, rng)
-        where = bin_of(edges, count_flops(space, arch))
+        where = bin_of(edges, count_macs(space, arch))
         if arch not in known:
             known.add(arch)
             seen[where].append(arch)

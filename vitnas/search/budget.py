@@ -16,7 +16,7 @@ from typing import Any
 from vitnas.errors import BudgetError
 from vitnas.latency.profile import DeviceProfile
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops, count_params
+from vitnas.space.cost import count_macs, count_params
 from vitnas.space.space import SearchSpace
 
 __all__ = ["Budget"]
@@ -28,7 +28,7 @@ class Budget:
 
     latency_ms: float | None = None  # most milliseconds per forward pass, at the profile's batch size and dtype
     min_throughput: float | None = None  # fewest images per second, at the profile's batch size
-    max_flops: int | None = None  # most multiply-accumulates per image (as `vitnas.count_flops`)
+    max_flops: int | None = None  # most multiply-accumulates per image (as `vitnas.count_macs`)
     max_params: int | None = None  # most parameters (as `vitnas.count_params`)
 
     def __post_init__(self) -> None:
@@ -59,7 +59,7 @@ class Budget:
         """
         self._check_profile(space, profile)
         violations = []
-        if self.max_flops is not None and (flops := count_flops(space, arch)) > self.max_flops:
+        if self.max_flops is not None and (flops := count_macs(space, arch)) > self.max_flops:
             violations.append(f"FLOPs {flops / 1e6:.2f} M MACs > max_flops {self.max_flops / 1e6:.2f} M")
         if self.max_params is not None and (params := count_params(space, arch)) > self.max_params:
             violations.append(f"params {params / 1e6:.3f} M > max_params {self.max_params / 1e6:.3f} M")

@@ -182,9 +182,9 @@ class CostModel:
         return "latency_ms" if self.profile is not None else "flops"
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        from vitnas.space.cost import count_flops, count_params
+        from vitnas.space.cost import count_macs, count_params
 
-        costs: dict[str, float] = {"flops": count_flops(self.space, arch), "params": count_params(self.space, arch)}
+        costs: dict[str, float] = {"flops": count_macs(self.space, arch), "params": count_params(self.space, arch)}
         if self.profile is not None:
             latency = float(self.profile.predict(arch))
             costs["latency_ms"] = latency

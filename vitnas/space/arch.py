@@ -20,17 +20,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vitnas._moved import moved_attribute
 from vitnas.errors import ArchError
 
-if TYPE_CHECKING:
-    from vitnas.space.space import SearchSpace
-
-__all__ = ["Arch", "StageArch", "read_arch", "read_archs"]
-
-_NAMED = ("largest", "smallest")
+__all__ = ["Arch", "StageArch"]
 
 
 @dataclass(frozen=True)
@@ -150,72 +145,6 @@ class Arch:
         return " | ".join(parts)
 
 
-def read_archs(sources: list[str], space: SearchSpace) -> list[Arch]:
-    """Archs from files (one JSON arch, a JSON list, or JSON lines) or the names 'largest' / 'smallest'.
-
-    Raises:
-        ArchError: a file is missing or unreadable, or holds no valid arch (naming the file).
-    """
-    archs = []
-    for source in sources:
-        if source in _NAMED and not Path(source).is_file():
-            archs.append(space.largest() if source == "largest" else space.smallest())
-            continue
-        try:
-            text = Path(source).read_text()
-        except OSError as error:
-            raise ArchError(f"{source}: cannot be read ({error.strerror or error})") from None
-        for arch in _parse_archs(text, source):
-            try:
-                space.validate(arch)
-            except ArchError as error:
-                raise ArchError(f"{source}: not in space {space.name}: {error}") from None
-            archs.append(arch)
-    return archs
-
-
-def read_arch(text: str, space: SearchSpace) -> Arch:
-    """One arch: a JSON file holding exactly one, or a space's largest / smallest (`vitnas eval --arch`)."""
-    if text not in _NAMED and not Path(text).is_file():
-        raise ArchError(f"{text}: no such arch file (or say largest / smallest)")
-    archs = read_archs([text], space)
-    if len(archs) != 1:
-        raise ArchError(f"{text}: holds {len(archs)} archs; eval takes one")
-    return archs[0]
-
-
-def _parse_archs(text: str, source: str) -> list[Arch]:
-    """One JSON arch, a JSON list of archs, or JSON lines (as `vitnas space --sample` prints).
-
-    An entry may also be a record holding its arch under ``"arch"`` (a search's
-    ``best.json`` or ``results.jsonl``), so search output feeds every verb directly.
-    """
-    try:
-        data = json.loads(text)
-        entries, label = (data, "entry") if isinstance(data, list) else ([data], "")
-    except json.JSONDecodeError:
-        lines = [line for line in text.splitlines() if line.strip()]
-        entries, label = ([_json_line(line, source, number) for number, line in enumerate(lines, 1)], "line")
-    if not entries:
-        raise ArchError(f"{source}: holds no arch")
-    archs = []
-    for number, entry in enumerate(entries, start=1):
-        try:
-            record = isinstance(entry, dict) and "arch" in entry and "stages" not in entry
-            archs.append(Arch.from_dict(entry["arch"] if record else entry))
-        except ArchError as error:
-            where = f" {label} {number}" if label else ""
-            raise ArchError(f"{source}{where}: {error}") from None
-    return archs
-
-
-def _json_line(line: str, source: str, number: int) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ArchError(f"{source} line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
-
-
 def _check_keys(data: dict, expected: set[str], where: str, optional: set[str] = frozenset()) -> None:
     missing = sorted(expected - data.keys())
     unknown = sorted(data.keys() - expected - optional)
@@ -237,3 +166,7 @@ def _as_float(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArchError(f"{field}: expected a number, got {value!r}")
     return float(value)
+
+
+def __getattr__(name: str) -> Any:  # read_arch, read_archs: in vitnas.space.arch_files now (one release)
+    return moved_attribute(__name__, name)

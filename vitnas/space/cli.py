@@ -23,14 +23,14 @@ def register(subparsers: Any) -> None:
 def _space(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from vitnas.space.cost import count_flops, count_params
+    from vitnas.space.cost import count_macs, count_params
     from vitnas.space.space import load_space
 
     space = load_space(args.space)
     print(space.summary())
     for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
         print(f"  {label}: {count_params(space, arch) / 1e6:.2f} M params, "
-              f"{count_flops(space, arch) / 1e6:.1f} M MACs  ({arch})")
+              f"{count_macs(space, arch) / 1e6:.1f} M MACs  ({arch})")
     rng = np.random.default_rng(args.seed)
     for _ in range(args.sample):
         print(space.sample(rng).to_json())

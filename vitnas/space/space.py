@@ -19,6 +19,7 @@ from nni.mutable import Categorical, MutableDict
 
 from vitnas.errors import ArchError, SpaceError
 from vitnas.space.arch import Arch, StageArch
+from vitnas.space.cost import count_macs
 from vitnas.space.spec import SpaceSpec, StageSpec, parse_space
 from vitnas.util.shipped import shipped_files, unknown_name
 from vitnas.util.yamlfile import read_yaml
@@ -331,14 +332,12 @@ class SearchSpace:
         Reducers differ in what they do with the tokens they leave out, not in a size, so
         "largest" and "smallest" rank them by cost; ties go to the reducer listed first.
         """
-        from vitnas.space.cost import count_flops  # deferred: the costs import the reducers, and so torch
-
         for index, stage in enumerate(arch.stages):
             if stage.reducer is None:
                 continue
             choices = [_with_stage(arch, index, replace(stage, reducer=name))
                        for name in self.stages[index].reducer_choices]
-            arch = pick(choices, key=lambda candidate: count_flops(self, candidate))
+            arch = pick(choices, key=lambda candidate: count_macs(self, candidate))
         return arch
 
 

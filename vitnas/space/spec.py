@@ -37,33 +37,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitnas.errors import ArchError, SpaceError
+from vitnas.space.reducer_rules import REDUCERS, ReducerInfo  # re-exported: defined here before their arithmetic
 
 __all__ = ["PatchSpec", "TokenReductionSpec", "StageSpec", "SpaceSpec", "ReducerInfo", "REDUCERS", "parse_space"]
 
 PATCH_MODES = ("flexi", "resize")
 
 
-@dataclass(frozen=True)
-class ReducerInfo:
-    """What a space file and a standalone config must know of a token reducer, without importing torch.
-
-    The implementations (`vitnas.nn.reducers`) take these facts from here, so a space
-    file is checked by the same rules the model runs by.
-    """
-
-    preserves_grid: bool  # every grid token survives to the end of its stage: may reduce before a spatial reduction
-    min_keep_rate: float  # smallest keep rate the reducer can honour exactly
-
-
-# Token reducers by the name a space file or a `BlockConfig` gives them.
-REDUCERS: dict[str, ReducerInfo] = {
-    "evit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # class-attention top-k, rest fused into one
-    "evo_vit": ReducerInfo(preserves_grid=True, min_keep_rate=0.0),  # top-k slow, rest set aside and updated fast
-    "tome": ReducerInfo(preserves_grid=False, min_keep_rate=0.5),  # bipartite matching merges at most half
-    "stvit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # pooled, attention-refined semantic tokens
-    "stvit_r": ReducerInfo(preserves_grid=True, min_keep_rate=0.0),  # the same; image tokens recovered at stage end
-    "dynamicvit": ReducerInfo(preserves_grid=False, min_keep_rate=0.0),  # learned predictor's top-k, rest dropped
-}
 # The keys each mapping of a space file may hold.
 _TOP_KEYS = ("name", "img_size", "in_chans", "num_classes", "patch", "stages")
 _PATCH_KEYS = ("mode", "sizes", "img_sizes", "kernel_size")

@@ -44,9 +44,9 @@ from vitnas.errors import ArchError, VitnasError
 from vitnas.nn.block import BlockMasks, BlockPlan, ChannelMask
 from vitnas.nn.network import NetworkPlan, StageMasks, StagePlan, network_forward
 from vitnas.nn.reducers import get_reducer
-from vitnas.space.arch import Arch, StageArch
+from vitnas.space.arch import Arch
+from vitnas.space.blocks import BlockShape, StageLayout, arch_layout
 from vitnas.space.space import SearchSpace
-from vitnas.space.spec import StageSpec, mlp_hidden, stage_grid
 
 if TYPE_CHECKING:  # the supernet calls this module; this module only reads the supernet
     from vitnas.supernet.supernet import SuperStage, SuperViT
@@ -176,12 +176,11 @@ def _check_call(supernet: SuperViT, x: Tensor, archs: Sequence[Arch], sizes: Seq
             supernet.space.validate(arch)
         except ArchError as error:
             raise ArchError(f"archs[{index}]: {error}") from None
-        for stage, stage_arch in zip(supernet.stages, arch.stages):
-            refused = [name for name in stage.block_reducers(stage_arch)
-                       if name is not None and not get_reducer(name).masked_pass]
-            if refused:
-                raise ArchError(f"archs[{index}]: reducer {refused[0]} cannot run in a masked pass (its predictor "
-                                "and training masks are per sub-network); use the sliced multi pass")
+        refused = [block.reducer for block in arch_layout(supernet.space.spec, arch).blocks
+                   if block.reducer is not None and not get_reducer(block.reducer).masked_pass]
+        if refused:
+            raise ArchError(f"archs[{index}]: reducer {refused[0]} cannot run in a masked pass (its predictor "
+                            "and training masks are per sub-network); use the sliced multi pass")
     return sizes
 
 
@@ -199,83 +198,82 @@ def _shape_key(arch: Arch) -> tuple[tuple, tuple[float, ...], str | None]:
 
 def _plan_group(supernet: SuperViT, archs: list[Arch], sizes: list[int], device: torch.device) -> _GroupPlan:
     """Per-sample masks of one group, built from one small integer table sent to the device once."""
+    layouts = [arch_layout(supernet.space.spec, arch) for arch in archs]
     rows: list[list[int]] = [[] for _ in archs]  # per arch: embed dims and per-block (active, heads, hidden)
-    shared = []  # per stage: per block (keep rate, head width, attn dim)
-    for s, (stage, spec) in enumerate(zip(supernet.stages, supernet.space.stages)):
-        stages = [arch.stages[s] for arch in archs]
-        for row, stage_arch in zip(rows, stages):
-            row.append(stage_arch.embed_dim)
-        depth = max(stage_arch.depth for stage_arch in stages)
-        shared.append([_block_columns(stage, spec, s, i, stages, rows) for i in range(depth)])
+    shared = []  # per stage: per block (the shape the pass shares, its attn dim)
+    for s, stage in enumerate(supernet.stages):
+        stages = [layout.stages[s] for layout in layouts]
+        for row, stage_layout in zip(rows, stages):
+            row.append(stage_layout.embed_dim)
+        depth = max(len(stage_layout.blocks) for stage_layout in stages)
+        shared.append([_block_columns(stage, s, i, stages, rows) for i in range(depth)])
     repeats = torch.tensor(sizes, device=device)
     table = torch.tensor(rows, device=device).repeat_interleave(repeats, dim=0, output_size=sum(sizes))  # (B, F)
-    base_grid = archs[0].img_size // archs[0].patch_size
     plans, masks, column = [], [], 0
     for s, (stage, blocks) in enumerate(zip(supernet.stages, shared)):
         dims = table[:, column]
-        channels = ChannelMask(_prefix_mask(dims, stage.blocks[0].norm1.weight.shape[0]).unsqueeze(1),  # (B, 1, D)
-                               dims.float().view(-1, 1, 1))
+        channels = ChannelMask(_prefix_mask(dims, stage.max_dim).unsqueeze(1), dims.float().view(-1, 1, 1))  # (B, 1, D)
         masks.append(StageMasks(channels, _block_masks(stage, channels, blocks, table, column + 1)))
-        reducer = next((arch.stages[s].reducer for arch in archs if arch.stages[s].reducer is not None), None)
-        in_grid = stage_grid(base_grid, s - 1) if s else None
-        plans.append(_stage_plan(stage, blocks, reducer, stage_grid(base_grid, s), in_grid))
+        plans.append(_stage_plan(stage, blocks, layouts[0].stages[s]))
         column += 1 + 3 * len(blocks)
-    attn_dims = tuple(tuple(attn_dim for _, _, attn_dim in blocks) for blocks in shared)
+    attn_dims = tuple(tuple(attn_dim for _, attn_dim in blocks) for blocks in shared)
     return _GroupPlan(NetworkPlan(archs[0].img_size, tuple(plans)), attn_dims, tuple(masks))
 
 
 def _block_columns(
-    stage: SuperStage, spec: StageSpec, s: int, index: int, stages: list[StageArch], rows: list[list[int]]
-) -> tuple[float, int, int]:
-    """Appends each arch's (has block, heads, MLP hidden) at one block; returns what the pass shares there."""
-    active = [stage_arch for stage_arch in stages if index < stage_arch.depth]
-    widths = sorted({spec.head_width(st.embed_dim, st.num_heads[index]) for st in active})
+    stage: SuperStage, s: int, index: int, stages: list[StageLayout], rows: list[list[int]]
+) -> tuple[BlockShape, int]:
+    """Appends each arch's (has block, heads, MLP hidden) at one block; returns what the pass shares there.
+
+    The pass shares the keep rate, head width and reducer of the first arch having the block
+    (grouping made every arch having it agree on them, `token_shape_groups`), and runs as
+    many heads of that width as the stored q/k/v holds.
+    """
+    active = [stage_layout.blocks[index] for stage_layout in stages if index < len(stage_layout.blocks)]
+    widths = sorted({block.head_dim for block in active})
     if len(widths) > 1:
         raise ArchError(
             f"stages[{s}].num_heads[{index}]: the archs of one masked pass need heads {widths} channels wide "
             "(this stage sets no head_dim, so a head is embed_dim / num_heads wide) and masks drop whole heads "
             "of one width only; set head_dim in the space or use the sliced multi pass"
         )
-    max_attn = stage.blocks[index].qkv.weight.shape[0] // 3
-    heads = max_attn // widths[0]
-    for row, st in zip(rows, stages):
-        if index < st.depth:
-            row += [1, st.num_heads[index], mlp_hidden(st.embed_dim, st.mlp_ratio[index])]
+    heads = stage.max_attn_dim // widths[0]
+    for row, stage_layout in zip(rows, stages):
+        if index < len(stage_layout.blocks):
+            block = stage_layout.blocks[index]
+            row += [1, block.num_heads, block.mlp_hidden]
         else:  # absent: its branches are gated to zero; all heads keep the class attention finite
             row += [0, heads, 0]
-    return active[0].keep_rate[index], widths[0], heads * widths[0]
+    return active[0], heads * widths[0]
 
 
-def _stage_plan(
-    stage: SuperStage, blocks: list[tuple[float, int, int]], reducer: str | None, grid: int, in_grid: int | None
-) -> StagePlan:
-    """The plan a pass shares in one stage: every arch having a block agrees on its keep rate and head width.
+def _stage_plan(stage: SuperStage, blocks: list[tuple[BlockShape, int]], layout: StageLayout) -> StagePlan:
+    """The plan a pass shares in one stage: the shared shape of each block, at the group's grid.
 
-    `reducer` is the group's choice for the stage (`StageArch.reducer`; grouping made every
-    member that drops tokens agree on it), None where the space has only one.
+    `layout` is any member's layout of the stage (the group shares img_size and patch_size, so grids).
     """
     plans = tuple(
         BlockPlan(
-            head_width=head_width,
-            keep_rate=keep_rate,
-            reducer=get_reducer(stage.spec.reducer_at(index, reducer)) if keep_rate < 1.0 else None,
+            head_width=shape.head_dim,
+            keep_rate=shape.keep_rate,
+            reducer=get_reducer(shape.reducer) if shape.reducer is not None else None,
             drop_path_rate=stage.blocks[index].drop_path_rate,
         )
-        for index, (keep_rate, head_width, _) in enumerate(blocks)
+        for index, (shape, _) in enumerate(blocks)
     )
-    return StagePlan(grid, plans, in_grid)
+    return StagePlan(layout.grid, plans, layout.in_grid)
 
 
 def _block_masks(
-    stage: SuperStage, channels: ChannelMask, blocks: list[tuple[float, int, int]], table: Tensor, column: int
+    stage: SuperStage, channels: ChannelMask, blocks: list[tuple[BlockShape, int]], table: Tensor, column: int
 ) -> tuple[BlockMasks, ...]:
     """Turns the per-sample (has block, heads, hidden) columns starting at `column` into masks."""
     masks = []
-    for index, (_, head_width, attn_dim) in enumerate(blocks):
+    for shape, attn_dim in blocks:
         has, heads, hidden = table[:, column], table[:, column + 1], table[:, column + 2]
         gate = has.bool().view(-1, 1, 1)
-        head_mask = _prefix_mask(heads, attn_dim // head_width)[:, :, None, None]
-        hidden_mask = _prefix_mask(hidden, stage.blocks[index].fc1.weight.shape[0]).unsqueeze(1)
+        head_mask = _prefix_mask(heads, attn_dim // shape.head_dim)[:, :, None, None]
+        hidden_mask = _prefix_mask(hidden, stage.max_hidden).unsqueeze(1)
         masks.append(BlockMasks(channels, gate, head_mask, hidden_mask))
         column += 3
     return tuple(masks)
@@ -292,11 +290,9 @@ def _group_forward(supernet: SuperViT, x: Tensor, arch: Arch, group: _GroupPlan)
     The weights are the supernet's own `weights` slices at full stored width (q/k/v at the
     pass's whole heads); the masks do the rest.
     """
-    dims = [stage.blocks[0].norm1.weight.shape[0] for stage in supernet.stages]
-    block_dims = [
-        [(attn_dim, block.fc1.weight.shape[0]) for attn_dim, block in zip(attn_dims, stage.blocks)]
-        for attn_dims, stage in zip(group.attn_dims, supernet.stages)
-    ]
+    dims = [stage.max_dim for stage in supernet.stages]
+    block_dims = [[(attn_dim, stage.max_hidden) for attn_dim in attn_dims]
+                  for attn_dims, stage in zip(group.attn_dims, supernet.stages)]
     grids = [stage.grid for stage in group.plan.stages]
     weights = supernet.network_weights(arch.patch_size, dims, grids, block_dims)
     features = network_forward(x, weights, group.plan, supernet.training, group.masks)  # (B, N, D)

@@ -25,15 +25,16 @@ from torch import Tensor, nn
 
 from vitnas.errors import ArchError
 from vitnas.nn.block import NORM_EPS, BlockPlan, drop_path_rates
-from vitnas.space.arch import Arch, StageArch
+from vitnas.space.arch import Arch
 from vitnas.nn.network import (
     NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens, state_dict_of,
 )
 from vitnas.nn.patch_embed import resample_pos_embed
 from vitnas.nn.reducers import KeptFraction, get_reducer
 from vitnas.nn.slicing import slice_qkv, slice_rows_cols, slice_vector
+from vitnas.space.blocks import StageLayout, arch_layout
 from vitnas.space.space import SearchSpace
-from vitnas.space.spec import StageSpec, mlp_hidden, stage_grid
+from vitnas.space.spec import StageSpec, stage_grid
 
 __all__ = ["SuperViT"]
 
@@ -145,17 +146,28 @@ class SuperSpatialReduction(nn.Module):
 
 
 class SuperStage(nn.Module):
+    """One stage at maximal width: its spatial reduction in, its position embeddings, its blocks.
+
+    Its stored widths are explicit attributes, read off the space's stage spec: `max_dim`
+    (tokens), `max_attn_dim` (q/k/v) and `max_hidden` (MLP). Every block stores these
+    widths, so a sub-network's slice is what `vitnas.space.blocks` lays out for its arch,
+    and the masked multi-arch pass, which runs at the stored widths, asks for them here
+    rather than reading parameter shapes.
+    """
+
     def __init__(
         self, spec: StageSpec, prev: StageSpec | None, grids: list[int], per_grid_pos: bool, block_rates: list[float]
     ) -> None:
         super().__init__()
         self.spec = spec
-        max_dim = max(spec.embed_dims)
-        self.reduction = SuperSpatialReduction(max(prev.embed_dims), max_dim) if prev is not None else None
-        self.pos_embed = SuperPosEmbed(grids, max_dim, per_grid_pos)
+        self.max_dim = max(spec.embed_dims)
+        self.max_attn_dim = spec.max_attn_dim()
+        self.max_hidden = spec.max_mlp_hidden()
+        self.reduction = SuperSpatialReduction(max(prev.embed_dims), self.max_dim) if prev is not None else None
+        self.pos_embed = SuperPosEmbed(grids, self.max_dim, per_grid_pos)
         reduction = spec.token_reduction
         self.blocks = nn.ModuleList(
-            SuperBlock(max_dim, spec.max_attn_dim(), spec.max_mlp_hidden(), rate,
+            SuperBlock(self.max_dim, self.max_attn_dim, self.max_hidden, rate,
                        reduction.reducers if reduction is not None and index in reduction.blocks else ())
             for index, rate in enumerate(block_rates)  # drop-path rate of each block
         )
@@ -166,7 +178,7 @@ class SuperStage(nn.Module):
     ) -> StageWeights:
         """Slices of this stage: `embed_dim` wide, `in_dim` entering it, one (attn_dim, mlp_hidden) per block.
 
-        `reducers` names the reducer each block runs (`block_reducers`), for the parameters of
+        `reducers` names the reducer each block runs (`BlockShape.reducer`), for the parameters of
         those that have any; None leaves them out.
         """
         reduction = self.reduction.weights(in_dim, embed_dim) if self.reduction is not None else None
@@ -175,29 +187,18 @@ class SuperStage(nn.Module):
                        for i, (attn, hidden) in enumerate(block_dims))
         return StageWeights(self.pos_embed.weights(embed_dim, grid), blocks, reduction)
 
-    def block_reducers(self, stage: StageArch) -> list[str | None]:
-        """The reducer each block of a stage arch runs; None where it keeps every token."""
-        return [self.spec.reducer_at(i, stage.reducer) if rate < 1.0 else None
-                for i, rate in enumerate(stage.keep_rate)]
-
-    def block_dims(self, stage: StageArch) -> list[tuple[int, int]]:
-        """(attn_dim, mlp_hidden) of each block of a stage arch."""
-        return [
-            (heads * self.spec.head_width(stage.embed_dim, heads), mlp_hidden(stage.embed_dim, ratio))
-            for heads, ratio in zip(stage.num_heads, stage.mlp_ratio)
-        ]
-
-    def plan(self, stage: StageArch, grid: int, in_grid: int | None) -> StagePlan:
+    def plan(self, stage: StageLayout) -> StagePlan:
+        """Head widths, keep rates and reducers of a stage's blocks as laid out, with this stage's drop-path rates."""
         blocks = tuple(
             BlockPlan(
-                head_width=self.spec.head_width(stage.embed_dim, heads),
-                keep_rate=stage.keep_rate[i],
-                reducer=get_reducer(name) if name is not None else None,
+                head_width=block.head_dim,
+                keep_rate=block.keep_rate,
+                reducer=get_reducer(block.reducer) if block.reducer is not None else None,
                 drop_path_rate=self.blocks[i].drop_path_rate,
             )
-            for i, (heads, name) in enumerate(zip(stage.num_heads, self.block_reducers(stage)))
+            for i, block in enumerate(stage.blocks)
         )
-        return StagePlan(grid, blocks, in_grid)
+        return StagePlan(stage.grid, blocks, stage.in_grid)
 
 
 class SuperViT(nn.Module):
@@ -273,13 +274,13 @@ class SuperViT(nn.Module):
 
     def weights(self, arch: Arch) -> NetworkWeights:
         """The slices of sub-network `arch` (views where a slice is whole, else contiguous copies)."""
-        grid = arch.img_size // arch.patch_size
+        stages = arch_layout(self.space.spec, arch).stages
         return self.network_weights(
             arch.patch_size,
-            [stage.embed_dim for stage in arch.stages],
-            [stage_grid(grid, index) for index in range(len(arch.stages))],
-            [stage.block_dims(stage_arch) for stage, stage_arch in zip(self.stages, arch.stages)],
-            [stage.block_reducers(stage_arch) for stage, stage_arch in zip(self.stages, arch.stages)],
+            [stage.embed_dim for stage in stages],
+            [stage.grid for stage in stages],
+            [[(block.attn_dim, block.mlp_hidden) for block in stage.blocks] for stage in stages],
+            [[block.reducer for block in stage.blocks] for stage in stages],
         )
 
     def network_weights(
@@ -309,13 +310,9 @@ class SuperViT(nn.Module):
         )
 
     def plan(self, arch: Arch) -> NetworkPlan:
-        """Head widths, keep rates, reducers and grids of sub-network `arch`."""
-        grid = arch.img_size // arch.patch_size
-        stages = tuple(
-            stage.plan(stage_arch, stage_grid(grid, index), stage_grid(grid, index - 1) if index else None)
-            for index, (stage, stage_arch) in enumerate(zip(self.stages, arch.stages))
-        )
-        return NetworkPlan(arch.img_size, stages)
+        """Head widths, keep rates, reducers and grids of sub-network `arch` (its layout, `vitnas.space.blocks`)."""
+        layout = arch_layout(self.space.spec, arch)
+        return NetworkPlan(arch.img_size, tuple(stage.plan(shape) for stage, shape in zip(self.stages, layout.stages)))
 
     @torch.no_grad()
     def sliced_state_dict(self, arch: Arch) -> dict[str, Tensor]:

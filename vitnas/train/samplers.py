@@ -27,7 +27,7 @@ import typing
 import numpy as np
 
 from vitnas.space.arch import Arch
-from vitnas.space.cost import count_flops
+from vitnas.space.cost import count_macs
 from vitnas.space.space import SearchSpace
 from vitnas.train.recipe import SamplerConfig
 
@@ -199,8 +199,8 @@ class ComplexityWindow:
 
     def __init__(self, space: SearchSpace, width: float, period: int) -> None:
         self.space, self.width, self.period = space, width, period
-        self.low = math.log(count_flops(space, space.smallest()))
-        self.high = math.log(count_flops(space, space.largest()))
+        self.low = math.log(count_macs(space, space.smallest()))
+        self.high = math.log(count_macs(space, space.largest()))
 
     def bounds(self, step: int) -> tuple[float, float]:
         """The window of `step` in log-MACs."""
@@ -217,7 +217,7 @@ class ComplexityWindow:
         nearest, distance = None, math.inf
         for _ in range(self.TRIES):
             arch = sample()
-            macs = math.log(count_flops(self.space, arch))
+            macs = math.log(count_macs(self.space, arch))
             gap = max(low - macs, macs - high, 0.0)
             if gap == 0.0:
                 return arch

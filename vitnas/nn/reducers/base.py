@@ -5,12 +5,13 @@ how to **score** tokens (from the attention's q and k, so the main attention kee
 fused `scaled_dot_product_attention` kernel and only a cheap extra product is paid),
 how many to **keep** for full computation, **what becomes of the rest** (`reduce`),
 the **token count after** it and its **extra parameters and MACs**. The last two are
-pure functions of integers, so the cost model and the latency predictor ask the
-reducer instead of repeating its rule. Optional hooks serve reducers that need more
-than the tokens: `reduce_in_block`, which blocks call, hands over the block's weights
-(DynamicViT's predictor), its attention as cross-attention (STViT) and the mode;
-`build_parameters` / `parameter_slices` give a reducer weights of its own; `finish_macs`
-is the cost of what `finish_stage` computes.
+pure functions of integers that the search space needs without torch, so they live
+with the space's rules for the reducer (`vitnas.space.reducer_rules`, read through
+`TokenReducer.info`) and this interface answers them from there. Optional hooks serve
+reducers that need more than the tokens: `reduce_in_block`, which blocks call, hands
+over the block's weights (DynamicViT's predictor), its attention as cross-attention
+(STViT) and the mode; `build_parameters` / `parameter_slices` give a reducer weights of
+its own; `finish_macs` is the cost of what `finish_stage` computes.
 
 Real speed needs one token count for every image of a (sub-)batch at a given layer,
 cut out with gather: masks save nothing. So every reducer keeps a count that depends
@@ -19,7 +20,6 @@ only on the sequence length and the keep rate, never on the image.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -28,7 +28,7 @@ from typing import Callable, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
-from vitnas.space.spec import REDUCERS, ReducerInfo
+from vitnas.space.reducer_rules import REDUCERS, ReducerInfo, kept_token_count
 
 __all__ = ["Tokens", "TokenReducer", "BlockAttention", "KeptFraction", "kept_token_count"]
 
@@ -74,20 +74,12 @@ class Tokens:
         return replace(self, x=x)
 
 
-def kept_token_count(num_patch_tokens: int, keep_rate: float) -> int:
-    """Tokens kept for full computation: ``ceil(keep_rate * n)``, at least 1.
-
-    The tiny epsilon keeps float noise (0.7 * 100 = 70.00000000000001) from adding a token.
-    """
-    return max(1, math.ceil(keep_rate * num_patch_tokens - 1e-9))
-
-
 class TokenReducer(ABC):
     """One way of reducing tokens at a block; stateless, so one instance serves every block and model.
 
-    Subclasses set `name` (a key of `vitnas.space.spec.REDUCERS`) and implement the
-    abstract methods. Sequence lengths count the class token; `n` in the docstrings is
-    the number of other tokens.
+    Subclasses set `name` (a key of `vitnas.space.reducer_rules.REDUCERS`, which holds the
+    reducer's shape arithmetic) and implement the abstract methods. Sequence lengths count
+    the class token; `n` in the docstrings is the number of other tokens.
     """
 
     name: ClassVar[str]
@@ -98,20 +90,20 @@ class TokenReducer(ABC):
 
     @property
     def info(self) -> ReducerInfo:
-        """The facts a space file is checked by (grid preservation, smallest keep rate)."""
+        """The facts a space file is checked by (grid preservation, smallest keep rate) and the shape arithmetic."""
         return REDUCERS[self.name]
 
-    @abstractmethod
     def tokens_after(self, tokens: int, keep_rate: float) -> int:
         """Sequence length after the reduction of a sequence of `tokens` (class token included)."""
+        return self.info.tokens_after(tokens, keep_rate)
 
-    @abstractmethod
     def extra_macs(self, tokens: int, keep_rate: float, embed_dim: int, num_heads: int, head_dim: int) -> int:
         """Multiply-accumulates per image the reducer adds to a block that `tokens` enter (scoring, matching)."""
+        return self.info.extra_macs(tokens, keep_rate, embed_dim, num_heads, head_dim)
 
     def extra_params(self, embed_dim: int) -> int:
-        """Parameters the reducer adds to its block (those of `build_parameters`); none by default."""
-        return 0
+        """Parameters the reducer adds to its block (those of `build_parameters`)."""
+        return self.info.extra_params(embed_dim)
 
     def build_parameters(self, embed_dim: int) -> nn.Module | None:
         """A fresh module of the reducer's parameters for a block `embed_dim` wide; None: it has none.
@@ -170,9 +162,9 @@ class TokenReducer(ABC):
         """MACs per image of `finish_stage` in a stage entered by `grid_tokens` and left (before it) by `tokens`.
 
         `num_heads` and `head_dim` are those of the stage's first block that reduced (whose
-        attention STViT-R recovers with); the default, a stage end that computes nothing, is 0.
+        attention STViT-R recovers with).
         """
-        return 0
+        return self.info.finish_macs(grid_tokens, tokens, embed_dim, num_heads, head_dim)
 
 
 @lru_cache(maxsize=None)

@@ -65,20 +65,6 @@ class DynamicViT(TokenReducer):
     name = "dynamicvit"
     masked_pass = False  # its predictor's width and its training policy are per sub-network: use the sliced pass
 
-    def tokens_after(self, tokens: int, keep_rate: float) -> int:
-        return 1 + kept_token_count(tokens - 1, keep_rate)
-
-    def extra_macs(self, tokens: int, keep_rate: float, embed_dim: int, num_heads: int, head_dim: int) -> int:
-        patches = tokens - 1
-        if kept_token_count(patches, keep_rate) >= patches:
-            return 0
-        dim = embed_dim
-        return patches * (dim * dim + dim * (dim // 2) + (dim // 2) * (dim // 4) + (dim // 4) * 2)
-
-    def extra_params(self, embed_dim: int) -> int:
-        dim, half, quarter = embed_dim, embed_dim // 2, embed_dim // 4
-        return 2 * dim + (dim * dim + dim) + (dim * half + half) + (half * quarter + quarter) + (quarter * 2 + 2)
-
     def build_parameters(self, embed_dim: int) -> nn.Module:
         return Predictor(embed_dim)
 

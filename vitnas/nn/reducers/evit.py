@@ -21,14 +21,6 @@ class EViT(TokenReducer):
 
     name = "evit"
 
-    def tokens_after(self, tokens: int, keep_rate: float) -> int:
-        patches = tokens - 1
-        kept = kept_token_count(patches, keep_rate)
-        return tokens if kept >= patches else 1 + kept + 1
-
-    def extra_macs(self, tokens: int, keep_rate: float, embed_dim: int, num_heads: int, head_dim: int) -> int:
-        return tokens * num_heads * head_dim  # q_cls @ K^T
-
     def score(self, q: Tensor, k: Tensor, head_mask: Tensor | None, bias: Tensor | None) -> Tensor:
         return class_attention(q, k, head_mask, bias)  # (B, N - 1)
 

@@ -56,18 +56,6 @@ class STViT(TokenReducer):
 
     name = "stvit"
 
-    def tokens_after(self, tokens: int, keep_rate: float) -> int:
-        return 1 + kept_token_count(tokens - 1, keep_rate)
-
-    def extra_macs(self, tokens: int, keep_rate: float, embed_dim: int, num_heads: int, head_dim: int) -> int:
-        """The refinement: q of k centres, k/v of the m tokens, q @ k^T and attention @ v, output projection."""
-        tokens_in = tokens - 1
-        kept = kept_token_count(tokens_in, keep_rate)
-        if kept >= tokens_in:
-            return 0
-        attn = num_heads * head_dim
-        return 2 * kept * embed_dim * attn + 2 * tokens_in * embed_dim * attn + 2 * kept * tokens_in * attn
-
     def score(self, q: Tensor, k: Tensor, head_mask: Tensor | None, bias: Tensor | None) -> Tensor:
         """Nothing to rank: the centres come from pooling. The keys are handed on unused, at no cost."""
         return k
@@ -106,14 +94,6 @@ class STViTRecovery(STViT):
             return tokens
         image = tokens.aside + tokens.recovery(tokens.aside, tokens.x[:, 1:])  # (B, n, D)
         return Tokens(torch.cat([tokens.x[:, :1], image], dim=1))
-
-    def finish_macs(self, grid_tokens: int, tokens: int, embed_dim: int, num_heads: int, head_dim: int) -> int:
-        """The recovery: q of the n image tokens, k/v of the k semantic ones, both products, output projection."""
-        image, semantic = grid_tokens - 1, tokens - 1
-        if semantic >= image:
-            return 0
-        attn = num_heads * head_dim
-        return 2 * image * embed_dim * attn + 2 * semantic * embed_dim * attn + 2 * image * semantic * attn
 
     def _record(self, tokens: Tokens, image: Tensor, attention: BlockAttention) -> Tokens:
         """The first reduction of the stage sets the image tokens aside with the attention that will recover them."""

@@ -16,34 +16,19 @@ r is fixed by the sequence length and the keep rate, so the whole batch keeps on
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from vitnas.nn.reducers.base import TokenReducer, Tokens, kept_token_count
+from vitnas.nn.reducers.base import TokenReducer, Tokens
+from vitnas.space.reducer_rules import merged_count  # the count is the space's arithmetic; exported here too
 
 __all__ = ["ToMe", "merged_count"]
-
-
-def merged_count(patches: int, keep_rate: float) -> int:
-    """r: tokens merged away among `patches`, to keep ``ceil(keep_rate * n)``, at most the size of set A."""
-    return max(0, min(patches - kept_token_count(patches, keep_rate), math.ceil(patches / 2)))
 
 
 class ToMe(TokenReducer):
     """Bipartite soft matching of the keys; r = n - ceil(keep_rate * n) tokens merge per reduction block."""
 
     name = "tome"
-
-    def tokens_after(self, tokens: int, keep_rate: float) -> int:
-        return tokens - merged_count(tokens - 1, keep_rate)
-
-    def extra_macs(self, tokens: int, keep_rate: float, embed_dim: int, num_heads: int, head_dim: int) -> int:
-        patches = tokens - 1
-        if merged_count(patches, keep_rate) == 0:
-            return 0
-        return math.ceil(patches / 2) * (patches // 2) * head_dim  # similarities of A x B
 
     def score(self, q: Tensor, k: Tensor, head_mask: Tensor | None, bias: Tensor | None) -> Tensor:
         """The keys averaged over (active) heads: (B, N, hd), the matching metric."""

@@ -85,7 +85,7 @@ def _report(args, recipe, space, largest, loader_seconds, step, validation, epoc
     print(f"recipe {args.recipe} ({recipe.sampler.name} sampler, distillation {recipe.distill}), space {space.name}; "
           f"batch {recipe.batch_size}, {steps} steps per epoch; {args.steps} timed steps each, alternating; "
           f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}")
-    macs = vitnas.count_flops(space, largest) / 1e6
+    macs = vitnas.count_macs(space, largest) / 1e6
     print(f"largest sub-network: {macs:.1f} M MACs; loader {loader_seconds * 1e3:.0f} ms per batch (both pay it)")
     print(f"{'':<24}{'supernet':>10}{'largest alone':>15}{'ratio':>8}")
     print(f"{'train step (ms)':<24}{step[0] * 1e3:>10.0f}{step[1] * 1e3:>15.0f}{step[0] / step[1]:>8.2f}")

@@ -34,7 +34,11 @@ def test_train_verb_takes_overrides_after_options(tmp_path, capsys):
     argv = ["train", "tiny32_digits", "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 1
-    assert main(argv) == 2 and "already holds a run" in capsys.readouterr().err
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["epoch"] == 1  # again: continues, nothing to do
+    assert main(argv[:-1]) == 2  # without the data override: another recipe than the run's
+    assert capsys.readouterr().err.endswith(f"vitnas: error: {out}: was started with data.name 'synthetic', not "
+                                            "'digits'; give the same settings to continue it, --fresh to start over, "
+                                            "or another --out\n")
 
 
 def test_eval_verb_scores_an_arch_of_a_trained_run(tmp_path, capsys):

@@ -129,20 +129,24 @@ def finetune(
     given = _Record(str(folder.resolve()), _teacher_folder(teacher), from_scratch,
                     num_classes or source.model.config.num_classes)
     continuing = not fresh and continues(out, ("latest", EXPORT_FOLDER), resume, RecipeError, "a fine-tuning run")
+    record, config = given, None
     if continuing:
         record = _stored_record(out, given, _named_settings(teacher, from_scratch, num_classes) if resume else None)
-        config = None if resume else _recipe(source, recipe, data, overrides)  # --resume: the stored recipe, unchecked
+        if not resume:  # the old --resume continued with the stored recipe, unchecked
+            check_same(_recipe(source, recipe, data, overrides).to_dict(), stored_recipe(out, overrides).to_dict(),
+                       out, RecipeError)
     else:
-        record, config = given, _recipe(source, recipe, data, overrides)
+        config = _recipe(source, recipe, data, overrides)
         if fresh:  # only now: a bad setting must not cost the run it would replace (every rank: none sees it after)
             start_over(out, FINETUNE_FILES)
         if _rank() == 0:
             prepare_directory(out, "--out", CheckpointError)
             write_text_atomically(out / RECORD_FILE, json.dumps(dataclasses.asdict(record), indent=1) + "\n",
                                   CheckpointError)
-    start = dataclasses.replace(source.model.config, num_classes=record.num_classes) if continuing else \
+    start = dataclasses.replace(source.model.config, num_classes=record.num_classes) if config is None else \
         _starting_model(source.model, record, config.seed)  # a continued run's weights come from its checkpoint
-    metrics = train_standalone(start, config, out, resume=resume if continuing else False, overrides=overrides,
+    metrics = train_standalone(start, config, out, resume=continuing,
+                               overrides=overrides if continuing else (),  # a new run's config holds them
                                teacher=_teacher_model(record.teacher), image_size=source.image_size)
     if _rank() == 0:
         _write_export(out, source, record, formats, latency_batches, device)

@@ -32,10 +32,10 @@ The run directory::
 
 The same call again continues the check (`vitnas.train.rundir`: settings other than
 those it began with are refused); it trains no finished arch again, and a half-trained
-run continues from its latest checkpoint. With ``backend="ray"`` the stand-alone runs are Ray tasks, a few at
-a time; a task Ray retries after a worker died resumes its run's checkpoint. Ray is
-imported only on that path, and the run folders must be on a file system every worker
-sees (any single machine).
+run continues from its latest checkpoint. With ``backend="ray"`` the stand-alone runs
+are Ray tasks, a few at a time; a task Ray retries after a worker died resumes its run's
+checkpoint. Ray is imported only on that path, and the run folders must be on a file
+system every worker sees (any single machine).
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ already holds is told from the log, the rest are evaluated. The algorithm is
 deterministic given its results, so a resumed search ends with the uninterrupted
 one's choices. Calling the same search again resumes it (`vitnas.train.rundir`); its
 settings are stored in ``search.json``, and a call with other settings is refused,
-naming the first that differs. The checkpoint and profile paths
-there are relative to the run directory, so a run moved or copied together with them
-resumes. While a Ray search runs on a local Ray it started, ``ray_processes.json``
-names that Ray's processes: should the search be killed, the next search in the
-directory stops what is left of them first.
+naming the first that differs. The checkpoint and profile paths there are relative to
+the run directory, so a run moved or copied together with them resumes. While a Ray
+search runs on a local Ray it started, ``ray_processes.json`` names that Ray's
+processes: should the search be killed, the next search in the directory stops what is
+left of them first.
 
 Fitness is top-1 on the recipe's ``minival`` split (held out of supernet training when
 the recipe says ``data.holdout: true``); the final choices are scored on ``val``.
@@ -177,18 +177,18 @@ def search(
                          options)
     out = Path(out)
     _stop_leftover_ray(out)
-    resume = False if fresh else _check_run_directory(out, settings, resume)
+    continuing = not fresh and _check_run_directory(out, settings, resume)
     _check_backend(backend)
     context = _prepare(settings, profile_other_device)
-    if fresh:  # only now: a bad flag must not cost the search it would replace
-        start_over(out, SEARCH_FILES)
     with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device, out) as evaluator:
+        if fresh:  # only now: a bad flag must not cost the search it would replace
+            start_over(out, SEARCH_FILES)
         prepare_directory(out, "--out", SearchError)  # only now: every check that can fail has passed
-        if not resume:
+        if not continuing:
             stored = _relative_to_run(settings.to_dict(), out)
             write_text_atomically(out / SETTINGS_FILE, json.dumps(stored, indent=1) + "\n", SearchError)
         log = ResultsLog(out / RESULTS_FILE)
-        known = log.read() if resume else {}
+        known = log.read() if continuing else {}
         started = time.perf_counter()
         evaluated = _run(context, evaluator, log, known, out, progress)
         references = _evaluate_references(context, evaluator, log, known)

@@ -60,3 +60,14 @@ def test_stored_settings_that_cannot_be_read_are_one_line(tmp_path):
     path.write_text("{")
     with pytest.raises(SearchError, match=r"search\.json: not a search's settings \(JSONDecodeError: "):
         read_settings(path, SearchError, "a search")
+
+
+def test_holds_checkpoint_tells_a_run_or_checkpoint_folder_from_anything_else(tmp_path):
+    from vitnas.train.checkpoint import holds_checkpoint
+
+    assert not holds_checkpoint(tmp_path) and not holds_checkpoint(tmp_path / "none")
+    (tmp_path / "ckpt-0000001").mkdir()
+    (tmp_path / "ckpt-0000001" / "meta.json").write_text("{}")
+    assert holds_checkpoint(tmp_path / "ckpt-0000001") and not holds_checkpoint(tmp_path)
+    (tmp_path / "latest").write_text("ckpt-0000001\n")
+    assert holds_checkpoint(tmp_path)

@@ -382,9 +382,10 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 def _train_stage(recipe, device: str, paths: _Paths) -> tuple[None, bool]:
     """Trains the supernet, or continues it (`vitnas.train.rundir`: the recipe must be the run's)."""
     from vitnas.train.loop import train
+    from vitnas.train.checkpoint import holds_checkpoint
     from vitnas.train.rundir import check_same, finished_epochs, stored_recipe
 
-    if (paths.supernet / "latest").exists():
+    if holds_checkpoint(paths.supernet):
         check_same(recipe.to_dict(), stored_recipe(paths.supernet).to_dict(), paths.supernet, RunError)
         if finished_epochs(paths.supernet) >= recipe.epochs:
             logger.info("  finished supernet found in %s", paths.supernet)

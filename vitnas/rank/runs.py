@@ -32,6 +32,7 @@ from vitnas.nn.vit import ViTConfig
 from vitnas.nn.vit_config import vit_config
 from vitnas.space.arch import Arch
 from vitnas.space.space import SearchSpace
+from vitnas.train.checkpoint import holds_checkpoint
 from vitnas.train.recipe import Recipe, load_recipe
 from vitnas.train.rundir import finished_epochs, stored_recipe
 from vitnas.train.standalone import train_standalone
@@ -142,7 +143,7 @@ def train_job(job: StandaloneJob, threads: int | None = None) -> tuple[float, st
     if threads is not None:
         torch.set_num_threads(threads)  # a Ray worker process of its own: one thread per reserved CPU
     started, run = time.perf_counter(), Path(job.run)
-    resume = (run / "latest").is_file()
+    resume = holds_checkpoint(run)
     if not resume and run.exists():
         shutil.rmtree(run)  # killed before its first checkpoint: its partial metrics log would mislead
     config = ViTConfig.from_dict(job.model)

@@ -8,9 +8,13 @@ restarting its workers, a requeued cluster job, a Ray task retried): the same co
 run again, must not fail on its own output. The settings a run began with are stored in
 it; a call with other settings is refused in one line naming the first field that
 differs, because continuing a run with settings it did not start with would mix two
-experiments in one folder. ``--fresh`` deletes the verb's own files in ``--out`` and
-starts over; ``--resume``, which every verb but ``run`` once needed, is still accepted
-and insists there is a run to continue.
+experiments in one folder. A training's ``key=value`` overrides are the exception by
+design: they apply to the stored recipe as to the given one (``epochs=N`` extends a
+run). ``--fresh`` deletes the verb's own files in ``--out`` and starts over, once every
+other setting has been checked. ``--resume``, which every verb but ``run`` once needed,
+is still accepted and insists there is a run to continue; for ``train`` and
+``finetune`` it also keeps its old meaning of continuing with the stored recipe
+whatever recipe the command names.
 
 In Python the same rule is ``resume=None`` (the default): continue a run if ``out``
 holds one, else start. ``resume=True`` requires a run; ``resume=False`` refuses one (as

@@ -89,7 +89,8 @@ def _search(args: argparse.Namespace) -> int:
                     params=args.params, algorithm=args.algorithm, backend=args.backend, workers=args.workers,
                     gpus_per_worker=args.gpus_per_worker, ray_address=args.ray_address,
                     generations=args.generations, population=args.population, seed=args.seed,
-                    resume=resume_flag(args), fresh=args.fresh, device=args.device, profile_other_device=args.profile_other_device, verify=not args.no_verify,
+                    resume=resume_flag(args), fresh=args.fresh, device=args.device,
+                    profile_other_device=args.profile_other_device, verify=not args.no_verify,
                     **options)
     print(format_table(result))
     return 0

@@ -38,8 +38,8 @@ from vitnas.train.recipe import Recipe, load_recipe
 from vitnas.util.atomic import reporting_disk_full, write_text_atomically
 from vitnas.util.yamlfile import read_yaml
 
-__all__ = ["CheckpointError", "MODEL_FILE", "finished_epochs", "holds_checkpoint", "latest_checkpoint", "load_checkpoint",
-           "load_supernet", "save_checkpoint"]
+__all__ = ["CheckpointError", "MODEL_FILE", "finished_epochs", "holds_checkpoint", "latest_checkpoint",
+           "load_checkpoint", "load_supernet", "save_checkpoint"]
 
 
 MODEL_FILE = "model.json"  # standalone runs: the trained model's ViTConfig, in place of space.yaml

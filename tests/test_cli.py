@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 import vitnas
 from vitnas.cli import main
@@ -34,7 +36,47 @@ def test_train_verb_takes_overrides_after_options(tmp_path, capsys):
     argv = ["train", "tiny32_digits", "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 1
-    assert main(argv) == 2 and "already holds a run" in capsys.readouterr().err
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["epoch"] == 1  # again: continues, nothing to do
+    assert main(argv[:-1]) == 2  # without the data override: another recipe than the run's
+    assert capsys.readouterr().err.endswith(f"vitnas: error: {out}: was started with data.name 'synthetic', not "
+                                            "'digits'; give the same settings to continue it, --fresh to start over, "
+                                            "or another --out\n")
+
+
+RUN_VERBS = ("train", "finetune", "search", "rank-check", "run")  # the verbs that write a run directory
+
+
+@pytest.mark.parametrize("verb", RUN_VERBS)
+def test_every_verb_with_a_run_directory_states_the_one_convention_and_takes_fresh(verb):
+    from vitnas.cli import _parser
+    from vitnas.train.cli import CONVENTION
+
+    [verbs] = [action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    parser = verbs.choices[verb]
+    flags = {option for action in parser._actions for option in action.option_strings}
+    assert CONVENTION in parser.description and "--fresh" in flags
+    assert ("--resume" in flags) == (verb != "run")  # kept where it was; run never had it
+
+
+def test_a_run_of_other_settings_is_refused_in_one_line_naming_the_field_before_any_work(tmp_path, capsys):
+    """train and search: the stored settings are read and compared before any data or weights are touched."""
+    from vitnas.train.recipe import load_recipe
+
+    run, folder = tmp_path / "run", tmp_path / "run" / "ckpt-0000001"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text('{"epoch": 1, "step": 1}')
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(load_recipe("tiny32_digits", ["optimizer.lr=0.5"]).to_dict()))
+    (run / "latest").write_text("ckpt-0000001\n")
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "search.json").write_text(json.dumps({"checkpoint": str(run), "flops": [2.0], "config": {}}))
+    searching = ["search", "--checkpoint", str(run), "--out", str(search), "--flops", "1"]
+    for argv, out, field in ((["train", "tiny32_digits", "--out", str(run)], run, "optimizer.lr 0.5, not 0.003"),
+                             (searching, search, "flops [2.0], not [1.0]"),
+                             ([*searching, "--resume"], search, "flops [2.0], not [1.0]")):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (f"vitnas: error: {out}: was started with {field}; give the same "
+                                           "settings to continue it, --fresh to start over, or another --out\n")
 
 
 def test_eval_verb_scores_an_arch_of_a_trained_run(tmp_path, capsys):

@@ -209,7 +209,7 @@ def test_load_onto_a_device_this_machine_lacks_is_one_line(export_folder, no_cud
 # -- Ctrl-C -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow  # a fresh interpreter training until its first checkpoint
-def test_ctrl_c_during_training_names_the_last_checkpoint_and_resume(tmp_path):
+def test_ctrl_c_during_training_names_the_last_checkpoint_and_says_to_run_it_again(tmp_path):
     import signal
     import subprocess
     import sys
@@ -240,7 +240,7 @@ def test_ctrl_c_during_training_names_the_last_checkpoint_and_resume(tmp_path):
     line = err.replace("\r", "\n").splitlines()[-1]
     assert process.returncode == 130, err[-2000:]
     assert line == (f"vitnas: interrupted: the last checkpoint is {last['folder']} (epoch {last['meta']['epoch']}): "
-                    f"continue with the same command, with --resume")
+                    f"run the same command again to continue")
     assert "Traceback" not in err and 1 <= last["meta"]["epoch"] < 500
 
 
@@ -248,7 +248,7 @@ def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-def test_ctrl_c_during_a_search_counts_the_kept_results_and_names_resume(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_during_a_search_counts_the_kept_results_and_says_to_run_it_again(tmp_path, monkeypatch, capsys):
     def search_then_interrupt(checkpoint, out, **kwargs):
         (out / "search.json").write_text("{}")
         (out / "results.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a"')  # two results and one cut short
@@ -260,14 +260,14 @@ def test_ctrl_c_during_a_search_counts_the_kept_results_and_names_resume(tmp_pat
                         lambda checkpoint, out, **kwargs: search_then_interrupt(checkpoint, Path(out)))
     assert main(["search", "--checkpoint", str(tmp_path), "--out", str(out), "--flops", "1"]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: 2 evaluations are kept in {out}/results.jsonl: "
-                                       f"continue with the same command, with --resume\n")
+                                       f"run the same command again to continue\n")
 
 
 def test_ctrl_c_during_a_run_says_to_run_it_again(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(importlib.import_module("vitnas.pipeline.stages"), "run", _interrupt)
     assert main(["run", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: finished stages, and the training or search under "
-                                       f"way, are kept in {tmp_path / 'r'}: run the same command again to resume\n")
+                                       f"way, are kept in {tmp_path / 'r'}: run the same command again to continue\n")
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path, monkeypatch, capsys):

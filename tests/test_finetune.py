@@ -89,7 +89,7 @@ def test_stopping_after_epoch_one_and_resuming_gives_identical_weights(source, t
     shutil.rmtree(run / sorted(p.name for p in run.glob("ckpt-*"))[-1])
     shutil.rmtree(run / "export")
     assert load_checkpoint(run)["meta"]["epoch"] == 1
-    vitnas.finetune(source, run, resume=True, **QUIET)
+    vitnas.finetune(source, run, overrides=settings, **QUIET)  # the same call again continues the run
     for part in ("model", "ema"):
         straight, resumed = load_checkpoint(tmp_path / "straight")[part], load_checkpoint(run)[part]
         assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -155,16 +155,24 @@ def test_new_head_for_data_with_other_classes(source, tmp_path):
     assert config["params"] == sum(v.numel() for v in trained.values())
 
 
-def test_cli_finetunes_refuses_a_second_run_and_resumes(source, tmp_path, capsys):
+def test_cli_finetunes_continues_refuses_other_settings_and_starts_over(source, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["finetune", str(source), "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["epoch"] == 1 and result["export"] == str(out / "export")
     assert [m["batch"] for m in config_of(out / "export")["latency"]] == [1, 64]  # timed at export by default
-    assert main(argv) == 2 and "already holds a run: pass --resume" in capsys.readouterr().err
-    assert main([*argv, "--resume"]) == 0  # finished: the export is written again, nothing trains
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["val_top1"] == result["val_top1"]
+    finished = load_checkpoint(out)["folder"]
+    for again in (argv, [*argv, "--resume"]):  # finished: the export is written again, nothing trains
+        assert main(again) == 0 and load_checkpoint(out)["folder"] == finished
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["val_top1"] == result["val_top1"]
+    assert main([*argv, "--from-scratch"]) == 2
+    assert capsys.readouterr().err.endswith(f"{out}: was started with from_scratch False, not True; give the same "
+                                            "settings to continue it, --fresh to start over, or another --out\n")
+    assert main([*argv, "--data", "digits"]) == 2  # the recipe is checked too (overrides apply to the stored one)
+    assert "was started with data.name 'synthetic', not 'digits'" in capsys.readouterr().err
+    assert main([*argv, "--from-scratch", "--fresh", "--latency-batch"]) == 0
+    assert json.loads((out / "finetune.json").read_text())["from_scratch"] is True
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +191,7 @@ def recipeless(tmp_path_factory, supernets, spaces) -> Path:
     (["SOURCE", "--out", "OUT", "--data", "NOWHERE"], r"imagefolder: NOWHERE/train not found"),
     (["SOURCE", "--out", "OUT", "--teacher", "NOWHERE"], r"NOWHERE: no such directory"),
     (["SOURCE", "--out", "OUT", "--teacher", "TEACHER", "distill=false"], r"distill: false, but a teacher was given"),
-    (["SOURCE", "--out", "OUT", "--resume"], r"OUT: no such directory"),
+    (["SOURCE", "--out", "OUT", "--resume"], r"--resume: nothing to resume in OUT \(no latest or export\)"),
     (["SOURCE", "--out", "OUT", "--num-classes", "0"], r"num_classes: expected a positive integer, got 0"),
     (["SOURCE", "--out", "OUT", "--recipe", "RECIPE"], r"data: the recipe trains on synthetic but .* was trained on "
                                                        r"digits; pass --data"),
@@ -226,8 +234,11 @@ def test_train_standalone_trains_a_config_and_resumes_only_the_same_model(tmp_pa
     other = vitnas.vit_config(space, space.largest())
     with pytest.raises(CheckpointError, match=r"holds another model, not this run's model \(model\.json differs\)"):
         train_standalone(other, None, tmp_path / "run", resume=True)
-    with pytest.raises(RecipeError, match=r"already holds a run: pass --resume"):
-        train_standalone(config, recipe, tmp_path / "run")
+    assert train_standalone(config, recipe, tmp_path / "run") == metrics  # the same call continues: nothing to do
+    with pytest.raises(RecipeError, match=r"was started with epochs 1, not 2; give the same settings"):
+        train_standalone(config, load_recipe("tiny32_digits", SYNTHETIC), tmp_path / "run")
+    with pytest.raises(RecipeError, match=r"already holds a run: leave resume unset to continue it"):
+        train_standalone(config, recipe, tmp_path / "run", resume=False)
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:

@@ -128,9 +128,10 @@ def test_fresh_starts_over(finished, tmp_path):
 
 
 def test_other_recipe_or_budgets_on_a_finished_run_are_refused(finished, capsys):
-    with pytest.raises(RunError, match=r"supernet: trained with another recipe \(epochs differs\); pass --fresh"):
+    with pytest.raises(RunError, match=r"supernet: was started with epochs 2, not 3; give the same settings to "
+                                       r"continue it, --fresh to start over, or another --out$"):
         run(RunSettings(out=str(finished.out), **{**SMALL, "overrides": ("epochs=3", "sampler.name=single")}))
-    with pytest.raises(RunError, match=r"searched under other budgets .* pass --fresh"):
+    with pytest.raises(RunError, match=r"search: was started with latency_ms \[.*\], not \[123\.0\]; .* --fresh"):
         run(RunSettings(out=str(finished.out), latency_ms=(123.0,), **SMALL))
 
 

@@ -181,16 +181,32 @@ def test_resume_trains_nothing_finished_and_continues_a_half_trained_run(checked
         return train_standalone(model, recipe, run_dir, **kwargs)
 
     monkeypatch.setattr(RUNS, "train_standalone", record)
-    resumed = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, progress=False)
+    resumed = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, progress=False)  # the same call again
     assert calls == [(run, True, None)]  # only arch 1, from its checkpoint, with its stored recipe
     finished, original = load_checkpoint(run), load_checkpoint(checked.out / "runs" / "1")
     assert finished["meta"]["epoch"] == EPOCHS  # the deleted last epoch was trained again ...
     assert all(torch.equal(finished["model"][k], v) for k, v in original["model"].items())  # ... exactly
     assert resumed.records[1].standalone_top1 == checked.records[1].standalone_top1
-    with pytest.raises(RankCheckError, match=r"^--resume: archs is 5, but the check in .* was started with 4"):
-        rank_check(supernet_run, out, archs=5, epochs=EPOCHS, resume=True, progress=False)
-    with pytest.raises(RankCheckError, match="already holds a rank check: pass --resume"):
-        rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, progress=False)
+    with pytest.raises(RankCheckError, match=rf"^{out}: was started with archs 4, not 5; give the same settings to "
+                                             r"continue it, --fresh to start over, or another --out$"):
+        rank_check(supernet_run, out, archs=5, epochs=EPOCHS, progress=False)
+    with pytest.raises(RankCheckError, match="already holds a rank check: leave resume unset to continue it"):
+        rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=False, progress=False)
+
+
+def test_fresh_starts_the_check_over_once_every_setting_has_passed(checked, supernet_run, tmp_path):
+    out = copy_of(checked, tmp_path)
+    (out / "notes.txt").write_text("mine")
+    before = (out / "rank_check.json").read_text()
+    with pytest.raises(RankCheckError, match=r"bin"):  # the draw fails after the run directory was looked at
+        rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, split="minival", max_draws=1, fresh=True,
+                   progress=False)
+    assert (out / "rank_check.json").read_text() == before and (out / "runs" / "1" / "latest").is_file()
+    again = rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, split="minival", fresh=True,
+                       reuse=[checked.out], progress=False)  # the same archs' runs are taken from `checked`
+    assert again.resumed == 0 and json.loads((out / "rank_check.json").read_text())["settings"]["split"] == "minival"
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # the old runs went; none were needed
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_cli_prints_the_summary(checked, supernet_run, tmp_path, capsys):
@@ -282,7 +298,7 @@ def test_a_second_seed_reuses_the_first_checks_runs_and_reports_the_seed_tau(che
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seed_tau"] == (None if math.isnan(tau) else pytest.approx(tau, abs=1e-12))
     assert "Kendall tau between stand-alone seeds" in format_rank_check(result)
-    with pytest.raises(RankCheckError, match=r"^--resume: seeds is 1, but the check in .* was started with 2"):
+    with pytest.raises(RankCheckError, match=r"was started with seeds 2, not 1; give the same settings"):
         rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=True, progress=False)
 
 

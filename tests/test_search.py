@@ -81,7 +81,7 @@ def test_same_seed_same_choices_and_resume_of_a_finished_run_evaluates_nothing(f
     again = vitnas.search(checkpoint, tmp_path / "again", flops=FLOPS, params=0.06, progress=False, **SMALL)
     assert [c.to_dict() for c in again.choices] == [c.to_dict() for c in finished.choices]
     lines = (tmp_path / "again" / "results.jsonl").read_text()
-    resumed = search(checkpoint, tmp_path / "again", flops=FLOPS, params=0.06, progress=False, resume=True, **SMALL)
+    resumed = search(checkpoint, tmp_path / "again", flops=FLOPS, params=0.06, progress=False, **SMALL)  # again
     assert (tmp_path / "again" / "results.jsonl").read_text() == lines  # everything replayed from the log
     assert resumed.replayed == len(lines.splitlines()) and resumed.choices == again.choices
 
@@ -131,8 +131,8 @@ def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(fini
     again = search(tmp_path / "after" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
                    **SMALL)
     assert again.replayed == 8 + 2 * 8 + 2 and again.choices == finished.choices  # candidates and the references
-    with pytest.raises(SearchError, match=r"--resume: checkpoint is '.*/before/supernet', but the run in .* was "
-                                          r"started with '.*/after/supernet'"):
+    with pytest.raises(SearchError, match=r"search: was started with checkpoint '.*/after/supernet', not "
+                                          r"'.*/before/supernet'; give the same settings"):
         search(tmp_path / "before" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
                **SMALL)
 
@@ -152,7 +152,7 @@ def test_infeasible_budget_is_one_line_and_writes_nothing(checkpoint, tmp_path, 
     (dict(latency_ms=4.0), r"--latency-ms needs --profile"),
     (dict(backend="slurm"), r"backend: unknown 'slurm' \(known: local, ray\)"),
     (dict(flops=-1.0), r"flops: expected positive numbers, got -1.0"),
-    (dict(resume=True), r"--resume: .* holds no search to resume"),
+    (dict(resume=True), r"--resume: nothing to resume in .* \(no search\.json or results\.jsonl\)"),
     (dict(search_images=50), r"--search-images: digits' minival is a fixed 10% of its train split"),
 ])
 def test_bad_search_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, change, message):
@@ -163,12 +163,25 @@ def test_bad_search_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, c
     assert "\n" not in str(error.value) and not (out / "results.jsonl").exists() and not (out / "search.json").exists()
 
 
-def test_a_finished_search_is_never_overwritten_and_resume_needs_the_same_settings(finished, checkpoint):
-    with pytest.raises(SearchError, match=r"already holds a search: pass --resume"):
-        search(checkpoint, finished.out, flops=FLOPS, params=0.06, progress=False, **SMALL)
-    with pytest.raises(SearchError, match=r"--resume: flops is \[0\.003\], but the run .* was started with "
-                                          r"\[0\.002, 0\.006\]"):
-        search(checkpoint, finished.out, flops=0.003, params=0.06, progress=False, resume=True, **SMALL)
+def test_a_finished_search_refuses_other_settings_and_fresh_starts_over(finished, checkpoint, tmp_path):
+    """The run-directory convention: the same call continues (above), other settings are refused, --fresh restarts."""
+    with pytest.raises(SearchError, match=rf"^{finished.out}: was started with flops \[0\.002, 0\.006\], not "
+                                          r"\[0\.003\]; give the same settings to continue it, --fresh to start "
+                                          r"over, or another --out$"):
+        search(checkpoint, finished.out, flops=0.003, params=0.06, progress=False, **SMALL)
+    with pytest.raises(SearchError, match=r"was started with config\.generations 3, not 4"):
+        search(checkpoint, finished.out, flops=FLOPS, params=0.06, progress=False, **{**SMALL, "generations": 4})
+    with pytest.raises(SearchError, match=r"already holds a search: leave resume unset to continue it"):
+        search(checkpoint, finished.out, flops=FLOPS, params=0.06, progress=False, resume=False, **SMALL)
+    out = tmp_path / "run"
+    shutil.copytree(finished.out, out)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(VitnasError, match=r"no sub-network meets it"):  # found late, it still costs nothing
+        search(checkpoint, out, flops=0.0001, progress=False, fresh=True, **SMALL)
+    assert (out / "best.json").read_text() == (finished.out / "best.json").read_text()
+    again = search(checkpoint, out, flops=0.003, params=0.06, progress=False, fresh=True, **SMALL)
+    assert again.replayed == 0 and json.loads((out / "search.json").read_text())["flops"] == [0.003]
+    assert (out / "notes.txt").read_text() == "mine"  # --fresh deletes the search's own files only
 
 
 def test_ray_backend_without_ray_is_one_line(checkpoint, tmp_path, monkeypatch):

@@ -222,11 +222,26 @@ def test_duplicate_keys_in_a_recipe_file_are_refused(tmp_path):
         load_recipe(path)
 
 
-def test_existing_run_is_never_overwritten(tmp_path):
-    train(dict(TINY, epochs=1), tmp_path / "run")
-    with pytest.raises(RecipeError, match=r"already holds a run: pass --resume"):
-        train(dict(TINY, epochs=1), tmp_path / "run")
-    assert train(dict(TINY, epochs=1), tmp_path / "run", resume=True)["epoch"] == 1  # finished: nothing to do
+def test_the_same_call_continues_another_recipe_is_refused_and_fresh_starts_over(tmp_path):
+    """The run-directory convention (`vitnas.train.rundir`): a run is never overwritten by accident."""
+    run, one_epoch = tmp_path / "run", dict(TINY, epochs=1)
+    train(one_epoch, run)
+    finished = load_checkpoint(run)["folder"]
+    assert train(one_epoch, run)["epoch"] == 1 and load_checkpoint(run)["folder"] == finished  # nothing trains again
+    other = dict(one_epoch, optimizer={"lr": 2e-3, "lr_per_512": None})
+    with pytest.raises(RecipeError, match=rf"^{run}: was started with optimizer\.lr 0\.001, not 0\.002; give the "
+                                          r"same settings to continue it, --fresh to start over, or another --out$"):
+        train(other, run)
+    with pytest.raises(RecipeError, match=r"already holds a run: leave resume unset to continue it"):
+        train(one_epoch, run, resume=False)  # what the default was before
+    assert train(one_epoch, run, overrides=["epochs=2"])["epoch"] == 2  # an override applies to the stored recipe
+    (run / "notes.txt").write_text("mine")
+    assert train(other, run, fresh=True)["epoch"] == 1  # starts over with the other recipe
+    assert finished_epochs(run) == 1 and load_checkpoint(run)["recipe"].optimizer.lr == 2e-3
+    assert (run / "notes.txt").read_text() == "mine"  # --fresh deletes the run's own files only
+    assert '"epoch": 2' not in (run / "metrics.jsonl").read_text()  # the extended run's log went with it
+    with pytest.raises(RecipeError, match=rf"^--resume: nothing to resume in {tmp_path / 'none'} \(no latest\)"):
+        train(one_epoch, tmp_path / "none", resume=True)
 
 
 @pytest.mark.parametrize("name", ["tiny32_digits", "tiny32_reducers_digits", "fmnist28_fmnist", "deit_small_supervit",

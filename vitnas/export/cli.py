@@ -103,7 +103,9 @@ def _eval(args: argparse.Namespace) -> int:
                                  device=device, point=args.point)
         print(json.dumps(result))
         return 0
-    if folder.is_dir() and not any((folder / name).is_file() for name in ("latest", "meta.json")):
+    from vitnas.train.checkpoint import holds_checkpoint
+
+    if folder.is_dir() and not holds_checkpoint(folder):
         raise CheckpointError(f"{folder}: neither an export folder (no {CONFIG_FILE}) nor a supernet run "
                               f"or checkpoint (no 'latest' file or meta.json)")
     if args.point is not None:

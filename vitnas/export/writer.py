@@ -175,16 +175,15 @@ def _open(checkpoint: str | Path | SuperViT, use_ema: bool,
         config = parse_data(data) if data is not None else None
         source = {"space": checkpoint.space.name, "checkpoint": None, "ema": False}
         return checkpoint.eval(), checkpoint.space, config, {**source, "data": config.name if config else None}
-    from vitnas.train.checkpoint import CheckpointError, latest_checkpoint, load_supernet
-    from vitnas.train.recipe import load_recipe
-    from vitnas.util.yamlfile import read_yaml
+    from vitnas.train.checkpoint import latest_checkpoint, load_supernet
+    from vitnas.train.rundir import stored_recipe
 
     folder = latest_checkpoint(Path(checkpoint))
     if use_ema and not (folder / "ema.safetensors").is_file():
         raise ExportError(f"{folder}: has no EMA weights (it was trained without ema_decay); export without --ema")
     supernet, space = load_supernet(folder, use_ema=use_ema)
     config = parse_data(data) if data is not None else \
-        load_recipe(read_yaml(folder / "recipe.yaml", CheckpointError)).data
+        stored_recipe(folder).data
     source = {"space": space.name, "checkpoint": str(folder), "ema": use_ema, "data": config.name}
     return supernet, space, config, source
 

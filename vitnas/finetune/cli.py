@@ -9,7 +9,7 @@ import argparse
 import json
 from typing import Any
 
-from vitnas.train.cli import last_checkpoint
+from vitnas.train.cli import CONVENTION, add_run_flags, last_checkpoint, resume_flag
 
 __all__ = ["register"]
 
@@ -21,16 +21,17 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "finetune", help="retrain or fine-tune an exported model standalone, and export the result",
         description="Trains the model of an export folder on its own (optionally distilled from a supernet's "
-                    "largest sub-network) with a training recipe: checkpoints, exact --resume and torchrun as "
+                    "largest sub-network) with a training recipe: checkpoints, exact resume and torchrun as "
                     "in vitnas train. Writes OUT/export, an export folder recording the fine-tune and its "
-                    "validation top-1. Recipe overrides (key=value) may follow the options.")
+                    f"validation top-1. Recipe overrides (key=value) may follow the options. {CONVENTION}")
     parser.add_argument("folder", metavar="DIR", help="export folder (vitnas export --out)")
     parser.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, export/")
     parser.add_argument("--recipe", default=None,
                         help="recipe YAML or shipped name (default: the recipe DIR's supernet was trained with)")
     parser.add_argument("--data", default=None,
                         help="digits, cifar10:/path, cifar100:/path or an ImageFolder root (default: the recipe's)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_run_flags(parser, "kept for old scripts (continuing is the default): refuses an --out without a run, and "
+                          "continues with the recipe the run stored, checking only the settings given")
     parser.add_argument("--teacher", default=None, metavar="CKPT",
                         help="supernet run or checkpoint: distil from its largest sub-network")
     parser.add_argument("--from-scratch", action="store_true", help="re-initialise the weights before training")
@@ -50,8 +51,8 @@ def _finetune(args: argparse.Namespace) -> int:
     from vitnas.finetune.tune import finetune
 
     metrics = finetune(args.folder, args.out, data=args.data, recipe=args.recipe, overrides=args.overrides,
-                       resume=args.resume, teacher=args.teacher, from_scratch=args.from_scratch,
-                       num_classes=args.num_classes, formats=args.formats, latency_batches=args.latency_batch,
-                       device=args.device)
+                       resume=resume_flag(args), fresh=args.fresh, teacher=args.teacher,
+                       from_scratch=args.from_scratch, num_classes=args.num_classes, formats=args.formats,
+                       latency_batches=args.latency_batch, device=args.device)
     print(json.dumps(metrics))
     return 0

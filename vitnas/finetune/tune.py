@@ -46,6 +46,7 @@ from vitnas.nn.vit import ViT, ViTConfig
 from vitnas.space.arch import Arch
 from vitnas.train.checkpoint import MODEL_FILE, CheckpointError, latest_checkpoint, load_checkpoint, load_supernet
 from vitnas.train.recipe import Recipe, RecipeError, load_recipe
+from vitnas.train.rundir import TRAINING_FILES, check_same, continues, read_settings, start_over, stored_recipe
 from vitnas.train.standalone import train_standalone
 from vitnas.util.atomic import prepare_directory, staged_folder, write_text_atomically
 
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 EXPORT_FOLDER = "export"  # OUT/export: the fine-tuned model's export folder
 RECORD_FILE = "finetune.json"  # OUT/finetune.json: what the run fine-tunes, read again on resume
+FINETUNE_FILES = (*TRAINING_FILES, RECORD_FILE, EXPORT_FOLDER)  # what --fresh deletes
 SPLIT = "val"  # the split the final top-1 is measured on (never trained on)
 
 
@@ -75,7 +77,8 @@ def finetune(
     data: str | Path | DataConfig | None = None,
     recipe: str | Path | Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
-    resume: bool = False,
+    resume: bool | None = None,
+    fresh: bool = False,
     teacher: str | Path | None = None,
     from_scratch: bool = False,
     num_classes: int | None = None,
@@ -93,9 +96,14 @@ def finetune(
         recipe: recipe file, shipped name or dict; default: the recipe of the supernet `folder`
             was exported from. Its ``space`` and ``sampler`` do not apply (one network trains).
         overrides: ``key=value`` recipe overrides, e.g. ``epochs=5 optimizer.lr=1e-4``.
-        resume: continue the run in `out` with its stored recipe and settings (`recipe` and
-            `data` are not read; `overrides` still apply, e.g. ``epochs=`` to extend). A finished
-            run only has its export written again.
+        resume: None (default): continue the run in `out` if it holds one, else start
+            (`vitnas.train.rundir`: every setting, the recipe with `data` and `overrides`
+            included, must be the one it began with; `overrides` apply to the stored recipe,
+            e.g. ``epochs=`` extends it). True (the old ``--resume``): `out` must hold a run,
+            which continues with its stored recipe (`recipe` and `data` are not read) and only
+            the settings named here are checked. False: `out` must not hold a run. A
+            finished run only has its export written again.
+        fresh: delete the run's files in `out` (once every setting has been checked) and start over.
         teacher: a supernet run or checkpoint: distil from its largest sub-network's soft labels.
         from_scratch: re-initialise the weights first (stand-alone retraining of the arch).
         num_classes: train a new head of this many classes (for data with other classes).
@@ -108,29 +116,37 @@ def finetune(
 
     Raises:
         ExportError: `folder` is missing or not a readable export folder (`vitnas.load`'s errors).
-        RecipeError: `out` already holds a run (without `resume`), no recipe can be found, a
-            malformed recipe or override, data with another class count than the head.
-        CheckpointError: a bad teacher, or `resume` without a run in `out`.
+        RecipeError: `out` holds a run of other settings (any run, with ``resume=False``; none,
+            with ``resume=True``), no recipe can be found, a malformed recipe or override,
+            data with another class count than the head.
+        CheckpointError: a bad teacher, or a damaged run in `out`.
         DataError: the data cannot be found or read. All are one line.
     """
     folder, out = Path(folder), Path(out)
     check_settings(formats, latency_batches, TOLERANCE)
     source = _Source.read(folder)
-    if resume:
-        record, config = _resumed(folder, out, teacher, from_scratch, num_classes), None
+    _check_classes(num_classes)
+    given = _Record(str(folder.resolve()), _teacher_folder(teacher), from_scratch,
+                    num_classes or source.model.config.num_classes)
+    continuing = not fresh and continues(out, ("latest", EXPORT_FOLDER), resume, RecipeError, "a fine-tuning run")
+    record, config = given, None
+    if continuing:
+        record = _stored_record(out, given, _named_settings(teacher, from_scratch, num_classes) if resume else None)
+        if not resume:  # the old --resume continued with the stored recipe, unchecked
+            check_same(_recipe(source, recipe, data, overrides).to_dict(), stored_recipe(out, overrides).to_dict(),
+                       out, RecipeError)
     else:
-        _check_fresh(out)
-        _check_classes(num_classes)
-        record = _Record(str(folder.resolve()), _teacher_folder(teacher), from_scratch,
-                         num_classes or source.model.config.num_classes)
         config = _recipe(source, recipe, data, overrides)
+        if fresh:  # only now: a bad setting must not cost the run it would replace (every rank: none sees it after)
+            start_over(out, FINETUNE_FILES)
         if _rank() == 0:
             prepare_directory(out, "--out", CheckpointError)
             write_text_atomically(out / RECORD_FILE, json.dumps(dataclasses.asdict(record), indent=1) + "\n",
                                   CheckpointError)
-    start = _starting_model(source.model, record, config.seed) if config is not None else \
-        dataclasses.replace(source.model.config, num_classes=record.num_classes)  # weights come from the checkpoint
-    metrics = train_standalone(start, config, out, resume=resume, overrides=overrides if resume else (),
+    start = dataclasses.replace(source.model.config, num_classes=record.num_classes) if config is None else \
+        _starting_model(source.model, record, config.seed)  # a continued run's weights come from its checkpoint
+    metrics = train_standalone(start, config, out, resume=continuing,
+                               overrides=overrides if continuing else (),  # a new run's config holds them
                                teacher=_teacher_model(record.teacher), image_size=source.image_size)
     if _rank() == 0:
         _write_export(out, source, record, formats, latency_batches, device)
@@ -172,27 +188,26 @@ def _check_classes(num_classes: int | None) -> None:
         raise RecipeError(f"num_classes: expected a positive integer, got {num_classes!r}")
 
 
-def _check_fresh(out: Path) -> None:
-    if (out / "latest").exists() or (out / EXPORT_FOLDER).exists():
-        raise RecipeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+def _named_settings(teacher: str | Path | None, from_scratch: bool, num_classes: int | None) -> set[str]:
+    """The record fields a call names (the old ``--resume`` checked only these): unnamed ones are the run's."""
+    named = {"source"}
+    named |= {"teacher"} if teacher is not None else set()
+    named |= {"from_scratch"} if from_scratch else set()
+    return named | ({"num_classes"} if num_classes is not None else set())
 
 
-def _resumed(folder: Path, out: Path, teacher: str | Path | None, from_scratch: bool,
-             num_classes: int | None) -> _Record:
-    """The record of the run in `out`; settings given again must agree with it."""
+def _stored_record(out: Path, given: _Record, named: set[str] | None) -> _Record:
+    """The record of the run in `out`; the settings of this call (only those `named`, if given) must agree with it."""
     latest_checkpoint(out)  # no run: one CheckpointError line
     path = out / RECORD_FILE
     try:
-        record = _Record(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as error:
+        record = _Record(**read_settings(path, CheckpointError, "a fine-tuning run"))
+    except TypeError as error:
         raise CheckpointError(f"{path}: cannot be read ({error}); is {out} a fine-tuning run?") from None
-    given = {"folder": str(folder.resolve()), "teacher": _teacher_folder(teacher) if teacher else None,
-             "from_scratch": from_scratch or None, "num_classes": num_classes}
-    stored = {"folder": record.source, "teacher": record.teacher, "from_scratch": record.from_scratch,
-              "num_classes": record.num_classes}
-    for name, value in given.items():
-        if value is not None and value != stored[name]:
-            raise RecipeError(f"{out} was started with {name} {stored[name]}, not {value}: resume it as it began")
+    mine, theirs = dataclasses.asdict(given), dataclasses.asdict(record)
+    if named is not None:
+        mine = {key: value for key, value in mine.items() if key in named}
+    check_same(mine, {key: theirs[key] for key in mine}, out, RecipeError)
     return record
 
 
@@ -202,11 +217,13 @@ def _recipe(source: _Source, recipe: str | Path | Mapping[str, Any] | None, data
     provenance = source.config.get("source") or {}
     if recipe is None:  # the supernet's own recipe: its data is the model's training data
         checkpoint = provenance.get("checkpoint")
-        stored = Path(checkpoint) / "recipe.yaml" if checkpoint else None
-        if stored is None or not stored.is_file():
+        try:
+            config = stored_recipe(Path(checkpoint), overrides) if checkpoint else None
+        except CheckpointError:
+            config = None
+        if config is None:
             raise RecipeError(f"{source.folder}: no recipe to reuse (config.json source.checkpoint {checkpoint!r} "
                               "holds no recipe.yaml); pass --recipe")
-        config = load_recipe(stored, overrides)
     else:
         config = load_recipe(recipe, overrides)
     if data is not None:

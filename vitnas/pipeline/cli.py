@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vitnas.train.cli import CONVENTION
+
 __all__ = ["register"]
 
 
@@ -14,7 +16,7 @@ def register(subparsers: Any) -> None:
         "run", help="the whole path: train, latency profile, search, export, evaluate (resumable)",
         description="Trains a supernet, profiles this device, searches under two latency budgets and one MACs "
                     "budget, exports the best sub-network per budget and an elastic bundle, and evaluates the "
-                    "exports. Re-running resumes finished stages.")
+                    f"exports. Finished stages are skipped when it runs again. {CONVENTION}")
     run.add_argument("--out", default="vitnas-run", help="output directory (default: ./vitnas-run)")
     run.add_argument("--fresh", action="store_true", help="delete this run's artefacts in --out and start over")
     run.add_argument("--recipe", default="tiny32_digits", help="training recipe (default: tiny32_digits)")
@@ -47,7 +49,7 @@ def register(subparsers: Any) -> None:
 
 def _stages_kept(args: argparse.Namespace) -> str:
     return (f"finished stages, and the training or search under way, are kept in {args.out}: "
-            f"run the same command again to resume")
+            f"run the same command again to continue")
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,11 +280,10 @@ def _device(device: str | None) -> str:
 
 def _start_over(artefacts: Sequence[Path], out: Path | None = None) -> None:
     """Deletes these artefacts of earlier calls (only those, never other files under ``out``); `out`: say so."""
+    from vitnas.train.rundir import start_over
+
     for path in artefacts:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        start_over(path.parent, [path.name])
     if out is not None:
         logger.info("--fresh: starting over in %s", out)
 
@@ -382,29 +380,18 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _train_stage(recipe, device: str, paths: _Paths) -> tuple[None, bool]:
-    from vitnas.train.checkpoint import finished_epochs
+    """Trains the supernet, or continues it (`vitnas.train.rundir`: the recipe must be the run's)."""
     from vitnas.train.loop import train
+    from vitnas.train.checkpoint import holds_checkpoint
+    from vitnas.train.rundir import check_same, finished_epochs, stored_recipe
 
-    stored = _stored_recipe(paths.supernet)
-    if stored is not None and stored != recipe.to_dict():
-        field_name = next(key for key in recipe.to_dict() if recipe.to_dict()[key] != stored.get(key))
-        raise RunError(f"{paths.supernet}: trained with another recipe ({field_name} differs); "
-                       f"pass --fresh to start over, or another --out")
-    if stored is not None and finished_epochs(paths.supernet) >= recipe.epochs:
-        logger.info("  finished supernet found in %s", paths.supernet)
-        return None, True
-    train(recipe.to_dict(), paths.supernet, resume=stored is not None, device=device)
+    if holds_checkpoint(paths.supernet):
+        check_same(recipe.to_dict(), stored_recipe(paths.supernet).to_dict(), paths.supernet, RunError)
+        if finished_epochs(paths.supernet) >= recipe.epochs:
+            logger.info("  finished supernet found in %s", paths.supernet)
+            return None, True
+    train(recipe.to_dict(), paths.supernet, device=device)
     return None, False
-
-
-def _stored_recipe(run_dir: Path) -> dict[str, Any] | None:
-    from vitnas.train.checkpoint import latest_checkpoint
-    from vitnas.train.recipe import RecipeError, load_recipe
-    from vitnas.util.yamlfile import read_yaml
-
-    if not (run_dir / "latest").exists():
-        return None
-    return load_recipe(read_yaml(latest_checkpoint(run_dir) / "recipe.yaml", RecipeError)).to_dict()
 
 
 def _profile_stage(settings: RunSettings, space: SearchSpace, device: str,
@@ -440,15 +427,19 @@ def _search_stage(settings: RunSettings, latency_ms: tuple[float, ...], flops: t
     search(paths.supernet, paths.search, latency_ms=latency_ms, profile=paths.profile, flops=flops,
            backend=settings.backend, workers=workers, gpus_per_worker=gpus, ray_address=settings.ray_address,
            generations=settings.generations, population=settings.population, device=device,
-           resume=(paths.search / "search.json").is_file(), progress=settings.progress)
+           progress=settings.progress)
     return None, False
 
 
 def _check_search_settings(paths: _Paths, latency_ms: tuple[float, ...], flops: tuple[float, ...]) -> None:
-    stored = json.loads((paths.search / "search.json").read_text())
-    if tuple(stored.get("latency_ms", ())) != latency_ms or tuple(stored.get("flops", ())) != flops:
-        raise RunError(f"{paths.search}: searched under other budgets (latency_ms {stored.get('latency_ms')}, "
-                       f"flops {stored.get('flops')}); pass --fresh to start over, or another --out")
+    """A finished search is taken only if it searched under this run's budgets."""
+    from vitnas.search.driver import SETTINGS_FILE
+    from vitnas.train.rundir import check_same, read_settings
+
+    stored = read_settings(paths.search / SETTINGS_FILE, RunError, "a search")
+    check_same({"latency_ms": list(latency_ms), "flops": list(flops)},
+               {"latency_ms": list(stored.get("latency_ms", ())), "flops": list(stored.get("flops", ()))},
+               paths.search, RunError)
 
 
 def _export_stage(settings: RunSettings, paths: _Paths) -> tuple[list[tuple[dict[str, Any], Path]], bool]:

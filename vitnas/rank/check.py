@@ -30,11 +30,12 @@ The run directory::
     OUT/runs/<i>/         the stand-alone run of arch i (checkpoints, metrics.jsonl)
     OUT/runs/<i>-seed<k>/ its run at the k-th extra seed (``seeds`` > 1)
 
-A resumed check trains no finished arch again; a half-trained run continues from its
-latest checkpoint. With ``backend="ray"`` the stand-alone runs are Ray tasks, a few at
-a time; a task Ray retries after a worker died resumes its run's checkpoint. Ray is
-imported only on that path, and the run folders must be on a file system every worker
-sees (any single machine).
+The same call again continues the check (`vitnas.train.rundir`: settings other than
+those it began with are refused); it trains no finished arch again, and a half-trained
+run continues from its latest checkpoint. With ``backend="ray"`` the stand-alone runs
+are Ray tasks, a few at a time; a task Ray retries after a worker died resumes its run's
+checkpoint. Ray is imported only on that path, and the run folders must be on a file
+system every worker sees (any single machine).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from vitnas.space.cost import count_macs, count_params
 from vitnas.space.space import SearchSpace
 from vitnas.train.checkpoint import MODEL_FILE, load_checkpoint, load_supernet
 from vitnas.train.recipe import Recipe
+from vitnas.train.rundir import check_same, continues, read_settings, start_over
 from vitnas.util.atomic import prepare_directory, write_bytes_atomically, write_text_atomically
 
 __all__ = ["ArchRecord", "RankCheckError", "RankCheckResult", "RankCheckSettings", "RankStatistics",
@@ -73,8 +75,8 @@ __all__ = ["ArchRecord", "RankCheckError", "RankCheckResult", "RankCheckSettings
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE, ARCHS_FILE, SUMMARY_FILE, PLOT_FILE, RUNS_FOLDER = (
-    "rank_check.json", "archs.jsonl", "summary.json", "scatter.png", "runs")
+SETTINGS_FILE, ARCHS_FILE, SUMMARY_FILE, PLOT_FILE, RUNS_FOLDER = ARTEFACTS = (
+    "rank_check.json", "archs.jsonl", "summary.json", "scatter.png", "runs")  # --fresh deletes these
 MIN_ARCHS = 4  # fewer points give a Kendall tau that means nothing
 _FIXED_KEYS = ("data", "distill", "epochs")  # recipe keys the check itself sets; overrides may not ...
 # ... except a fixed draw of the training images: the runs still score on the supernet's own val / minival
@@ -83,7 +85,7 @@ _FREE_KEYS = ("data.train_images",)
 
 @dataclass(frozen=True)
 class RankCheckSettings:
-    """What defines a rank check; stored in ``rank_check.json`` and compared on resume."""
+    """What defines a rank check; stored in ``rank_check.json`` and compared when the check continues."""
 
     checkpoint: str  # the supernet run or checkpoint folder (resolved)
     archs: int  # sub-networks drawn and trained
@@ -157,7 +159,8 @@ def rank_check(
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     ray_address: str | None = None,
-    resume: bool = False,
+    resume: bool | None = None,
+    fresh: bool = False,
     device: str | None = None,
     progress: bool = True,
 ) -> RankCheckResult:
@@ -184,8 +187,11 @@ def rank_check(
         backend: ``local`` (one run after another, in this process) or ``ray`` (`workers`
             runs at once as Ray tasks of `cpus_per_worker` CPUs and `gpus_per_worker` GPUs,
             on the cluster at `ray_address` or ``RAY_ADDRESS``, else a local Ray).
-        resume: continue the check in `out` (finished archs are read back, half-trained
-            runs continue from their checkpoints).
+        resume: None (default): continue the check in `out` if it holds one (finished archs
+            are read back, half-trained runs continue from their checkpoints), else start
+            (`vitnas.train.rundir`: the settings must be the ones it began with). True: `out`
+            must hold a check; False: it must not.
+        fresh: delete the check's files in `out` (once every setting has been checked) and start over.
         device: where accuracies are measured (default: CUDA when present, else the CPU).
         progress: show a progress bar.
 
@@ -202,15 +208,18 @@ def rank_check(
     settings, supernet, space, recipes = _prepare(checkpoint, archs, epochs, seed, bins, split, overrides, use_ema,
                                                   max_draws, seeds)
     reusable = finished_runs([Path(folder) / RUNS_FOLDER for folder in reuse])
-    drawn = _check_run_directory(out, settings, resume)
-    drawn = drawn if drawn is not None else stratified_archs(space, archs, settings.bins,
-                                                             np.random.default_rng(seed), settings.max_draws)
+    drawn = None if fresh else _check_run_directory(out, settings, resume)
+    continuing = drawn is not None
+    drawn = drawn if continuing else stratified_archs(space, archs, settings.bins, np.random.default_rng(seed),
+                                                      settings.max_draws)
+    if fresh:  # only now: a bad setting must not cost the check it would replace
+        start_over(out, ARTEFACTS)
     prepare_directory(out, "--out", RankCheckError)  # only now: every check that can fail has passed
-    if not resume:
+    if not continuing:
         stored = {"settings": settings.to_dict(), "bins": macs_bins(space, settings.bins).tolist(),
                   "archs": [arch.to_dict() for arch in drawn]}
         write_text_atomically(out / SETTINGS_FILE, json.dumps(stored, indent=1) + "\n", RankCheckError)
-    records = _read_records(out / ARCHS_FILE) if resume else {}
+    records = _read_records(out / ARCHS_FILE) if continuing else {}
     resumed = len(records)
     scorer = _Scorer(supernet, space, recipes[0], split, device)
     jobs = [standalone_job(out / RUNS_FOLDER, index, k, arch, space, recipe, reusable)
@@ -292,29 +301,20 @@ def _check_count(name: str, value: Any, low: int, why: str, optional: bool = Fal
         raise RankCheckError(f"{name}: expected an integer >= {low}, got {value!r}{reason}")
 
 
-def _check_run_directory(out: Path, settings: RankCheckSettings, resume: bool) -> list[Arch] | None:
-    """The stored draw of the check in `out` when resuming (None: a fresh check); refuses a mismatch."""
-    path = out / SETTINGS_FILE
-    if out.exists() and not out.is_dir():
-        raise RankCheckError(f"--out {out}: exists and is not a directory")
-    if not resume:
-        if path.exists() or (out / ARCHS_FILE).exists() or (out / RUNS_FOLDER).exists():
-            raise RankCheckError(f"{out} already holds a rank check: pass --resume to continue it, or choose "
-                                 "another --out")
+def _check_run_directory(out: Path, settings: RankCheckSettings, resume: bool | None) -> list[Arch] | None:
+    """The stored draw of the check in `out` when it continues (None: a new check); refuses other settings."""
+    if not continues(out, (SETTINGS_FILE, ARCHS_FILE, RUNS_FOLDER), resume, RankCheckError, "a rank check"):
         return None
+    path = out / SETTINGS_FILE
     if not path.is_file():
-        raise RankCheckError(f"--resume: {out} holds no rank check to resume ({SETTINGS_FILE} missing)")
+        raise RankCheckError(f"{out}: holds a rank check's runs but no {SETTINGS_FILE}, so it cannot continue; "
+                             "--fresh starts over")
+    stored = read_settings(path, RankCheckError, "a rank check")
     try:
-        stored = json.loads(path.read_text())
         theirs, drawn = stored["settings"], [Arch.from_dict(arch) for arch in stored["archs"]]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise RankCheckError(f"{path}: not a rank check's settings ({error})") from None
-    mine = settings.to_dict()
-    theirs = {"seeds": 1, **theirs}  # checks from before the seeds setting trained one seed
-    differing = next((key for key in mine if mine[key] != theirs.get(key)), None)
-    if differing is not None:
-        raise RankCheckError(f"--resume: {differing} is {mine[differing]!r}, but the check in {out} was started "
-                             f"with {theirs.get(differing)!r}; resume with the same settings")
+    check_same(settings.to_dict(), {"seeds": 1, **theirs}, out, RankCheckError)  # before seeds: one seed each
     return drawn
 
 

@@ -9,6 +9,8 @@ import argparse
 import os
 from typing import Any
 
+from vitnas.train.cli import CONVENTION, add_run_flags, resume_flag
+
 __all__ = ["register"]
 
 
@@ -20,7 +22,7 @@ def register(subparsers: Any) -> None:
                     "with the supernet's recipe (no distillation), scores each with inherited and with its own "
                     "weights on a held-out split, and reports Kendall tau, Spearman rho, the top-5 overlap and the "
                     "regret of picking by the supernet. Writes archs.jsonl, summary.json, scatter.png and runs/. "
-                    "Recipe overrides (key=value) for the stand-alone runs may follow the options.")
+                    f"Recipe overrides (key=value) for the stand-alone runs may follow the options. {CONVENTION}")
     parser.add_argument("--checkpoint", required=True, help="supernet run (vitnas train --out) or checkpoint folder")
     parser.add_argument("--out", required=True, help="rank-check run directory")
     parser.add_argument("--archs", type=int, default=20, metavar="N", help="sub-networks to train (>= 4; default 20)")
@@ -43,7 +45,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                         help="attach to this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     parser.add_argument("--device", default=None, help="where accuracies are measured (default: cuda when present)")
-    parser.add_argument("--resume", action="store_true", help="continue the check in --out")
+    add_run_flags(parser, "kept for old scripts (continuing is the default): refuses an --out without a check")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="stand-alone recipe overrides, e.g. batch_size=64, or data.train_images=20000 (a "
                              "fixed draw of the training images: a cheaper ground truth)")
@@ -51,7 +53,7 @@ def register(subparsers: Any) -> None:
 
 
 def _runs_kept(args: argparse.Namespace) -> str:
-    return f"finished runs are kept in {args.out}: continue with the same command, with --resume"
+    return f"finished runs are kept in {args.out}: run the same command again to continue"
 
 
 def _rank_check(args: argparse.Namespace) -> int:
@@ -61,7 +63,7 @@ def _rank_check(args: argparse.Namespace) -> int:
                         bins=args.bins, split=args.split, overrides=args.overrides, use_ema=args.ema,
                         seeds=args.seeds, reuse=args.reuse,
                         backend=args.backend, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-                        cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address, resume=args.resume,
-                        device=args.device)
+                        cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
+                        resume=resume_flag(args), fresh=args.fresh, device=args.device)
     print(format_rank_check(result))
     return 0

@@ -32,10 +32,10 @@ from vitnas.nn.vit import ViTConfig
 from vitnas.nn.vit_config import vit_config
 from vitnas.space.arch import Arch
 from vitnas.space.space import SearchSpace
-from vitnas.train.checkpoint import CheckpointError, finished_epochs, latest_checkpoint
+from vitnas.train.checkpoint import holds_checkpoint
 from vitnas.train.recipe import Recipe, load_recipe
+from vitnas.train.rundir import finished_epochs, stored_recipe
 from vitnas.train.standalone import train_standalone
-from vitnas.util.yamlfile import read_yaml
 
 __all__ = ["BACKENDS", "StandaloneJob", "finished_runs", "run_folder", "run_jobs", "standalone_job",
            "standalone_key", "standalone_recipe"]
@@ -126,8 +126,7 @@ def _drawn_archs(directory: Path) -> list[Arch]:
 def _finished_recipe(run: Path) -> Recipe | None:
     """The recipe of a run whose latest checkpoint finished it; None for a partial or unreadable run."""
     try:
-        recipe = load_recipe(read_yaml(latest_checkpoint(run) / "recipe.yaml", CheckpointError))
-        epochs = finished_epochs(run)
+        recipe, epochs = stored_recipe(run), finished_epochs(run)
     except (VitnasError, OSError, ValueError):
         return None
     return recipe if epochs == recipe.epochs else None
@@ -144,7 +143,7 @@ def train_job(job: StandaloneJob, threads: int | None = None) -> tuple[float, st
     if threads is not None:
         torch.set_num_threads(threads)  # a Ray worker process of its own: one thread per reserved CPU
     started, run = time.perf_counter(), Path(job.run)
-    resume = (run / "latest").is_file()
+    resume = holds_checkpoint(run)
     if not resume and run.exists():
         shutil.rmtree(run)  # killed before its first checkpoint: its partial metrics log would mislead
     config = ViTConfig.from_dict(job.model)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vitnas.train.cli import CONVENTION, add_run_flags, resume_flag
+
 __all__ = ["register"]
 
 
@@ -15,7 +17,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "search", help="search a trained supernet under latency / MACs / params budgets",
         description="Evolutionary (or random) search of a trained supernet. Each limit value is one budget; "
-                    "every budget gets its best arch. Writes results.jsonl, best.json, pareto.json, pareto.png.")
+                    "every budget gets its best arch. Writes results.jsonl, best.json, pareto.json, pareto.png. "
+                    f"{CONVENTION}")
     parser.add_argument("--checkpoint", required=True, help="supernet run (vitnas train --out) or checkpoint folder")
     parser.add_argument("--out", required=True, help="search run directory")
     budgets = parser.add_argument_group("budgets (one budget per value; at least one)")
@@ -48,7 +51,7 @@ def register(subparsers: Any) -> None:
                            help="ImageFolder / CIFAR: minival size drawn from train (default: the recipe's)")
     execution.add_argument("--ema", action="store_true", help="search the checkpoint's EMA weights")
     execution.add_argument("--no-verify", action="store_true", help="do not measure the choices' latency")
-    parser.add_argument("--resume", action="store_true", help="continue the search in --out from results.jsonl")
+    add_run_flags(parser, "kept for old scripts (continuing is the default): refuses an --out without a search")
     parser.set_defaults(handler=_search, interrupted=_search_progress)
 
 
@@ -61,7 +64,7 @@ def _search_progress(args: argparse.Namespace) -> str:
         return f"no search in {out} yet: run the same command again"
     results = out / RESULTS_FILE
     kept = results.read_bytes().count(b"\n") if results.is_file() else 0
-    return f"{kept} evaluations are kept in {results}: continue with the same command, with --resume"
+    return f"{kept} evaluations are kept in {results}: run the same command again to continue"
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -85,8 +88,9 @@ def _search(args: argparse.Namespace) -> int:
     result = search(args.checkpoint, args.out, latency_ms=args.latency_ms, profile=args.profile, flops=args.flops,
                     params=args.params, algorithm=args.algorithm, backend=args.backend, workers=args.workers,
                     gpus_per_worker=args.gpus_per_worker, ray_address=args.ray_address,
-                    generations=args.generations, population=args.population, seed=args.seed, resume=args.resume,
-                    device=args.device, profile_other_device=args.profile_other_device, verify=not args.no_verify,
+                    generations=args.generations, population=args.population, seed=args.seed,
+                    resume=resume_flag(args), fresh=args.fresh, device=args.device,
+                    profile_other_device=args.profile_other_device, verify=not args.no_verify,
                     **options)
     print(format_table(result))
     return 0

@@ -4,17 +4,18 @@ The loop is small: the algorithm asks for a generation, a backend evaluates it (
 process or on Ray actors), each result is appended to ``results.jsonl`` as it arrives
 and told to the algorithm. Everything before the first evaluation is checked first (the
 checkpoint, the profile, the budgets, the backend), so bad input leaves nothing behind
-that a later ``--resume`` would trip on.
+that the next call in the same directory would trip on.
 
 Resuming replays the algorithm from its seed: every arch it asks for that the log
 already holds is told from the log, the rest are evaluated. The algorithm is
 deterministic given its results, so a resumed search ends with the uninterrupted
-one's choices. The run's settings are stored in ``search.json``; a resume with other
-settings is refused, naming the first that differs. The checkpoint and profile paths
-there are relative to the run directory, so a run moved or copied together with them
-resumes. While a Ray search runs on a local Ray it started, ``ray_processes.json``
-names that Ray's processes: should the search be killed, the next search in the
-directory stops what is left of them first.
+one's choices. Calling the same search again resumes it (`vitnas.train.rundir`); its
+settings are stored in ``search.json``, and a call with other settings is refused,
+naming the first that differs. The checkpoint and profile paths there are relative to
+the run directory, so a run moved or copied together with them resumes. While a Ray
+search runs on a local Ray it started, ``ray_processes.json`` names that Ray's
+processes: should the search be killed, the next search in the directory stops what is
+left of them first.
 
 Fitness is top-1 on the recipe's ``minival`` split (held out of supernet training when
 the recipe says ``data.holdout: true``); the final choices are scored on ``val``.
@@ -38,6 +39,7 @@ from vitnas.search.evolution import ALGORITHMS, make_algorithm
 from vitnas.search.report import REPORT_SPLIT, Choice, SearchResult, write_report
 from vitnas.search.results_log import ResultsLog
 from vitnas.space.arch import Arch
+from vitnas.train.rundir import check_same, continues, read_settings, start_over
 from vitnas.util.atomic import prepare_directory, write_text_atomically
 
 if TYPE_CHECKING:
@@ -56,12 +58,14 @@ SETTINGS_FILE = "search.json"
 RESULTS_FILE = "results.jsonl"
 STATE_FILE = "state.json"
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray's processes while a Ray search runs
+# What a search writes in its run directory: --fresh deletes these (ray_processes.json is handled before).
+SEARCH_FILES = (SETTINGS_FILE, RESULTS_FILE, STATE_FILE, "best.json", "pareto.json", "pareto.png")
 _PATH_SETTINGS = ("checkpoint", "profile")  # stored relative to the run directory
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """What defines a search run; stored in ``search.json`` and compared on ``--resume``."""
+    """What defines a search run; stored in ``search.json`` and compared when the run continues."""
 
     checkpoint: str  # supernet run or checkpoint directory
     latency_ms: tuple[float, ...] = ()  # one budget per value: milliseconds per pass at the profile's batch and dtype
@@ -129,7 +133,8 @@ def search(
     generations: int | None = None,
     population: int | None = None,
     seed: int = 0,
-    resume: bool = False,
+    resume: bool | None = None,
+    fresh: bool = False,
     device: str | None = None,
     profile_other_device: bool = False,
     verify: bool = True,
@@ -151,7 +156,10 @@ def search(
             ``options`` may set any other (``parents``, ``mutation_prob``, ``mutations``,
             ``crossovers``, ``max_tries``) and ``use_ema``, ``batch_size``, ``max_images``,
             ``search_images`` (the size of an ImageFolder / CIFAR minival).
-        resume: continue the run in `out` from its ``results.jsonl``.
+        resume: None (default): continue the search in `out` from its ``results.jsonl`` if it
+            holds one, else start (`vitnas.train.rundir`: the settings must be the ones it
+            began with). True: `out` must hold a search; False: it must not.
+        fresh: delete the search's files in `out` (once every setting has been checked) and start over.
         device: where the local evaluator runs (default: CUDA when present).
         profile_other_device: search with a profile of a device this machine lacks
             (latency predicted for that device, not verified); refused otherwise.
@@ -169,16 +177,18 @@ def search(
                          options)
     out = Path(out)
     _stop_leftover_ray(out)
-    _check_run_directory(out, settings, resume)
+    continuing = not fresh and _check_run_directory(out, settings, resume)
     _check_backend(backend)
     context = _prepare(settings, profile_other_device)
     with _make_backend(backend, context, workers, gpus_per_worker, ray_address, device, out) as evaluator:
+        if fresh:  # only now: a bad flag must not cost the search it would replace
+            start_over(out, SEARCH_FILES)
         prepare_directory(out, "--out", SearchError)  # only now: every check that can fail has passed
-        if not resume:
+        if not continuing:
             stored = _relative_to_run(settings.to_dict(), out)
             write_text_atomically(out / SETTINGS_FILE, json.dumps(stored, indent=1) + "\n", SearchError)
         log = ResultsLog(out / RESULTS_FILE)
-        known = log.read() if resume else {}
+        known = log.read() if continuing else {}
         started = time.perf_counter()
         evaluated = _run(context, evaluator, log, known, out, progress)
         references = _evaluate_references(context, evaluator, log, known)
@@ -202,25 +212,20 @@ def _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generat
                           algorithm=algorithm, config=config, **run_options)
 
 
-def _check_run_directory(out: Path, settings: SearchSettings, resume: bool) -> None:
+def _check_run_directory(out: Path, settings: SearchSettings, resume: bool | None) -> bool:
+    """Whether this search continues the one in `out` (`vitnas.train.rundir`); refuses one of other settings."""
+    if not continues(out, (SETTINGS_FILE, RESULTS_FILE), resume, SearchError, "a search"):
+        return False
     stored_path = out / SETTINGS_FILE
-    if out.exists() and not out.is_dir():
-        raise SearchError(f"--out {out}: exists and is not a directory")
-    if not resume:
-        if stored_path.exists() or (out / RESULTS_FILE).exists():
-            raise SearchError(f"{out} already holds a search: pass --resume to continue it, or choose another --out")
-        return
     if not stored_path.is_file():
-        raise SearchError(f"--resume: {out} holds no search to resume ({SETTINGS_FILE} missing)")
+        raise SearchError(f"{out}: holds {RESULTS_FILE} but no {SETTINGS_FILE}, so it cannot continue; "
+                          "--fresh starts over")
     try:
-        stored = SearchSettings.from_dict(_resolved_from_run(json.loads(stored_path.read_text()), out))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        stored = SearchSettings.from_dict(_resolved_from_run(read_settings(stored_path, SearchError, "a search"), out))
+    except (KeyError, TypeError, ValueError) as error:
         raise SearchError(f"{stored_path}: not a search's settings ({error})") from None
-    if stored != settings:
-        mine, theirs = settings.to_dict(), stored.to_dict()
-        differing = next(key for key in mine if mine[key] != theirs[key])
-        raise SearchError(f"--resume: {differing} is {mine[differing]!r}, but the run in {out} was started with "
-                          f"{theirs[differing]!r}; resume with the same settings")
+    check_same(settings.to_dict(), stored.to_dict(), out, SearchError)
+    return True
 
 
 def _relative_to_run(settings: dict[str, Any], out: Path) -> dict[str, Any]:

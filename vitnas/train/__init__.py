@@ -3,7 +3,8 @@
 `recipe` reads a recipe YAML into dataclasses; `samplers` choose which sub-networks each
 step trains (single, sandwich, multi, supervit); `loop` is the training loop and the
 `train` verb (supernet) it runs; `standalone` trains one fixed ViT through the same loop;
-`checkpoint` writes and reads run directories (weights, recipe, RNG state, ``latest``).
+`checkpoint` writes and reads checkpoints (weights, recipe, RNG state, ``latest``);
+`rundir` is the rule every verb follows to start, continue or restart the run in ``--out``.
 The package is callable as its verb: ``vitnas.train(recipe, out, ...)`` is
 `vitnas.train.loop.train` (and ``import vitnas.train.recipe`` still finds this package).
 """

@@ -38,8 +38,8 @@ from vitnas.train.recipe import Recipe, load_recipe
 from vitnas.util.atomic import reporting_disk_full, write_text_atomically
 from vitnas.util.yamlfile import read_yaml
 
-__all__ = ["CheckpointError", "MODEL_FILE", "finished_epochs", "latest_checkpoint", "load_checkpoint", "load_supernet",
-           "save_checkpoint"]
+__all__ = ["CheckpointError", "MODEL_FILE", "finished_epochs", "holds_checkpoint", "latest_checkpoint",
+           "load_checkpoint", "load_supernet", "save_checkpoint"]
 
 
 MODEL_FILE = "model.json"  # standalone runs: the trained model's ViTConfig, in place of space.yaml
@@ -96,6 +96,15 @@ def _write_parts(staging: Path, model_state: dict[str, torch.Tensor], space: Sea
     torch.save(state, buffer)
     (staging / "state.pt").write_bytes(buffer.getbuffer())
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def holds_checkpoint(path: Path) -> bool:
+    """Whether `path` is what `latest_checkpoint` reads: a run directory with a ``latest`` file, or a checkpoint folder.
+
+    A cheap look (nothing is loaded), for deciding what a path is before reading it.
+    """
+    path = Path(path)
+    return (path / "latest").is_file() or (path / "meta.json").is_file()
 
 
 def latest_checkpoint(path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Training a supernet from a recipe: `vitnas train RECIPE --out DIR [--resume] [key=value ...]`.
+"""Training a supernet from a recipe: `vitnas train RECIPE --out DIR [--fresh] [key=value ...]`.
 
 One step = the sampler's plan (several sub-networks, see `vitnas.train.samplers`), gradients
 accumulated over its passes, one optimizer step. The loop itself (`fit`) only sees a
@@ -21,7 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -42,13 +42,13 @@ from vitnas.space.space import SearchSpace, load_space
 from vitnas.supernet.masked import masked_forward, mixed_head_widths, unmasked_reducers
 from vitnas.supernet.rewire import rewire
 from vitnas.supernet.supernet import SuperViT
-from vitnas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.train.gradient_projection import ConflictProjection
 from vitnas.train.recipe import Recipe, RecipeError, load_recipe
+from vitnas.train.rundir import TRAINING_FILES, run_recipe, start_over
 from vitnas.train.samplers import Pass, Piece, build_sampler, step_rng
 from vitnas.util.atomic import prepare_directory, reporting_disk_full
 from vitnas.util.seeding import loader_generator, restore_rng_state, rng_state, seed_run
-from vitnas.util.yamlfile import read_yaml
 
 __all__ = ["Context", "SupernetTrainee", "Trainee", "build_context", "distributed_setup", "fit", "train"]
 
@@ -191,37 +191,29 @@ class Context:
         return self.trainee.model
 
 
-def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = (),
-          device: str | None = None) -> dict:
+def train(recipe: str | Path | dict, out: str | Path, resume: bool | None = None, overrides: Sequence[str] = (),
+          device: str | None = None, fresh: bool = False) -> dict:
     """Trains a supernet; returns the final metrics (validation top-1 of largest and smallest).
 
     Args:
         recipe: recipe file, shipped recipe name or dict.
         out: run directory (checkpoints, metrics.jsonl).
-        resume: continue from the latest checkpoint in `out`, with the recipe stored in it
-            (`recipe` is then not read; `overrides` still apply, e.g. ``epochs=400`` to extend).
+        resume: None (default): continue the run in `out` if it holds one, else start
+            (`vitnas.train.rundir`: the stored recipe, which `recipe` must equal; `overrides`
+            apply to both, e.g. ``epochs=400`` extends it). True: `out` must hold a run;
+            False: it must not.
         overrides: ``key=value`` recipe overrides.
         device: ``cpu`` or ``cuda[:N]`` for a single-process run (default: CUDA when present;
             under ``torchrun`` each rank takes its own GPU).
+        fresh: delete the run's files in `out` first (once the recipe has been checked) and start over.
     """
     out = Path(out)
-    config = run_recipe(recipe, out, resume, overrides)
+    if fresh:
+        load_recipe(recipe, overrides)  # a malformed recipe must not cost the run it would replace
+        start_over(out, TRAINING_FILES)
+    config, resuming = run_recipe(recipe, out, resume, overrides)
     prepare_directory(out, "--out", CheckpointError)  # a bad --out fails now, not after the first epoch
-    return fit(_build(config, device), out, resume)
-
-
-def run_recipe(recipe: str | Path | Mapping[str, Any] | Recipe | None, out: Path, resume: bool,
-               overrides: Sequence[str]) -> Recipe:
-    """The recipe of a run in `out`: the stored one on resume (`recipe` unread), else `recipe`; overrides applied.
-
-    Raises:
-        RecipeError: `out` already holds a run and `resume` is off, or the recipe is malformed.
-    """
-    if resume:
-        return load_recipe(read_yaml(latest_checkpoint(out) / "recipe.yaml", RecipeError), overrides)
-    if (out / "latest").exists():
-        raise RecipeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    return load_recipe(recipe.to_dict() if isinstance(recipe, Recipe) else recipe, overrides)
+    return fit(_build(config, device), out, resuming)
 
 
 def fit(context: Context, out: Path, resume: bool) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from vitnas.nn.reducers import KeptFraction
 from vitnas.nn.vit import ViT, ViTConfig
 from vitnas.space.arch import Arch
 from vitnas.train.checkpoint import MODEL_FILE, CheckpointError
-from vitnas.train.loop import Trainee, build_context, distributed_setup, fit, run_recipe
+from vitnas.train.loop import Trainee, build_context, distributed_setup, fit
 from vitnas.train.recipe import Recipe, RecipeError
+from vitnas.train.rundir import run_recipe
 from vitnas.train.samplers import Pass, Piece
 from vitnas.util.atomic import prepare_directory
 from vitnas.util.seeding import seed_run
@@ -49,7 +50,7 @@ def train_standalone(
     recipe: str | Path | Mapping[str, Any] | Recipe | None,
     out: str | Path,
     *,
-    resume: bool = False,
+    resume: bool | None = None,
     overrides: Sequence[str] = (),
     teacher: nn.Module | None = None,
     image_size: int | None = None,
@@ -61,10 +62,12 @@ def train_standalone(
             `ViTConfig` to train from scratch (initialised as the supernet is, seeded by the
             recipe's seed, so the same recipe gives the same network).
         recipe: recipe file, shipped name, dict or `Recipe`; its ``data`` is the training data
-            (not read on resume: may be None then).
+            (may be None when `out` holds a run to continue: then it is not checked).
         out: run directory: checkpoints (with ``model.json``) and ``metrics.jsonl``.
-        resume: continue from the latest checkpoint in `out`, with the recipe stored there
-            (`recipe` is then not read; `overrides` still apply). `model` must be the same network.
+        resume: None (default): continue the run in `out` if it holds one, else start
+            (`vitnas.train.rundir`: the stored recipe, which `recipe` must equal; `overrides`
+            apply to both). True: `out` must hold a run; False: it must not. A continued run
+            must train the same network as `model`.
         overrides: ``key=value`` recipe overrides.
         teacher: distil from this module's soft labels (see the module docstring).
         image_size: side of the training images (default: the model's ``img_size``); a model
@@ -74,13 +77,14 @@ def train_standalone(
         ``{"epoch", "step", "val_top1"}`` of the last validation (of the EMA weights, if on).
 
     Raises:
-        RecipeError: `out` already holds a run (without `resume`), a malformed recipe or
-            override, data whose class count differs from the head, or a teacher without ``distill``.
-        CheckpointError: `resume` without a checkpoint, or a checkpoint of another model.
+        RecipeError: `out` holds a run of another recipe (any run, with ``resume=False``; none,
+            with ``resume=True``), a malformed recipe or override, data whose class count
+            differs from the head, or a teacher without ``distill``.
+        CheckpointError: a damaged checkpoint, or one of another model.
         DataError: the data cannot be found or read.
     """
     out = Path(out)
-    config = run_recipe(recipe, out, resume, overrides)
+    config, resuming = run_recipe(recipe, out, resume, overrides)
     if teacher is not None and not config.distill:
         raise RecipeError("distill: false, but a teacher was given: set distill=true, or train without the teacher")
     prepare_directory(out, "--out", CheckpointError)
@@ -90,7 +94,7 @@ def train_standalone(
     _explain(config, teacher)
     trainee = StandaloneTrainee(network.to(device), teacher.to(device).eval() if teacher is not None else None,
                                 image_size)
-    return fit(build_context(config, trainee, rank, world, device), out, resume)
+    return fit(build_context(config, trainee, rank, world, device), out, resuming)
 
 
 def init_weights(model: ViT) -> ViT:

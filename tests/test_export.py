@@ -434,10 +434,29 @@ def test_budget_folder_names_are_safe_and_distinct(spaces):
         "latency_ms_le_4", "flops_le_1.3G__params_le_10M", "etc", "latency_ms_le_4-2", "arch-4"]
 
 
-def test_export_verb_and_package_load_no_heavy_library():
-    from vitnas.export import cli
+def test_one_format_list_feeds_every_verb():
+    """export, finetune and run offer the forms of one list: a new form shows up in all three CLIs."""
+    from vitnas.export import schema, writer
+    from vitnas.pipeline.stages import RunSettings
 
-    assert cli._FORMATS == vitnas.export.FORMATS
+    assert vitnas.export.FORMATS is schema.FORMATS is writer.FORMATS
+    assert schema.MODEL_FORMATS == tuple(name for name in schema.FORMATS if name != "elastic")
+    choices = {verb: _format_choices(verb) for verb in ("export", "finetune")}
+    assert choices == {"export": schema.FORMATS, "finetune": schema.MODEL_FORMATS}
+    assert set(RunSettings().formats) <= set(schema.MODEL_FORMATS)
+
+
+def _format_choices(verb: str) -> tuple[str, ...]:
+    """The ``--format`` choices `verb`'s own cli.py registers."""
+    import argparse
+    import importlib
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(f"vitnas.{verb}.cli").register(subparsers)
+    return tuple(next(a for a in subparsers.choices[verb]._actions if a.dest == "formats").choices)
+
+
+def test_export_verb_and_package_load_no_heavy_library():
     code = ("import sys\nimport vitnas, vitnas.export\nfrom vitnas.cli import main\n"
             "for argv in (['export', '--help'], ['export', '--format', 'pdf']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"

@@ -20,8 +20,10 @@ __all__ = [
     "CONFIG_FILE",
     "ELASTIC",
     "FORMAT",
+    "FORMATS",
     "FORMAT_VERSION",
     "KINDS",
+    "MODEL_FORMATS",
     "PLAIN",
     "WEIGHTS_FILE",
     "file_entry",
@@ -39,6 +41,11 @@ WEIGHTS_FILE = "model.safetensors"
 # operating points sharing one weight envelope (vitnas.export.elastic).
 PLAIN, ELASTIC = "plain", "elastic"
 KINDS = (PLAIN, ELASTIC)
+# The forms `vitnas export` writes, in the order it writes them: the one list every CLI and check derives from
+# (here, not in the writer, because the CLIs read it without importing torch). safetensors is always written,
+# since vitnas.load reads it; elastic is one bundle of every budget of a search rather than one model.
+FORMATS = ("safetensors", "timm", "torchscript", "onnx", ELASTIC)
+MODEL_FORMATS = tuple(name for name in FORMATS if name != ELASTIC)  # the forms of one model's folder
 _REQUIRED = {PLAIN: ("model", "weights"), ELASTIC: ("points", "weights")}  # the load-critical fields of each kind
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

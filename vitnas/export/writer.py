@@ -34,7 +34,8 @@ from vitnas.export.extract import extract
 from vitnas.export.forms import check_inputs, max_difference, require_onnx_exporter, write_onnx, write_torchscript
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
-from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry, write_json
+from vitnas.export.schema import (CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, FORMATS, MODEL_FORMATS,
+                                  WEIGHTS_FILE, file_entry, write_json)
 from vitnas.export.targets import Target, folder_names, read_targets
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_flops
@@ -49,8 +50,6 @@ __all__ = ["FORMATS", "TOLERANCE", "check_settings", "export", "write_model_fold
 
 logger = logging.getLogger(__name__)
 
-# safetensors is always written: vitnas.load reads it; elastic: one bundle of every budget (vitnas.export.elastic)
-FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")
 TOLERANCE = 1e-4  # largest absolute logit difference a form may show against PyTorch
 
 
@@ -144,7 +143,7 @@ def check_settings(formats: Sequence[str], latency_batches: Sequence[int], toler
     forms = _check_formats(formats)
     if ELASTIC in forms:
         raise ExportError(f"format {ELASTIC!r}: bundles several sub-networks of a supernet; one model is written as "
-                          "safetensors, timm, torchscript or onnx")
+                          f"{', '.join(MODEL_FORMATS[:-1])} or {MODEL_FORMATS[-1]}")
     return forms
 
 

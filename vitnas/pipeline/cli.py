@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vitnas.export.schema import MODEL_FORMATS
+from vitnas.pipeline.stages import DEFAULT_FORMATS
+
 __all__ = ["register"]
 
 
@@ -33,9 +36,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--population", type=int, default=30, help="archs in the first generation (default: 30)")
     run.add_argument("--profile-samples", type=int, default=40,
                      help="archs measured for the latency profile (default: 40)")
-    run.add_argument("--format", type=_formats, default=("safetensors", "torchscript", "onnx"), metavar="F,G",
-                     help="forms of each export folder, comma-separated, of safetensors, timm, torchscript, onnx "
-                          "(default: safetensors,torchscript,onnx)")
+    run.add_argument("--format", type=_formats, default=DEFAULT_FORMATS, metavar="F,G",
+                     help=f"forms of each export folder, comma-separated, of {', '.join(MODEL_FORMATS)} "
+                          f"(default: {','.join(DEFAULT_FORMATS)})")
     run.add_argument("--latency-batch", type=int, default=32,
                      help="images per timed forward pass of the profile and the checks (default: 32)")
     run.add_argument("--threads", type=int, default=None,
@@ -59,10 +62,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _formats(text: str) -> tuple[str, ...]:
     names = tuple(item.strip() for item in text.split(",") if item.strip())
-    unknown = [name for name in names if name not in ("safetensors", "timm", "torchscript", "onnx")]
+    unknown = [name for name in names if name not in MODEL_FORMATS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{unknown[0] if unknown else text!r}: expected safetensors, timm, "
-                                         f"torchscript or onnx")
+        raise argparse.ArgumentTypeError(f"{unknown[0] if unknown else text!r}: expected "
+                                         f"{', '.join(MODEL_FORMATS[:-1])} or {MODEL_FORMATS[-1]}")
     return names
 
 

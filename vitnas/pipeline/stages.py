@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from vitnas.errors import RunError
+from vitnas.export.schema import MODEL_FORMATS
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -42,6 +43,9 @@ STAGES = ("profile", "supernet", "search", "export", "eval")
 SMALL_MODEL_MACS = 50e6  # below this many MACs per image a second torch thread waits more than it works
 LATENCY_FRACTIONS = (0.25, 0.5)  # latency budgets: this far from the smallest arch's latency to the largest's
 MACS_FRACTION = 0.2  # the MACs budget: this far from the smallest arch's MACs to the largest's
+# The forms of each export folder unless asked otherwise: every one-model form but timm's (vitnas.load and
+# deployment need no timm copy of the weights).
+DEFAULT_FORMATS = tuple(name for name in MODEL_FORMATS if name != "timm")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class RunSettings:
     population: int = 30  # archs in the first generation
     profile_samples: int = 40  # archs measured for the latency profile
     latency_batch: int = 32  # images per timed forward pass (profile, budgets, verification)
-    formats: tuple[str, ...] = ("safetensors", "torchscript", "onnx")  # forms of each export folder
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # forms of each export folder
     threads: int | None = None  # torch CPU threads; None: one for small models, torch's default otherwise
     fresh: bool = False  # delete this run's artefacts and start over
     progress: bool = True  # progress bars

@@ -186,7 +186,7 @@ def test_recipe_errors_name_the_field(tmp_path):
     (["data.rooot=/x"], r"data\.rooot: unknown key \(known: name, root, "),
     (["data.synthetic_size=abc"], r"data\.synthetic_size: expected int, got 'abc'"),
     (["data.root=5"], r"data\.root: expected str or null, got 5"),
-    (["data.synthetic_size=0", "data.name=synthetic"], r"data\.synthetic_size: must be positive, got 0"),
+    (["data.synthetic_size=0", "data.name=synthetic"], r"data\.synthetic_size: expected a positive integer, got 0"),
     (["epochs=null"], r"epochs: expected int, got None"),
     (["sampler.name=multi", "sampler.variant=masked", "space=SPACE"],
      r"sampler\.variant: masked: stages\[0\] of space resize3 has no head_dim, so its heads are \[4, 6, 8, 12\]"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vitnas.errors import ExportError
+from vitnas.util.fields import require_int
 
 __all__ = [
     "CONFIG_FILE",
@@ -105,8 +106,7 @@ def _check_format(data: dict[str, Any], path: Path) -> None:
     if data["format"] != FORMAT:
         raise ExportError(f"{path}: format is {data['format']!r}, not {FORMAT!r}")
     version = data["format_version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ExportError(f"{path}: format_version: expected a positive integer, got {version!r}")
+    require_int(f"{path}: format_version", version, ExportError)
     if version > FORMAT_VERSION:
         raise ExportError(f"{path}: format version {version} is newer than this vitnas reads ({FORMAT_VERSION}); "
                           f"upgrade vitnas to load it")
@@ -127,8 +127,7 @@ def weights_entry(data: dict[str, Any], path: Path) -> tuple[str, int, str]:
     name, size, digest = entry["file"], entry["bytes"], entry["sha256"]
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
         raise ExportError(f"{path}: weights.file: expected a file name inside the folder, got {name!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ExportError(f"{path}: weights.bytes: expected a byte count, got {size!r}")
+    require_int(f"{path}: weights.bytes", size, ExportError, low=0, what="a byte count")
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise ExportError(f"{path}: weights.sha256: expected 64 lowercase hex digits, got {digest!r}")
     return name, size, digest

@@ -40,6 +40,7 @@ from vitnas.export.targets import Target, folder_names, read_targets
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_flops
 from vitnas.util.atomic import check_target, staged_folder
+from vitnas.util.fields import require_int, require_number
 from vitnas.export.timing import LATENCY_REPEATS, LATENCY_WARMUP, measure_latency  # noqa: F401 (read from here too)
 from vitnas.export.timm_form import write_timm
 from vitnas.nn.vit import ViT
@@ -161,10 +162,8 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 def _check_settings(latency_batches: Sequence[int], tolerance: float) -> None:
     """Settings that would only fail after the slow part, checked first."""
     for batch in latency_batches:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ExportError(f"latency batch {batch!r}: expected a positive integer")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
-        raise ExportError(f"tolerance {tolerance!r}: expected a non-negative number")
+        require_int("latency batch", batch, ExportError)
+    require_number("tolerance", tolerance, ExportError, at_least=0)
 
 
 def _open(checkpoint: str | Path | SuperViT, use_ema: bool,

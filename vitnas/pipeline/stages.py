@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from vitnas.errors import RunError
 from vitnas.export.schema import MODEL_FORMATS
+from vitnas.util.fields import require_int, require_positive_numbers
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -78,15 +79,10 @@ class RunSettings:
         if self.ray_address is not None and self.backend != "ray":
             raise RunError("--ray-address: needs --backend ray")
         for name in ("workers", "generations", "population", "profile_samples", "latency_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RunError(f"{name}: expected a positive integer, got {value!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
-            raise RunError(f"--threads: expected a positive integer, got {self.threads!r}")
+            require_int(name, getattr(self, name), RunError)
+        require_int("--threads", self.threads, RunError, optional=True, what="a positive integer")
         for name in ("latency_ms", "flops"):
-            for value in getattr(self, name):
-                if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                    raise RunError(f"--{name.replace('_', '-')}: expected positive numbers, got {value!r}")
+            require_positive_numbers(f"--{name.replace('_', '-')}", getattr(self, name), RunError)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ limit (None) does not constrain.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +17,7 @@ from vitnas.latency.profile import DeviceProfile
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_flops, count_params
 from vitnas.space.space import SearchSpace
+from vitnas.util.fields import require_int, require_number
 
 __all__ = ["Budget"]
 
@@ -33,16 +33,13 @@ class Budget:
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "min_throughput"):
-            value = getattr(self, name)
-            if value is not None and (not _is_number(value) or not math.isfinite(value) or value <= 0):
-                raise BudgetError(f"Budget.{name}: expected a positive number or None, got {value!r}")
+            require_number(f"Budget.{name}", getattr(self, name), BudgetError, above=0, optional=True)
         for name in ("max_flops", "max_params"):
             value = getattr(self, name)
             if isinstance(value, float) and value.is_integer():
                 object.__setattr__(self, name, int(value))  # 4.6e9 written as a float is still a count
                 value = int(value)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise BudgetError(f"Budget.{name}: expected a positive integer or None, got {value!r}")
+            require_int(f"Budget.{name}", value, BudgetError, optional=True)
 
     @property
     def needs_profile(self) -> bool:
@@ -95,7 +92,3 @@ class Budget:
             )
         if profile.space.name != space.name:
             raise BudgetError(f"profile: made for space {profile.space.name!r}, asked about space {space.name!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

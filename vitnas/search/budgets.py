@@ -14,12 +14,12 @@ so both always agree.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from vitnas.errors import BudgetError
 from vitnas.space.arch import Arch
+from vitnas.util.fields import require_number
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -244,9 +244,7 @@ def _format_cost(key: str, value: float) -> str:
 
 
 def _scaled(value: float, unit: float, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"{field}: expected a positive number, got {value!r}")
-    return max(1, round(value * unit))
+    return max(1, round(require_number(field, value, BudgetError, above=0) * unit))
 
 
 def _values(value: float | Iterable[float] | None) -> Sequence[float]:

@@ -39,6 +39,7 @@ from vitnas.search.report import REPORT_SPLIT, Choice, SearchResult, write_repor
 from vitnas.search.results_log import ResultsLog
 from vitnas.space.arch import Arch
 from vitnas.util.atomic import prepare_directory, write_text_atomically
+from vitnas.util.fields import is_number, require_positive_numbers
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -400,11 +401,7 @@ def _evaluate_references(context: RunContext, backend: Backend, log: ResultsLog,
 def _as_floats(value: float | Iterable[float] | None, name: str) -> tuple[float, ...]:
     if value is None:
         return ()
-    values = (value,) if isinstance(value, (int, float)) and not isinstance(value, bool) else tuple(value)
-    for item in values:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or not item > 0:
-            raise SearchError(f"{name}: expected positive numbers, got {item!r}")
-    return tuple(float(item) for item in values)
+    return require_positive_numbers(name, (value,) if is_number(value) else value, SearchError)
 
 
 # -- finishing: each budget's choice scored on val and timed, then written by the report --------------

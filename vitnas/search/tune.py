@@ -53,6 +53,7 @@ from vitnas.errors import BackendError
 from vitnas.search.ray_cluster import RAY_MISSING
 from vitnas.space.arch import Arch
 from vitnas.util.atomic import write_text_atomically
+from vitnas.util.fields import require_int
 
 try:
     from ray import tune
@@ -92,8 +93,7 @@ class VitnasSearcher(Searcher):
         self, algorithm: SearchAlgorithm, metric: str = "accuracy", mode: str = "max", max_failures: int = 3
     ) -> None:
         _check_mode(mode)
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-            raise BackendError(f"VitnasSearcher: max_failures must be a positive integer, got {max_failures!r}")
+        require_int("VitnasSearcher.max_failures", max_failures, BackendError)
         super().__init__(metric=metric, mode=mode)
         self.algorithm = algorithm
         self.max_failures = max_failures

@@ -260,9 +260,9 @@ def test_budget_checks_every_limit(profile, tiny32):
     small, large = tiny32.smallest(), tiny32.largest()
     flops, params = vitnas.count_flops(tiny32, small), vitnas.count_params(tiny32, small)
     assert Budget().satisfied(tiny32, large)
-    by_cost = Budget(max_flops=flops, max_params=float(params))
+    by_cost = Budget(max_macs=flops, max_params=float(params))
     assert by_cost.check(tiny32, small) == [] and by_cost.max_params == params
-    assert [v.split()[0] for v in by_cost.check(tiny32, large)] == ["FLOPs", "params"]
+    assert [v.split()[0] for v in by_cost.check(tiny32, large)] == ["MACs", "params"]
     fast, slow = profile.predict(small), profile.predict(large)
     by_speed = Budget(latency_ms=(fast + slow) / 2, min_throughput=BATCH * 1000 / ((fast + slow) / 2))
     assert by_speed.satisfied(tiny32, small, profile)
@@ -280,7 +280,7 @@ def test_budget_checks_every_limit(profile, tiny32):
         (dict(latency_ms=-1.0), "latency_ms"),
         (dict(latency_ms=math.inf), "latency_ms"),
         (dict(min_throughput="fast"), "min_throughput"),
-        (dict(max_flops=1.5e6 + 0.5), "max_flops"),
+        (dict(max_macs=1.5e6 + 0.5), "max_macs"),
         (dict(max_params=True), "max_params"),
         (dict(max_params=0), "max_params"),
     ],

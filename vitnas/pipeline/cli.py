@@ -7,6 +7,7 @@ from typing import Any
 
 from vitnas.export.schema import MODEL_FORMATS
 from vitnas.pipeline.stages import DEFAULT_FORMATS
+from vitnas.util.renamed import RenamedFlag
 
 __all__ = ["register"]
 
@@ -27,8 +28,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     run.add_argument("--latency-ms", type=_floats, default=(), metavar="X,Y",
                      help="latency budgets in ms per batch (default: chosen from the profile)")
-    run.add_argument("--flops", type=_floats, default=(), metavar="G",
+    run.add_argument("--macs", type=_floats, default=(), metavar="G",
                      help="MACs budgets in G per image (default: chosen from the space)")
+    run.add_argument("--flops", type=_floats, dest="macs", action=RenamedFlag, new="--macs",
+                     help=argparse.SUPPRESS)  # the old name of --macs, for one release
     run.add_argument("--backend", choices=("ray", "local"), default="ray", help="search backend (default: ray)")
     run.add_argument("--ray-address", default=None, help="address of a running Ray cluster (ray start --head)")
     run.add_argument("--workers", type=int, default=2, help="Ray actors evaluating candidates (default: 2)")
@@ -74,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = RunSettings(
         recipe=args.recipe, out=args.out, overrides=tuple(args.overrides), space=args.space, data=args.data,
-        device=args.device, latency_ms=args.latency_ms, flops=args.flops, backend=args.backend,
+        device=args.device, latency_ms=args.latency_ms, macs=args.macs, backend=args.backend,
         ray_address=args.ray_address, workers=args.workers, generations=args.generations,
         population=args.population, profile_samples=args.profile_samples, formats=args.format,
         latency_batch=args.latency_batch, threads=args.threads, fresh=args.fresh,

@@ -23,7 +23,7 @@ Example (``supernet`` is a trained `SuperViT`, e.g. from ``vitnas.load_supernet`
 
     space = supernet.space
     config = EvolutionConfig(population=6, parents=3, mutations=2, crossovers=2, generations=2)
-    algorithm = make_algorithm("evolution", space, [named_budget(flops=0.003)], CostModel(space), config)
+    algorithm = make_algorithm("evolution", space, [named_budget(macs=0.003)], CostModel(space), config)
     trainable = fitness_trainable(supernet, FitnessSettings(data="digits", max_images=64, device="cpu"))
     tuner = tune.Tuner(
         trainable,

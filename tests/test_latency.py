@@ -224,6 +224,7 @@ def test_profile_of_another_device_is_refused(profile, tmp_path):
     [
         (lambda d: d.pop("mape"), "missing field 'mape'"),
         (lambda d: d.update(batch="8"), "field 'batch': expected int, got str"),
+        (lambda d: d.update(batch=0), "batch: expected a positive integer, got 0"),
         (lambda d: d.update(dtype="fp64"), "dtype: 'fp64' is not one of"),
         (lambda d: d.update(samples=99), "samples/holdout say 99/"),
         (lambda d: d["predictor"].update(features=["constant"]), "predictor.features: made with other terms"),

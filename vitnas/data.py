@@ -101,11 +101,9 @@ class DataConfig:
         if self.name == "synthetic":
             _check_minival_size(count, self.synthetic_size, self.holdout)
 
-
     def _check_train_images(self) -> None:
-        count = self.train_images
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
-            raise DataError(f"data.train_images: expected a positive number of images or null, got {count!r}")
+        require_int("data.train_images", self.train_images, DataError, optional=True,
+                    what="a positive number of images or null")
 
 
 def trains_on_search_images(config: DataConfig) -> bool:

@@ -105,7 +105,8 @@ class Recipe:
         _require((self.optimizer.lr is None) != (self.optimizer.lr_per_512 is None), "optimizer.lr",
                  "give exactly one of lr and lr_per_512")
         require_number("label_smoothing", self.label_smoothing, RecipeError, at_least=0, below=1)
-        require_number("ema_decay", self.ema_decay, RecipeError, above=0, below=1, optional=True)
+        require_number("ema_decay", self.ema_decay, RecipeError, above=0, below=1, optional=True,
+                       what="a number in (0, 1), or null")
 
     def _check_counts(self) -> None:
         """The integer fields: epochs, sizes, steps; each a whole number in its range."""

@@ -43,7 +43,7 @@ def main() -> None:
         for seed in range(args.seeds):
             scores = {}
             for algorithm in ("evolution", "random"):
-                result = search(args.checkpoint, Path(scratch) / f"{algorithm}-{seed}", flops=budget_g,
+                result = search(args.checkpoint, Path(scratch) / f"{algorithm}-{seed}", macs=budget_g,
                                 algorithm=algorithm, seed=seed, progress=False, verify=False, **config)
                 (choice,) = result.choices
                 scores[algorithm] = (choice.accuracy, choice.val_accuracy, _found_at(result.out, choice.accuracy))

@@ -258,7 +258,7 @@ def test_ctrl_c_during_a_search_counts_the_kept_results_and_says_to_run_it_again
     out.mkdir()
     monkeypatch.setattr(importlib.import_module("vitnas.search.driver"), "search",
                         lambda checkpoint, out, **kwargs: search_then_interrupt(checkpoint, Path(out)))
-    assert main(["search", "--checkpoint", str(tmp_path), "--out", str(out), "--flops", "1"]) == 130
+    assert main(["search", "--checkpoint", str(tmp_path), "--out", str(out), "--macs", "1"]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: 2 evaluations are kept in {out}/results.jsonl: "
                                        f"run the same command again to continue\n")
 

@@ -274,10 +274,10 @@ def test_load_imports_neither_the_supernet_nor_the_search_space(plain_folder):
 def _best_json(path: Path, space: vitnas.SearchSpace) -> tuple[list[dict], Path]:
     records = [
         {"name": "latency_ms<=4", "budget": {"latency_ms": 4.0}, "arch": space.arch(embed_dim=64).to_dict(),
-         "accuracy": 0.9, "val_accuracy": 0.875, "flops": 1, "params": 1, "search_split": "minival",
+         "accuracy": 0.9, "val_accuracy": 0.875, "macs": 1, "params": 1, "search_split": "minival",
          "report_split": "val"},
-        {"name": "flops<=0.001G,params<=0.1M", "budget": {"max_flops": 1e6}, "accuracy": 0.5, "val_accuracy": 0.25,
-         "arch": space.arch(embed_dim=32, depth=2, keep_rate=0.5).to_dict(), "flops": 1, "params": 1},
+        {"name": "macs<=0.001G,params<=0.1M", "budget": {"max_macs": 1e6}, "accuracy": 0.5, "val_accuracy": 0.25,
+         "arch": space.arch(embed_dim=32, depth=2, keep_rate=0.5).to_dict(), "macs": 1, "params": 1},
     ]
     path.write_text(json.dumps(records))
     return records, path
@@ -288,7 +288,7 @@ def test_cli_all_budgets_writes_one_checked_folder_each(tmp_path, tiny_run, spac
     out = tmp_path / "exports"
     assert main(["export", "--checkpoint", str(tiny_run), "--arch", str(best), "--out", str(out), "--all",
                  "--format", "torchscript"]) == 0
-    folders = [out / "latency_ms_le_4", out / "flops_le_0.001G__params_le_0.1M"]
+    folders = [out / "latency_ms_le_4", out / "macs_le_0.001G__params_le_0.1M"]
     assert capsys.readouterr().out.split() == [str(f) for f in folders]
     assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in folders)
     for folder, record in zip(folders, records):
@@ -321,7 +321,7 @@ def test_budget_picks_one_record_and_a_missing_one_is_named(tmp_path, tiny_run, 
     assert main([*argv, "--budget", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"vitnas: error: {best}: no budget named 'nope' (it holds 'latency_ms<=4', "
-                   "'flops<=0.001G,params<=0.1M')"]
+                   "'macs<=0.001G,params<=0.1M')"]
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(spaces["tiny32"].smallest().to_json())
     assert main(["export", "--checkpoint", str(tiny_run), "--arch", str(arch_file), "--out", str(tmp_path / "y"),
@@ -429,15 +429,34 @@ def test_vit_config_from_dict_names_the_bad_field(spaces):
 
 def test_budget_folder_names_are_safe_and_distinct(spaces):
     arch = spaces["tiny32"].smallest()
-    names = ["latency_ms<=4", "flops<=1.3G,params<=10M", "../etc", "latency_ms<=4", None]
+    names = ["latency_ms<=4", "macs<=1.3G,params<=10M", "../etc", "latency_ms<=4", None]
     assert folder_names([Target(arch, name) for name in names]) == [
-        "latency_ms_le_4", "flops_le_1.3G__params_le_10M", "etc", "latency_ms_le_4-2", "arch-4"]
+        "latency_ms_le_4", "macs_le_1.3G__params_le_10M", "etc", "latency_ms_le_4-2", "arch-4"]
+
+
+def test_one_format_list_feeds_every_verb():
+    """export, finetune and run offer the forms of one list: a new form shows up in all three CLIs."""
+    from vitnas.export import schema, writer
+    from vitnas.pipeline.stages import RunSettings
+
+    assert vitnas.export.FORMATS is schema.FORMATS is writer.FORMATS
+    assert schema.MODEL_FORMATS == tuple(name for name in schema.FORMATS if name != "elastic")
+    choices = {verb: _format_choices(verb) for verb in ("export", "finetune")}
+    assert choices == {"export": schema.FORMATS, "finetune": schema.MODEL_FORMATS}
+    assert set(RunSettings().formats) <= set(schema.MODEL_FORMATS)
+
+
+def _format_choices(verb: str) -> tuple[str, ...]:
+    """The ``--format`` choices `verb`'s own cli.py registers."""
+    import argparse
+    import importlib
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(f"vitnas.{verb}.cli").register(subparsers)
+    return tuple(next(a for a in subparsers.choices[verb]._actions if a.dest == "formats").choices)
 
 
 def test_export_verb_and_package_load_no_heavy_library():
-    from vitnas.export import cli
-
-    assert cli._FORMATS == vitnas.export.FORMATS
     code = ("import sys\nimport vitnas, vitnas.export\nfrom vitnas.cli import main\n"
             "for argv in (['export', '--help'], ['export', '--format', 'pdf']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"

@@ -30,7 +30,7 @@ POINTS = {
     "tiny32": {
         "latency_ms<=8": dict(embed_dim=64, depth=4, patch_size=4, keep_rate=0.5),
         "latency_ms<=2": dict(embed_dim=48, depth=3, num_heads=2, mlp_ratio=3.0, patch_size=8),
-        "flops<=3M": dict(embed_dim=32, depth=2, num_heads=[[4, 2]], mlp_ratio=[[2.0, 4.0]], patch_size=4,
+        "macs<=3M": dict(embed_dim=32, depth=2, num_heads=[[4, 2]], mlp_ratio=[[2.0, 4.0]], patch_size=4,
                           keep_rate=0.75),
     },
     "resize3": {
@@ -50,7 +50,7 @@ def write_best_json(path: Path, space: vitnas.SearchSpace, points: dict[str, dic
     """A search's best.json: one record per budget, with the evidence the export keeps."""
     records = [{"name": name, "budget": {"index": index}, "arch": space.arch(**kwargs).to_dict(),
                 "accuracy": 0.5 + index / 10, "val_accuracy": 0.4 + index / 10, "search_split": "minival",
-                "report_split": "val", "flops": 1, "params": 1} for index, (name, kwargs) in enumerate(points.items())]
+                "report_split": "val", "macs": 1, "params": 1} for index, (name, kwargs) in enumerate(points.items())]
     path.write_text(json.dumps(records))
     return path
 
@@ -170,19 +170,19 @@ def test_switching_points_runs_views_of_the_envelope_and_gathers_only_narrower_q
         gathered[point] = sum(p.numel() for p in copied.values())
     assert all(model.use(point).running_model() is running[point] for point in model.points)  # kept: no rebuild
     assert gathered["latency_ms<=8"] == 0  # the widest point runs on views alone
-    assert gathered["flops<=3M"] == 3 * 32 * (32 + 1)  # block 1: 2 of 4 stored heads (block 0 has all 4: a view)
+    assert gathered["macs<=3M"] == 3 * 32 * (32 + 1)  # block 1: 2 of 4 stored heads (block 0 has all 4: a view)
 
     x = images(spaces["tiny32"], 2, seed=5)
     with torch.no_grad():
         first = model.use("latency_ms<=2")(x)
-        model.use("flops<=3M")(x)
+        model.use("macs<=3M")(x)
         torch.testing.assert_close(model.use("latency_ms<=2")(x), first, rtol=0, atol=0)
         double = model.to(torch.float64)  # moves the envelope once and rebuilds the views on it
         moved = {t.untyped_storage().data_ptr() for t in double.envelope_tensors().values()}
         assert all(p.dtype == torch.float64 for p in double.running_model().parameters())
         assert double.running_model().head.weight.untyped_storage().data_ptr() in moved
         torch.testing.assert_close(double(x.double()), first.double(), rtol=0, atol=1e-5)
-    assert model.plain("flops<=3M").state_dict()["head.weight"].untyped_storage().data_ptr() not in moved
+    assert model.plain("macs<=3M").state_dict()["head.weight"].untyped_storage().data_ptr() not in moved
 
 
 def read_point(folder: Path, name: str) -> dict:
@@ -242,7 +242,7 @@ def test_bad_requests_are_refused_in_one_line_before_anything_is_written(tmp_pat
         (dict(arch=one), r"^elastic: .*one\.json holds one budget; a bundle needs two or more"),
         (dict(arch=best, formats=["elastic", "torchscript"]),
          r"^elastic: cannot be combined with torchscript: those forms hold one fixed model each"),
-        (dict(arch=best, budget="flops<=3M"), r"^elastic: a bundle holds every budget of best\.json; drop --budget"),
+        (dict(arch=best, budget="macs<=3M"), r"^elastic: a bundle holds every budget of best\.json; drop --budget"),
     ]
     for kwargs, message in cases:
         kwargs = {"formats": ["elastic"], **kwargs}
@@ -281,7 +281,7 @@ def test_a_full_disk_fails_the_export_in_one_line_and_leaves_nothing(tmp_path, s
 
 
 def test_unknown_points_are_named_with_the_known_ones(bundles, tmp_path, spaces, elastic_supernets):
-    known = "'latency_ms<=8', 'latency_ms<=2', 'flops<=3M'"
+    known = "'latency_ms<=8', 'latency_ms<=2', 'macs<=3M'"
     with pytest.raises(vitnas.ExportError, match=rf"^{bundles['tiny32']}: no operating point 'fast'; the bundle "
                                                  rf"holds {known}$"):
         vitnas.load(bundles["tiny32"], point="fast")
@@ -325,10 +325,10 @@ DAMAGE = {
     "patch size without its kernel": (
         lambda f: _edit_config(f, lambda c: c["points"][2]["model"].update(patch_size=2)
                                or c["points"][2]["model"]["stages"][0].update(grid=16)),
-        r"point 'flops<=3M' does not fit the envelope: it needs tensor 'patch_embed\.proj\.weight@patch2', which "
+        r"point 'macs<=3M' does not fit the envelope: it needs tensor 'patch_embed\.proj\.weight@patch2', which "
         r"the envelope lacks$"),
-    "two points of one name": (lambda f: _edit_config(f, lambda c: c["points"][1].update(name="flops<=3M")),
-                               r"points\[2\]\.name: 'flops<=3M' names two points$"),
+    "two points of one name": (lambda f: _edit_config(f, lambda c: c["points"][1].update(name="macs<=3M")),
+                               r"points\[2\]\.name: 'macs<=3M' names two points$"),
     "no points": (lambda f: _edit_config(f, lambda c: c.update(points=[])),
                   r"config\.json: points: expected a non-empty list, got \[\]$"),
     "unknown kind": (lambda f: _edit_config(f, lambda c: c.update(kind="sparse")),
@@ -345,7 +345,7 @@ def test_a_damaged_bundle_is_refused_in_one_line(tmp_path, bundles, case):
     shutil.copytree(bundles["tiny32"], folder)
     vitnas.load(folder)  # the copy itself is fine
     damage(folder)
-    for point in (None, "flops<=3M"):
+    for point in (None, "macs<=3M"):
         with pytest.raises(vitnas.ExportError, match=message) as error:
             vitnas.load(folder, point=point)
         assert "\n" not in str(error.value)

@@ -218,7 +218,7 @@ def test_bad_input_is_one_line(source, teacher_run, recipeless, tmp_path, capsys
 def test_export_settings_are_checked_before_training(source, tmp_path):
     with pytest.raises(vitnas.ExportError, match=r"format 'elastic': bundles several sub-networks"):
         vitnas.finetune(source, tmp_path / "out", formats=["elastic"])
-    with pytest.raises(vitnas.ExportError, match=r"latency batch 0: expected a positive integer"):
+    with pytest.raises(vitnas.ExportError, match=r"latency batch: expected a positive integer, got 0"):
         vitnas.finetune(source, tmp_path / "out", latency_batches=[0])
     assert not (tmp_path / "out").exists()
 
@@ -281,5 +281,5 @@ def test_standalone_training_applies_the_recipes_drop_path(spaces, tmp_path, mon
     train_standalone(config, load_recipe("tiny32_digits", [*SYNTHETIC, "epochs=1", "drop_path=0.3"]), tmp_path / "r")
     assert max(rate for rate, training in drawn if training) == pytest.approx(0.3)  # the deepest block's
     assert any(not training for rate, training in drawn)  # validation ran too, where it is the identity
-    with pytest.raises(RecipeError, match=r"drop_path: must be in \[0, 1\)"):
+    with pytest.raises(RecipeError, match=r"drop_path: expected a number in \[0, 1\), got"):
         load_recipe("tiny32_digits", ["drop_path=1.0"])

@@ -53,7 +53,7 @@ def test_run_writes_every_artefact_and_they_load(finished):
     assert sorted(bundle.points) == sorted(record["name"] for record in best)
     table = format_run(finished)
     assert all(str(row.folder) in table for row in finished.rows) and str(finished.pareto_plot) in table
-    assert len([line for line in table.splitlines() if line.startswith(("latency_ms", "flops"))]) == 3
+    assert len([line for line in table.splitlines() if line.startswith(("latency_ms", "macs"))]) == 3
 
 
 def test_second_call_resumes_every_stage_and_writes_nothing(finished, monkeypatch):
@@ -161,13 +161,13 @@ def test_an_export_that_scores_differently_from_the_supernet_fails_the_run(finis
 def test_budgets_chosen_from_the_profile_bind_and_are_feasible(finished):
     space = vitnas.load_space("tiny32")
     profile = vitnas.latency.load_profile(finished.out / "profile.json")
-    latency, flops, reasons = choose_budgets(profile, space)
+    latency, macs_budgets, reasons = choose_budgets(profile, space)
     low, high = profile.predict(space.smallest()), profile.predict(space.largest())
     assert len(latency) == 2 and low <= latency[0] < latency[1] < high
     target = low + 0.25 * (high - low)
     assert 0 <= latency[0] - target < 10 ** (math.floor(math.log10(target)) - 1)  # rounded up to two digits
     macs = [vitnas.count_macs(space, arch) / 1e9 for arch in (space.smallest(), space.largest())]
-    assert macs[0] <= flops[0] < macs[1]
+    assert macs[0] <= macs_budgets[0] < macs[1]
     assert len(reasons) == 3 and "of the way from the smallest" in reasons[0]
     assert choose_budgets(profile, space, (2.5,), (0.01,))[:2] == ((2.5,), (0.01,))
 
@@ -178,12 +178,12 @@ def test_bad_flags_are_one_line(capsys, tmp_path):
     assert main(["run", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere" in err
-    assert main(["run", "--out", str(tmp_path / "r"), "--flops", "0.0001"]) == 2
+    assert main(["run", "--out", str(tmp_path / "r"), "--macs", "0.0001"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no sub-network of tiny32 meets it (the smallest has 0.000386 G MACs)" in err
     kept = tmp_path / "kept"
     (kept / "supernet").mkdir(parents=True)
-    assert main(["run", "--out", str(kept), "--fresh", "--flops", "0.0001"]) == 2
+    assert main(["run", "--out", str(kept), "--fresh", "--macs", "0.0001"]) == 2
     assert (kept / "supernet").is_dir()  # --fresh deletes nothing when a flag is wrong
     capsys.readouterr()
     with pytest.raises(RunError, match=r"--ray-address: needs --backend ray"):

@@ -169,9 +169,9 @@ def _assert_prints_what_the_readme_shows(command: str, out: list[str], log: list
     printed = out + log
     if command == "vitnas run":
         shown = readme_output("budgets:")
-        kept = [line for line in shown if line.startswith(("  flops<=", "budget ", "Pareto front:", "elastic bundle:"))]
-        assert len(kept) == 4 and "export: vitnas-run/export/flops_le_0.0034G" in shown
-        for line in [*kept, "export: vitnas-run/export/flops_le_0.0034G"]:
+        kept = [line for line in shown if line.startswith(("  macs<=", "budget ", "Pareto front:", "elastic bundle:"))]
+        assert len(kept) == 4 and "export: vitnas-run/export/macs_le_0.0034G" in shown
+        for line in [*kept, "export: vitnas-run/export/macs_le_0.0034G"]:
             assert line in printed, f"vitnas run no longer prints the README's line {line!r}"
         assert sum(line.startswith("export: ") for line in printed) == sum(l.startswith("export: ") for l in shown)
     elif command.startswith("vitnas search --checkpoint runs/digits --out runs/search "):
@@ -184,7 +184,7 @@ def _assert_prints_what_the_readme_shows(command: str, out: list[str], log: list
             assert line in shown and line in printed, (line, printed)
     elif command.startswith("vitnas export"):
         shown = readme_output("exported img ")
-        assert "runs/export/flops_le_0.0034G" in shown and "runs/export/flops_le_0.0034G" in printed, printed
+        assert "runs/export/macs_le_0.0034G" in shown and "runs/export/macs_le_0.0034G" in printed, printed
     elif command == "vitnas space tiny32":
         assert out == readme_output("space tiny32:")
 

@@ -57,9 +57,9 @@ def test_random_sub_networks_come_from_the_steps_window(spaces):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["sampler.complexity_window=0"], r"sampler.complexity_window: must be in \(0, 1\]"),
+    (["sampler.complexity_window=0"], r"sampler.complexity_window: expected a number in \(0, 1\], or null, got 0"),
     (["sampler.name=multi", "sampler.complexity_window=0.2"], "applies to the single and sandwich samplers"),
-    (["sampler.complexity_period=1"], "sampler.complexity_period: must be at least 2 steps"),
+    (["sampler.complexity_period=1"], r"sampler.complexity_period: expected an integer >= 2 \(steps\), got 1"),
     (["sampler.name=single", "gradient_projection=true"], "gradient_projection: needs the largest sub-network"),
 ])
 def test_remedy_settings_are_checked_in_one_line(overrides, message):

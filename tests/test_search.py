@@ -34,7 +34,7 @@ RECIPE = {
     "sampler": {"name": "single"},
 }
 SMALL = dict(generations=3, population=8, mutations=4, crossovers=4, max_images=96)
-FLOPS = (0.002, 0.006)  # G MACs: tiny32 spans 0.4 to 15 M
+MACS = (0.002, 0.006)  # G MACs: tiny32 spans 0.4 to 15 M
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finished(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("search") / "run"
-    return search(checkpoint, out, flops=FLOPS, params=0.06, progress=False, **SMALL)
+    return search(checkpoint, out, macs=MACS, params=0.06, progress=False, **SMALL)
 
 
 def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, checkpoint):
@@ -56,32 +56,32 @@ def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, 
     assert {p.name for p in out.iterdir()} >= {"search.json", "results.jsonl", "state.json", "best.json",
                                                "pareto.json", "pareto.png"}
     best = json.loads((out / "best.json").read_text())
-    assert [entry["name"] for entry in best] == ["flops<=0.002G", "flops<=0.006G", "params<=0.06M"]
+    assert [entry["name"] for entry in best] == ["macs<=0.002G", "macs<=0.006G", "params<=0.06M"]
     space = vitnas.load_space("tiny32")
     val = FitnessEvaluator.from_checkpoint(checkpoint, split="val")
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     candidates = {Arch.from_dict(line["arch"]): line for line in lines if line["role"] == "candidate"}
     for entry in best:
         arch = Arch.from_dict(entry["arch"])
-        assert entry["flops"] == vitnas.count_macs(space, arch) and entry["params"] == vitnas.count_params(space, arch)
-        limit = entry["budget"]["max_flops"] or float("inf"), entry["budget"]["max_params"] or float("inf")
-        assert entry["flops"] <= limit[0] and entry["params"] <= limit[1]
+        assert entry["macs"] == vitnas.count_macs(space, arch) and entry["params"] == vitnas.count_params(space, arch)
+        limit = entry["budget"]["max_macs"] or float("inf"), entry["budget"]["max_params"] or float("inf")
+        assert entry["macs"] <= limit[0] and entry["params"] <= limit[1]
         assert entry["val_accuracy"] == val(arch)  # scored on val, not on the search split
         within = [line for a, line in candidates.items()
-                  if line["flops"] <= limit[0] and line["params"] <= limit[1]]
+                  if line["macs"] <= limit[0] and line["params"] <= limit[1]]
         assert entry["accuracy"] == max(line["accuracy"] for line in within)  # the best of its budget
     assert len(candidates) == finished.evaluations == 8 + 2 * 8
     assert all(line["worker"].startswith("local@") and line["seconds"] >= 0 for line in lines)
     front = json.loads((out / "pareto.json").read_text())
-    assert front["cost_key"] == "flops" and front["front"]
+    assert front["cost_key"] == "macs" and front["front"]
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_same_seed_same_choices_and_resume_of_a_finished_run_evaluates_nothing(finished, checkpoint, tmp_path):
-    again = vitnas.search(checkpoint, tmp_path / "again", flops=FLOPS, params=0.06, progress=False, **SMALL)
+    again = vitnas.search(checkpoint, tmp_path / "again", macs=MACS, params=0.06, progress=False, **SMALL)
     assert [c.to_dict() for c in again.choices] == [c.to_dict() for c in finished.choices]
     lines = (tmp_path / "again" / "results.jsonl").read_text()
-    resumed = search(checkpoint, tmp_path / "again", flops=FLOPS, params=0.06, progress=False, **SMALL)  # again
+    resumed = search(checkpoint, tmp_path / "again", macs=MACS, params=0.06, progress=False, **SMALL)  # again
     assert (tmp_path / "again" / "results.jsonl").read_text() == lines  # everything replayed from the log
     assert resumed.replayed == len(lines.splitlines()) and resumed.choices == again.choices
 
@@ -111,7 +111,7 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpo
 def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(finished, checkpoint, tmp_path):
     shutil.copytree(checkpoint, tmp_path / "before" / "supernet")
     before = tmp_path / "before" / "search"
-    search(tmp_path / "before" / "supernet", before, flops=FLOPS, params=0.06, progress=False, **SMALL)
+    search(tmp_path / "before" / "supernet", before, macs=MACS, params=0.06, progress=False, **SMALL)
     stored = json.loads((before / "search.json").read_text())
     assert stored["checkpoint"] == str(Path("..") / "supernet") and stored["profile"] is None
     lines = (before / "results.jsonl").read_text().splitlines(keepends=True)
@@ -121,43 +121,43 @@ def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(fini
     (tmp_path / "before").rename(tmp_path / "after")  # the old place is gone: only relative paths can resume
 
     after = tmp_path / "after" / "search"
-    resumed = search(tmp_path / "after" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+    resumed = search(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
                      **SMALL)
     assert resumed.replayed == 10 and resumed.choices == finished.choices
     assert json.loads((after / "search.json").read_text()) == stored
 
     stored["checkpoint"] = str((tmp_path / "after" / "supernet").resolve())  # as search.json was written before
     (after / "search.json").write_text(json.dumps(stored))
-    again = search(tmp_path / "after" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+    again = search(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
                    **SMALL)
     assert again.replayed == 8 + 2 * 8 + 2 and again.choices == finished.choices  # candidates and the references
     with pytest.raises(SearchError, match=r"search: was started with checkpoint '.*/after/supernet', not "
                                           r"'.*/before/supernet'; give the same settings"):
-        search(tmp_path / "before" / "supernet", after, flops=FLOPS, params=0.06, progress=False, resume=True,
+        search(tmp_path / "before" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
                **SMALL)
 
 
 def test_infeasible_budget_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["search", "--checkpoint", str(checkpoint), "--out", str(out), "--flops", "0.0001"]) == 2
+    assert main(["search", "--checkpoint", str(checkpoint), "--out", str(out), "--macs", "0.0001"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "budget flops<=0.0001G: no sub-network meets it; the smallest reachable is 0.000386 G MACs" in err
+    assert err.count("\n") == 1 and "budget macs<=0.0001G: no sub-network meets it; the smallest reachable is 0.000386 G MACs" in err
     assert not out.exists()
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(checkpoint="nowhere"), r"nowhere.*no such directory"),
     (dict(algorithm="annealing"), r"algorithm: unknown 'annealing' \(known: evolution, random\)"),
-    (dict(flops=None), r"budgets: give at least one of --latency-ms, --flops, --params"),
+    (dict(macs=None), r"budgets: give at least one of --latency-ms, --macs, --params"),
     (dict(latency_ms=4.0), r"--latency-ms needs --profile"),
     (dict(backend="slurm"), r"backend: unknown 'slurm' \(known: local, ray\)"),
-    (dict(flops=-1.0), r"flops: expected positive numbers, got -1.0"),
+    (dict(macs=-1.0), r"macs: expected positive numbers, got -1.0"),
     (dict(resume=True), r"--resume: nothing to resume in .* \(no search\.json or results\.jsonl\)"),
     (dict(search_images=50), r"--search-images: digits' minival is a fixed 10% of its train split"),
 ])
 def test_bad_search_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, change, message):
     out = tmp_path / "run"
-    arguments = dict(checkpoint=checkpoint, flops=0.004, progress=False, **SMALL) | change
+    arguments = dict(checkpoint=checkpoint, macs=0.004, progress=False, **SMALL) | change
     with pytest.raises(VitnasError, match=message) as error:
         search(arguments.pop("checkpoint"), out, **arguments)
     assert "\n" not in str(error.value) and not (out / "results.jsonl").exists() and not (out / "search.json").exists()
@@ -165,29 +165,29 @@ def test_bad_search_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, c
 
 def test_a_finished_search_refuses_other_settings_and_fresh_starts_over(finished, checkpoint, tmp_path):
     """The run-directory convention: the same call continues (above), other settings are refused, --fresh restarts."""
-    with pytest.raises(SearchError, match=rf"^{finished.out}: was started with flops \[0\.002, 0\.006\], not "
+    with pytest.raises(SearchError, match=rf"^{finished.out}: was started with macs \[0\.002, 0\.006\], not "
                                           r"\[0\.003\]; give the same settings to continue it, --fresh to start "
                                           r"over, or another --out$"):
-        search(checkpoint, finished.out, flops=0.003, params=0.06, progress=False, **SMALL)
+        search(checkpoint, finished.out, macs=0.003, params=0.06, progress=False, **SMALL)
     with pytest.raises(SearchError, match=r"was started with config\.generations 3, not 4"):
-        search(checkpoint, finished.out, flops=FLOPS, params=0.06, progress=False, **{**SMALL, "generations": 4})
+        search(checkpoint, finished.out, macs=MACS, params=0.06, progress=False, **{**SMALL, "generations": 4})
     with pytest.raises(SearchError, match=r"already holds a search: leave resume unset to continue it"):
-        search(checkpoint, finished.out, flops=FLOPS, params=0.06, progress=False, resume=False, **SMALL)
+        search(checkpoint, finished.out, macs=MACS, params=0.06, progress=False, resume=False, **SMALL)
     out = tmp_path / "run"
     shutil.copytree(finished.out, out)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(VitnasError, match=r"no sub-network meets it"):  # found late, it still costs nothing
-        search(checkpoint, out, flops=0.0001, progress=False, fresh=True, **SMALL)
+        search(checkpoint, out, macs=0.0001, progress=False, fresh=True, **SMALL)
     assert (out / "best.json").read_text() == (finished.out / "best.json").read_text()
-    again = search(checkpoint, out, flops=0.003, params=0.06, progress=False, fresh=True, **SMALL)
-    assert again.replayed == 0 and json.loads((out / "search.json").read_text())["flops"] == [0.003]
+    again = search(checkpoint, out, macs=0.003, params=0.06, progress=False, fresh=True, **SMALL)
+    assert again.replayed == 0 and json.loads((out / "search.json").read_text())["macs"] == [0.003]
     assert (out / "notes.txt").read_text() == "mine"  # --fresh deletes the search's own files only
 
 
 def test_ray_backend_without_ray_is_one_line(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(VitnasError, match=r"^backend ray: Ray is not installed") as error:
-        search(checkpoint, tmp_path / "run", flops=0.004, backend="ray", progress=False, **SMALL)
+        search(checkpoint, tmp_path / "run", macs=0.004, backend="ray", progress=False, **SMALL)
     assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
 
 
@@ -290,7 +290,7 @@ def test_leftover_ray_processes_are_stopped_only_once_their_driver_has_ended(tmp
 
 def _cli_arguments(checkpoint: Path, out: Path) -> list[str]:
     """`vitnas search` arguments for the `finished` search's settings."""
-    return ["--checkpoint", str(checkpoint), "--out", str(out), "--flops", ",".join(map(str, FLOPS)),
+    return ["--checkpoint", str(checkpoint), "--out", str(out), "--macs", ",".join(map(str, MACS)),
             "--params", "0.06", "--generations", "3", "--population", "8", "--mutations", "4", "--crossovers", "4",
             "--max-images", "96"]
 

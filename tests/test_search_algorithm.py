@@ -87,14 +87,14 @@ def run(algorithm, space, shuffle_seed: int | None = None, stop_after: int | Non
     return batches
 
 
-def half_flops(space) -> NamedBudget:
+def half_macs(space) -> NamedBudget:
     """A MACs budget halfway between the smallest and largest sub-network."""
     middle = (count_macs(space, space.smallest()) + count_macs(space, space.largest())) / 2
-    return NamedBudget(Budget(max_flops=int(middle)))
+    return NamedBudget(Budget(max_macs=int(middle)))
 
 
 def test_same_seed_same_run_and_another_seed_differs(space, costs):
-    budgets = [half_flops(space)]
+    budgets = [half_macs(space)]
     first = Evolution(space, budgets, costs, SMALL)
     second = Evolution(space, budgets, costs, SMALL)
     other = Evolution(space, budgets, costs, replace(SMALL, seed=1))
@@ -105,7 +105,7 @@ def test_same_seed_same_run_and_another_seed_differs(space, costs):
 
 
 def test_results_in_any_order_give_the_same_search(space, costs):
-    budgets = budgets_from_limits(flops=[0.004, 0.008])
+    budgets = budgets_from_limits(macs=[0.004, 0.008])
     serial = Evolution(space, budgets, costs, SMALL)
     shuffled = Evolution(space, budgets, costs, SMALL)
     assert run(serial, space) == run(shuffled, space, shuffle_seed=7)
@@ -115,7 +115,7 @@ def test_results_in_any_order_give_the_same_search(space, costs):
 
 @pytest.mark.parametrize("cls", [Evolution, RandomSearch])
 def test_state_round_trips_through_json_and_resumes_exactly(space, costs, cls):
-    budgets = budgets_from_limits(flops=[0.006], params=[0.1])
+    budgets = budgets_from_limits(macs=[0.006], params=[0.1])
     whole = cls(space, budgets, costs, SMALL)
     whole_batches = run(whole, space)
 
@@ -131,7 +131,7 @@ def test_state_round_trips_through_json_and_resumes_exactly(space, costs, cls):
 
 
 def test_state_saved_mid_generation_keeps_pending_archs(space, costs):
-    budgets = [half_flops(space)]
+    budgets = [half_macs(space)]
     whole = Evolution(space, budgets, costs, SMALL)
     run(whole, space)
 
@@ -150,7 +150,7 @@ def test_state_saved_mid_generation_keeps_pending_archs(space, costs):
 
 
 def test_restoring_under_other_costs_or_another_algorithm_is_refused(space, costs):
-    algorithm = Evolution(space, [half_flops(space)], costs, SMALL)
+    algorithm = Evolution(space, [half_macs(space)], costs, SMALL)
     run(algorithm, space, stop_after=2)
     state = json.loads(json.dumps(algorithm.state_dict()))
 
@@ -168,7 +168,7 @@ def test_restoring_under_other_costs_or_another_algorithm_is_refused(space, cost
 
 @pytest.mark.parametrize("cls", [Evolution, RandomSearch])
 def test_every_proposal_is_new_and_meets_a_budget(space, costs, cls):
-    budgets = budgets_from_limits(flops=[0.004, 0.008], params=[0.1])
+    budgets = budgets_from_limits(macs=[0.004, 0.008], params=[0.1])
     algorithm = cls(space, budgets, costs, SMALL)
     proposed = [arch for batch in run(algorithm, space) for arch in batch]
     assert len(proposed) == len(set(proposed)) == algorithm.evaluations
@@ -189,31 +189,31 @@ def test_several_budgets_share_one_history_and_cost_each_arch_once(space):
         calls.append(arch)
         return model(arch)
 
-    budgets = budgets_from_limits(flops=[0.003, 0.009], params=[0.08])
+    budgets = budgets_from_limits(macs=[0.003, 0.009], params=[0.08])
     algorithm = Evolution(space, budgets, counted, SMALL)
     run(algorithm, space)
     assert len(calls) == len(set(calls))  # cached per arch
     best = algorithm.best_per_budget()
-    assert list(best) == ["flops<=0.003G", "flops<=0.009G", "params<=0.08M"]
+    assert list(best) == ["macs<=0.003G", "macs<=0.009G", "params<=0.08M"]
     evaluated = {record.arch for record in algorithm.history}
     assert all(arch in evaluated for arch, _ in best.values())
     assert {record.budget for record in algorithm.history} == set(best)  # each budget bred its own children
-    assert best["flops<=0.003G"][1] <= best["flops<=0.009G"][1]  # a looser budget sees a superset
+    assert best["macs<=0.003G"][1] <= best["macs<=0.009G"][1]  # a looser budget sees a superset
 
 
 def test_a_budget_no_sub_network_meets_is_one_named_line(space, costs):
     smallest_macs = count_macs(space, space.smallest()) / 1e9
-    algorithm = Evolution(space, [named_budget(flops=1e-6)], costs, SMALL)
+    algorithm = Evolution(space, [named_budget(macs=1e-6)], costs, SMALL)
     with pytest.raises(BudgetError) as error:
         algorithm.ask()
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith("budget flops<=1e-06G: no sub-network meets it")
+    assert message.startswith("budget macs<=1e-06G: no sub-network meets it")
     assert f"smallest reachable is {smallest_macs:.4g} G MACs (space tiny32)" in message
 
     lowest_params = min(count_params(space, replace(space.smallest(), patch_size=p)) for p in (4, 8)) / 1e6
     with pytest.raises(BudgetError, match=rf"budget params<=0.001M: .* is {lowest_params:.4g} M params"):
-        Evolution(space, budgets_from_limits(flops=[0.01], params=[0.001]), costs, SMALL).ask()
+        Evolution(space, budgets_from_limits(macs=[0.01], params=[0.001]), costs, SMALL).ask()
 
 
 class FakeProfile:
@@ -264,17 +264,17 @@ def test_throughput_and_latency_limits_agree_with_budget_check(space):
 
 def test_meets_agrees_with_budget_check(space, costs):
     rng = np.random.default_rng(3)
-    budget = Budget(max_flops=6_000_000, max_params=90_000)
+    budget = Budget(max_macs=6_000_000, max_params=90_000)
     archs = [space.sample(rng) for _ in range(60)] + [space.smallest(), space.largest()]
     verdicts = [meets(budget, costs(arch)) for arch in archs]
     assert verdicts == [budget.satisfied(space, arch) for arch in archs]
     assert any(verdicts) and not all(verdicts)
-    at_limit = Budget(max_flops=count_macs(space, space.smallest()))
+    at_limit = Budget(max_macs=count_macs(space, space.smallest()))
     assert meets(at_limit, costs(space.smallest()))  # a limit holds when equal, as in Budget.check
 
 
 def test_evolution_beats_random_search_at_equal_evaluations(space, costs):
-    budgets = [half_flops(space)]
+    budgets = [half_macs(space)]
     config = EvolutionConfig(population=16, parents=4, mutations=8, crossovers=8, generations=6, max_tries=300)
     margins = []
     for seed in range(3):
@@ -289,18 +289,18 @@ def test_evolution_beats_random_search_at_equal_evaluations(space, costs):
 
 def test_pareto_front_of_known_points():
     points = [
-        {"id": "a", "accuracy": 0.50, "flops": 1.0},
-        {"id": "b", "accuracy": 0.70, "flops": 2.0},
-        {"id": "c", "accuracy": 0.60, "flops": 2.5},  # dominated by b
-        {"id": "d", "accuracy": 0.80, "flops": 3.0},
-        {"id": "e", "accuracy": 0.80, "flops": 3.5},  # as accurate as d, costlier
-        {"id": "f", "accuracy": 0.40, "flops": 1.0},  # as cheap as a, less accurate
-        {"id": "g", "accuracy": 0.70, "flops": 2.0},  # equal to b: neither dominates
-        {"id": "h", "accuracy": 0.90, "flops": 5.0},
+        {"id": "a", "accuracy": 0.50, "macs": 1.0},
+        {"id": "b", "accuracy": 0.70, "macs": 2.0},
+        {"id": "c", "accuracy": 0.60, "macs": 2.5},  # dominated by b
+        {"id": "d", "accuracy": 0.80, "macs": 3.0},
+        {"id": "e", "accuracy": 0.80, "macs": 3.5},  # as accurate as d, costlier
+        {"id": "f", "accuracy": 0.40, "macs": 1.0},  # as cheap as a, less accurate
+        {"id": "g", "accuracy": 0.70, "macs": 2.0},  # equal to b: neither dominates
+        {"id": "h", "accuracy": 0.90, "macs": 5.0},
     ]
-    assert [p["id"] for p in pareto_front(points, "flops")] == ["a", "b", "g", "d", "h"]
-    assert [p["id"] for p in pareto_front(points[::-1], "flops")] == ["a", "g", "b", "d", "h"]
-    assert pareto_front([], "flops") == []
+    assert [p["id"] for p in pareto_front(points, "macs")] == ["a", "b", "g", "d", "h"]
+    assert [p["id"] for p in pareto_front(points[::-1], "macs")] == ["a", "g", "b", "d", "h"]
+    assert pareto_front([], "macs") == []
 
 
 @pytest.mark.parametrize(
@@ -326,17 +326,17 @@ def test_bad_setup_is_one_line(space, costs):
     with pytest.raises(VitnasError, match=r"^EvolutionConfig\.mutations: .*both 0"):
         EvolutionConfig(mutations=0, crossovers=0)
     with pytest.raises(VitnasError, match=r"^algorithm: unknown 'annealing' \(known: evolution, random\)$"):
-        make_algorithm("annealing", space, [half_flops(space)], costs)
-    with pytest.raises(BudgetError, match="two budgets named 'flops<=0.005G'"):
-        Evolution(space, budgets_from_limits(flops=[0.005, 0.005]), costs)
+        make_algorithm("annealing", space, [half_macs(space)], costs)
+    with pytest.raises(BudgetError, match="two budgets named 'macs<=0.005G'"):
+        Evolution(space, budgets_from_limits(macs=[0.005, 0.005]), costs)
     with pytest.raises(VitnasError, match="population: 2 is fewer than the 3 budgets"):
-        Evolution(space, budgets_from_limits(flops=[0.004, 0.005, 0.006]), costs, replace(SMALL, population=2))
-    with pytest.raises(BudgetError, match="^flops: expected a positive number"):
-        named_budget(flops=-1)
+        Evolution(space, budgets_from_limits(macs=[0.004, 0.005, 0.006]), costs, replace(SMALL, population=2))
+    with pytest.raises(BudgetError, match="^macs: expected a positive number"):
+        named_budget(macs=-1)
 
 
 def test_tell_accepts_only_pending_archs(space, costs):
-    algorithm = make_algorithm("random", space, [half_flops(space)], costs, SMALL)
+    algorithm = make_algorithm("random", space, [half_macs(space)], costs, SMALL)
     batch = algorithm.ask()
     outsider = next(arch for arch in [space.largest(), space.smallest()] if arch not in batch)
     with pytest.raises(VitnasError, match="not proposed"):
@@ -352,14 +352,14 @@ def test_tell_accepts_only_pending_archs(space, costs):
 
 
 def test_budget_names_derive_from_limits():
-    assert [b.name for b in budgets_from_limits(latency_ms=[4, 8.5], flops=1.3, params=10)] == [
+    assert [b.name for b in budgets_from_limits(latency_ms=[4, 8.5], macs=1.3, params=10)] == [
         "latency_ms<=4",
         "latency_ms<=8.5",
-        "flops<=1.3G",
+        "macs<=1.3G",
         "params<=10M",
     ]
-    combined = named_budget(flops=1.3, params=10)
-    assert combined.name == "flops<=1.3G,params<=10M" and combined.budget.max_flops == 1_300_000_000
+    combined = named_budget(macs=1.3, params=10)
+    assert combined.name == "macs<=1.3G,params<=10M" and combined.budget.max_macs == 1_300_000_000
     assert NamedBudget(Budget()).name == "unconstrained"
     assert named_budget(latency_ms=4, name="edge").name == "edge"
     assert NamedBudget.from_dict(json.loads(json.dumps(combined.to_dict()))) == combined

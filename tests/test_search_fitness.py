@@ -88,8 +88,8 @@ def test_an_arch_outside_the_space_is_a_one_line_arch_error(supernet, archs):
 
 @pytest.mark.parametrize("changes, message", [
     ({"split": "test"}, r"fitness\.split: expected one of train, val, minival, got 'test'"),
-    ({"batch_size": 0}, r"fitness\.batch_size: must be a positive integer, got 0"),
-    ({"max_images": -1}, r"fitness\.max_images: must be a positive integer or None, got -1"),
+    ({"batch_size": 0}, r"fitness\.batch_size: expected a positive integer, got 0"),
+    ({"max_images": -1}, r"fitness\.max_images: expected a positive integer or None, got -1"),
     ({"device": "nowhere"}, r"fitness\.device: 'nowhere' is not a device"),
 ])
 def test_bad_settings_are_one_line_errors(changes, message):

@@ -39,7 +39,7 @@ from vitnas.supernet.supernet import SuperViT  # noqa: E402
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]  # as each actor: one thread
 
 SETTINGS = FitnessSettings(DataConfig(name="digits"), split="minival", max_images=64, device="cpu")
-BUDGET = named_budget(flops=0.003)  # about half of tiny32's uniform draws meet it
+BUDGET = named_budget(macs=0.003)  # about half of tiny32's uniform draws meet it
 SMALL = EvolutionConfig(population=6, parents=3, mutations=3, crossovers=3, generations=2, seed=3)
 
 

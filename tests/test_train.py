@@ -169,6 +169,15 @@ def test_recipe_errors_name_the_field(tmp_path):
         load_recipe(TINY, overrides=["epochs=many"])
     with pytest.raises(RecipeError, match=r"override 'epochs': expected key=value"):
         load_recipe(TINY, overrides=["epochs"])
+    for override, message in (
+        ("epochs=0", r"epochs: expected a positive integer, got 0$"),
+        ("log_every=0", r"log_every: expected a positive integer, got 0$"),
+        ("sampler.num_random=-1", r"sampler\.num_random: expected a non-negative integer, got -1$"),
+        ("label_smoothing=1", r"label_smoothing: expected a number in \[0, 1\), got 1\.0$"),
+        ("ema_decay=1.5", r"ema_decay: expected a number in \(0, 1\), or null, got 1\.5$"),
+    ):
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(TINY, overrides=[override])
     with pytest.raises(RecipeError, match=r"no such file, and not a shipped recipe"):
         load_recipe(tmp_path / "missing.yaml")
     with pytest.raises(RecipeError, match=r"^tiny32_digit: .*did you mean tiny32_digits or tiny32_reducers_digits\?"):
@@ -186,7 +195,7 @@ def test_recipe_errors_name_the_field(tmp_path):
     (["data.rooot=/x"], r"data\.rooot: unknown key \(known: name, root, "),
     (["data.synthetic_size=abc"], r"data\.synthetic_size: expected int, got 'abc'"),
     (["data.root=5"], r"data\.root: expected str or null, got 5"),
-    (["data.synthetic_size=0", "data.name=synthetic"], r"data\.synthetic_size: must be positive, got 0"),
+    (["data.synthetic_size=0", "data.name=synthetic"], r"data\.synthetic_size: expected a positive integer, got 0"),
     (["epochs=null"], r"epochs: expected int, got None"),
     (["sampler.name=multi", "sampler.variant=masked", "space=SPACE"],
      r"sampler\.variant: masked: stages\[0\] of space resize3 has no head_dim, so its heads are \[4, 6, 8, 12\]"),

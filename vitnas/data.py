@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from vitnas.errors import DataError
+from vitnas.util.fields import require_bool, require_int
 
 __all__ = [
     "DataConfig",
@@ -84,10 +85,8 @@ class DataConfig:
         if self.name not in ("digits", "synthetic") and not self.root:
             raise DataError(f"data.root: the {self.name} data set needs a root folder")
         for name in ("synthetic_size", "num_classes"):
-            if getattr(self, name) <= 0:
-                raise DataError(f"data.{name}: must be positive, got {getattr(self, name)}")
-        if not isinstance(self.holdout, bool):
-            raise DataError(f"data.holdout: expected true or false, got {self.holdout!r}")
+            require_int(f"data.{name}", getattr(self, name), DataError)
+        require_bool("data.holdout", self.holdout, DataError)
         self._check_search_images()
         self._check_train_images()
 
@@ -95,19 +94,16 @@ class DataConfig:
         count = self.search_images
         if count is None:
             return
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-            raise DataError(f"data.search_images: expected a positive number of images or null, got {count!r}")
+        require_int("data.search_images", count, DataError, what="a positive number of images or null")
         if self.name == "digits":
             raise DataError(f"data.search_images: digits' minival is a fixed {DIGITS_MINIVAL_FRACTION:.0%} of its "
                             f"train split; leave it null (got {count})")
         if self.name == "synthetic":
             _check_minival_size(count, self.synthetic_size, self.holdout)
 
-
     def _check_train_images(self) -> None:
-        count = self.train_images
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
-            raise DataError(f"data.train_images: expected a positive number of images or null, got {count!r}")
+        require_int("data.train_images", self.train_images, DataError, optional=True,
+                    what="a positive number of images or null")
 
 
 def trains_on_search_images(config: DataConfig) -> bool:

@@ -17,7 +17,7 @@ from vitnas._lazy import export_lazily
 
 _LAZY = {
     "export": "vitnas.export.writer",
-    "FORMATS": "vitnas.export.writer",
+    "FORMATS": "vitnas.export.schema",
     "TOLERANCE": "vitnas.export.writer",
     "extract": "vitnas.export.extract",
     "timm_state_dict": "vitnas.export.extract",

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+from vitnas.export.schema import FORMATS
 
-_FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")  # as vitnas.export.FORMATS, without torch
+__all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
@@ -37,8 +37,8 @@ def _register_export(subparsers: Any) -> None:
                         help="an arch JSON file, a search's best.json (its first budget by default), "
                              "or largest / smallest")
     parser.add_argument("--out", required=True, metavar="DIR", help="export folder (with --all: folder of folders)")
-    parser.add_argument("--format", nargs="+", choices=_FORMATS, default=["safetensors"], metavar="FORMAT",
-                        dest="formats", help=f"any of {', '.join(_FORMATS)} (safetensors is always written; "
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["safetensors"], metavar="FORMAT",
+                        dest="formats", help=f"any of {', '.join(FORMATS)} (safetensors is always written; "
                                              "elastic: one bundle of every budget of a best.json, alone)")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--budget", default=None, metavar="NAME", help="best.json: export this budget's choice")

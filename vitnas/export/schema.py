@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from vitnas.errors import ExportError
+from vitnas.util.fields import require_int
 
 __all__ = [
     "CONFIG_FILE",
     "ELASTIC",
     "FORMAT",
+    "FORMATS",
     "FORMAT_VERSION",
     "KINDS",
+    "MODEL_FORMATS",
     "PLAIN",
     "WEIGHTS_FILE",
     "file_entry",
@@ -39,6 +42,11 @@ WEIGHTS_FILE = "model.safetensors"
 # operating points sharing one weight envelope (vitnas.export.elastic).
 PLAIN, ELASTIC = "plain", "elastic"
 KINDS = (PLAIN, ELASTIC)
+# The forms `vitnas export` writes, in the order it writes them: the one list every CLI and check derives from
+# (here, not in the writer, because the CLIs read it without importing torch). safetensors is always written,
+# since vitnas.load reads it; elastic is one bundle of every budget of a search rather than one model.
+FORMATS = ("safetensors", "timm", "torchscript", "onnx", ELASTIC)
+MODEL_FORMATS = tuple(name for name in FORMATS if name != ELASTIC)  # the forms of one model's folder
 _REQUIRED = {PLAIN: ("model", "weights"), ELASTIC: ("points", "weights")}  # the load-critical fields of each kind
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -98,8 +106,7 @@ def _check_format(data: dict[str, Any], path: Path) -> None:
     if data["format"] != FORMAT:
         raise ExportError(f"{path}: format is {data['format']!r}, not {FORMAT!r}")
     version = data["format_version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ExportError(f"{path}: format_version: expected a positive integer, got {version!r}")
+    require_int(f"{path}: format_version", version, ExportError)
     if version > FORMAT_VERSION:
         raise ExportError(f"{path}: format version {version} is newer than this vitnas reads ({FORMAT_VERSION}); "
                           f"upgrade vitnas to load it")
@@ -120,8 +127,7 @@ def weights_entry(data: dict[str, Any], path: Path) -> tuple[str, int, str]:
     name, size, digest = entry["file"], entry["bytes"], entry["sha256"]
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
         raise ExportError(f"{path}: weights.file: expected a file name inside the folder, got {name!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ExportError(f"{path}: weights.bytes: expected a byte count, got {size!r}")
+    require_int(f"{path}: weights.bytes", size, ExportError, low=0, what="a byte count")
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise ExportError(f"{path}: weights.sha256: expected 64 lowercase hex digits, got {digest!r}")
     return name, size, digest

@@ -3,7 +3,9 @@
 A search's ``best.json`` is a list of records, one per budget, each holding ``name``,
 ``arch`` and the evidence (accuracies on the named splits, costs, latency). Exporting
 from it keeps that evidence, so the model card can say how accurate the model is and
-on which split; a plain arch file carries none.
+on which split; a plain arch file carries none. A best.json written before MACs were
+called ``macs`` says ``flops`` and ``max_flops``; its records are read under the new names,
+so every export folder says ``macs``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from vitnas.errors import ArchError, ExportError
 from vitnas.space.arch import Arch
 from vitnas.space.arch_files import read_archs
+from vitnas.util.renamed import upgraded
 
 if TYPE_CHECKING:
     from vitnas.space.space import SearchSpace
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["Target", "folder_names", "read_targets"]
 
 # The parts of a best.json record an export keeps (see `vitnas.search.report.Choice`).
-RECORD_KEYS = ("name", "budget", "accuracy", "val_accuracy", "search_split", "report_split", "flops", "params",
+RECORD_KEYS = ("name", "budget", "accuracy", "val_accuracy", "search_split", "report_split", "macs", "params",
                "latency_ms", "measured_latency_ms", "meets_measured")
 
 
@@ -78,7 +81,7 @@ def _records(path: Path) -> list[dict[str, Any]] | None:
         return None  # read_archs reports what is wrong with it, or reads JSON lines
     is_records = isinstance(data, list) and data and all(
         isinstance(entry, dict) and "arch" in entry and "name" in entry for entry in data)
-    return data if is_records else None
+    return [upgraded(entry) for entry in data] if is_records else None
 
 
 def _pick(records: list[dict[str, Any]], budget: str | None, source: str | Path) -> dict[str, Any]:
@@ -105,8 +108,8 @@ def _target(record: dict[str, Any], space: SearchSpace, source: str | Path) -> T
 def folder_names(targets: list[Target]) -> list[str]:
     """One distinct, file-system-safe folder name per target, after its budget name.
 
-    ``latency_ms<=4`` becomes ``latency_ms_le_4``; ``flops<=1.3G,params<=10M`` becomes
-    ``flops_le_1.3G__params_le_10M``. Names that collide after cleaning get ``-2``, ``-3``.
+    ``latency_ms<=4`` becomes ``latency_ms_le_4``; ``macs<=1.3G,params<=10M`` becomes
+    ``macs_le_1.3G__params_le_10M``. Names that collide after cleaning get ``-2``, ``-3``.
     """
     names: list[str] = []
     for index, target in enumerate(targets):

@@ -34,11 +34,13 @@ from vitnas.export.extract import extract
 from vitnas.export.forms import check_inputs, max_difference, require_onnx_exporter, write_onnx, write_torchscript
 from vitnas.export.load import load
 from vitnas.export.metadata import class_names, input_spec
-from vitnas.export.schema import CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, file_entry, write_json
+from vitnas.export.schema import (CONFIG_FILE, ELASTIC, FORMAT, FORMAT_VERSION, FORMATS, MODEL_FORMATS,
+                                  WEIGHTS_FILE, file_entry, write_json)
 from vitnas.export.targets import Target, folder_names, read_targets
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_macs
 from vitnas.util.atomic import check_target, staged_folder
+from vitnas.util.fields import require_int, require_number
 from vitnas.export.timing import LATENCY_REPEATS, LATENCY_WARMUP, measure_latency  # noqa: F401 (read from here too)
 from vitnas.export.timm_form import write_timm
 from vitnas.nn.vit import ViT
@@ -49,8 +51,6 @@ __all__ = ["FORMATS", "TOLERANCE", "check_settings", "export", "write_model_fold
 
 logger = logging.getLogger(__name__)
 
-# safetensors is always written: vitnas.load reads it; elastic: one bundle of every budget (vitnas.export.elastic)
-FORMATS = ("safetensors", "timm", "torchscript", "onnx", "elastic")
 TOLERANCE = 1e-4  # largest absolute logit difference a form may show against PyTorch
 
 
@@ -144,7 +144,7 @@ def check_settings(formats: Sequence[str], latency_batches: Sequence[int], toler
     forms = _check_formats(formats)
     if ELASTIC in forms:
         raise ExportError(f"format {ELASTIC!r}: bundles several sub-networks of a supernet; one model is written as "
-                          "safetensors, timm, torchscript or onnx")
+                          f"{', '.join(MODEL_FORMATS[:-1])} or {MODEL_FORMATS[-1]}")
     return forms
 
 
@@ -162,10 +162,8 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 def _check_settings(latency_batches: Sequence[int], tolerance: float) -> None:
     """Settings that would only fail after the slow part, checked first."""
     for batch in latency_batches:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ExportError(f"latency batch {batch!r}: expected a positive integer")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
-        raise ExportError(f"tolerance {tolerance!r}: expected a non-negative number")
+        require_int("latency batch", batch, ExportError)
+    require_number("tolerance", tolerance, ExportError, at_least=0)
 
 
 def _open(checkpoint: str | Path | SuperViT, use_ema: bool,

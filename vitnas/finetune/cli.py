@@ -9,11 +9,10 @@ import argparse
 import json
 from typing import Any
 
+from vitnas.export.schema import MODEL_FORMATS
 from vitnas.train.cli import CONVENTION, add_run_flags, last_checkpoint, resume_flag
 
 __all__ = ["register"]
-
-_FORMATS = ("safetensors", "timm", "torchscript", "onnx")  # as vitnas.export.FORMATS, without importing torch
 
 
 def register(subparsers: Any) -> None:
@@ -37,8 +36,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--from-scratch", action="store_true", help="re-initialise the weights before training")
     parser.add_argument("--num-classes", type=int, default=None, metavar="N",
                         help="train a new head of N classes (for data with other classes than the model's)")
-    parser.add_argument("--format", nargs="+", choices=_FORMATS, default=["safetensors"], metavar="FORMAT",
-                        dest="formats", help=f"export forms: any of {', '.join(_FORMATS)} (safetensors always)")
+    parser.add_argument("--format", nargs="+", choices=MODEL_FORMATS, default=["safetensors"], metavar="FORMAT",
+                        dest="formats", help=f"export forms: any of {', '.join(MODEL_FORMATS)} (safetensors always)")
     parser.add_argument("--latency-batch", type=int, nargs="*", default=[1, 64], metavar="B",
                         help="batch sizes to time at export (default: 1 64; none: do not time; put it after "
                              "any key=value overrides)")

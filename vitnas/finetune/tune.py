@@ -49,6 +49,7 @@ from vitnas.train.recipe import Recipe, RecipeError, load_recipe
 from vitnas.train.rundir import TRAINING_FILES, check_same, continues, read_settings, start_over, stored_recipe
 from vitnas.train.standalone import train_standalone
 from vitnas.util.atomic import prepare_directory, staged_folder, write_text_atomically
+from vitnas.util.fields import require_int
 
 __all__ = ["EXPORT_FOLDER", "RECORD_FILE", "finetune"]
 
@@ -170,8 +171,7 @@ class _Source:
         model = load(folder)  # every way a folder can be bad is one ExportError line
         config = read_config(folder)
         spec, macs = config.get("input") or {}, config.get("macs")
-        if isinstance(macs, bool) or not isinstance(macs, int):
-            raise ExportError(f"{folder / CONFIG_FILE}: macs: expected an integer, got {macs!r}")
+        require_int(f"{folder / CONFIG_FILE}: macs", macs, ExportError, low=0, what="an integer")
         arch = Arch.from_dict(config["arch"]) if config.get("arch") else None
         return cls(folder, model, config, arch, spec.get("image_size", model.config.img_size),
                    spec.get("in_chans", model.config.in_chans), macs)
@@ -183,9 +183,7 @@ def _rank() -> int:
 
 
 def _check_classes(num_classes: int | None) -> None:
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                    or num_classes < 1):
-        raise RecipeError(f"num_classes: expected a positive integer, got {num_classes!r}")
+    require_int("num_classes", num_classes, RecipeError, optional=True, what="a positive integer")
 
 
 def _named_settings(teacher: str | Path | None, from_scratch: bool, num_classes: int | None) -> set[str]:

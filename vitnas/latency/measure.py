@@ -40,6 +40,7 @@ from vitnas.space.arch import Arch
 from vitnas.space.space import SearchSpace
 from vitnas.util.device import device_name, resolve_device, synchronize
 from vitnas.util.dtypes import canonical_dtype, torch_dtype
+from vitnas.util.fields import require_int, require_number
 
 __all__ = [
     "Measurement", "build_model", "measure", "measure_arch", "measure_archs", "summarise", "throughput",
@@ -280,10 +281,9 @@ def _check_settings(**settings: float) -> None:
     minimum = {"batch": 1, "warmup": 0, "repeats": 1, "calls_per_round": 1, "rounds": 1}
     for name, value in settings.items():
         if name == "trim":
-            if not 0.0 <= value < 0.5:
-                raise LatencyError(f"trim: {value!r} must lie in [0, 0.5)")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < minimum[name]:
-            raise LatencyError(f"{name}: {value!r} must be an integer >= {minimum[name]}")
+            require_number("trim", value, LatencyError, at_least=0, below=0.5)
+        else:
+            require_int(name, value, LatencyError, low=minimum[name])
 
 
 def _prepare(model: nn.Module, device: str | torch.device, batch: int, dtype: str, img_size: int | None,

@@ -40,6 +40,7 @@ from vitnas.latency.features import (
 from vitnas.space.reducer_rules import REDUCERS
 from vitnas.space.space import SearchSpace
 from vitnas.space.spec import stage_grid
+from vitnas.util.fields import is_number
 
 __all__ = ["LatencyPredictor", "PredictionError", "prediction_error"]
 
@@ -129,7 +130,7 @@ class LatencyPredictor:
         if data.get("kind") != cls.kind:
             raise LatencyError(f"predictor.kind: {data.get('kind')!r} is not {cls.kind!r}")
         coefficients = data.get("coefficients")
-        if not isinstance(coefficients, list) or not all(_is_number(c) for c in coefficients):
+        if not isinstance(coefficients, list) or not all(is_number(c) for c in coefficients):
             raise LatencyError("predictor.coefficients: expected a list of numbers")
         return cls(space, _with_reducer_terms(data.get("features"), coefficients))
 
@@ -238,7 +239,3 @@ def _with_reducer_terms(features: Any, coefficients: list[float]) -> list[float]
         raise LatencyError(f"predictor.coefficients: expected {len(features)}, one per term, got {len(coefficients)}")
     saved = dict(zip(features, coefficients))
     return [saved.get(name, 0.0) for name in FEATURES]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

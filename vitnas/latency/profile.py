@@ -31,6 +31,7 @@ from vitnas.space.space import SearchSpace, load_space
 from vitnas.util.atomic import write_text_atomically
 from vitnas.util.device import available_device_names, cuda_version, device_name, resolve_device, slug
 from vitnas.util.dtypes import canonical_dtype
+from vitnas.util.fields import require_int, require_number
 
 __all__ = ["DeviceProfile", "ProfileSample", "build_profile", "load_profile", "sample_archs"]
 
@@ -254,8 +255,7 @@ def sample_archs(space: SearchSpace, count: int, rng: np.random.Generator, max_d
         LatencyError: fewer than 3 asked for, or `max_draws` random draws (default
             100 per arch) found too few distinct archs.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 3:
-        raise LatencyError(f"samples: {count!r} must be an integer >= 3 (largest, smallest and one held out)")
+    _check_samples(count)
     found = list(dict.fromkeys([space.largest(), space.smallest()]))
     seen = set(found)
     budget = 100 * count if max_draws is None else max_draws
@@ -289,11 +289,14 @@ def _samples(space: SearchSpace, raw: list[dict[str, Any]]) -> tuple[ProfileSamp
 
 
 def _holdout_count(samples: int, fraction: float) -> int:
-    if not 0.0 < fraction < 1.0:
-        raise LatencyError(f"holdout_fraction: {fraction!r} must lie strictly between 0 and 1")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 3:
-        raise LatencyError(f"samples: {samples!r} must be an integer >= 3 (largest, smallest and one held out)")
+    require_number("holdout_fraction", fraction, LatencyError, above=0, below=1)
+    _check_samples(samples)
     return min(samples - 2, max(1, round(fraction * samples)))
+
+
+def _check_samples(count: int) -> None:
+    """A profile measures the largest and the smallest arch and holds at least one out: three archs or more."""
+    require_int("samples", count, LatencyError, low=3, what="an integer >= 3 (largest, smallest and one held out)")
 
 
 def _warn_on_version_drift(profile: DeviceProfile, where: str) -> None:

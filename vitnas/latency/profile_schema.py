@@ -10,6 +10,7 @@ from typing import Any
 
 from vitnas.errors import ProfileError
 from vitnas.util.dtypes import DTYPE_NAMES
+from vitnas.util.fields import require_int
 
 __all__ = ["FORMAT", "VERSION", "read_profile_fields"]
 
@@ -57,8 +58,7 @@ def read_profile_fields(data: Any, where: str) -> dict[str, Any]:
         raise ProfileError(f"{where}: device_type: {fields['device_type']!r} is not 'cpu' or 'cuda'")
     if fields["dtype"] not in DTYPE_NAMES:
         raise ProfileError(f"{where}: dtype: {fields['dtype']!r} is not one of {list(DTYPE_NAMES)}")
-    if fields["batch"] < 1:
-        raise ProfileError(f"{where}: batch: {fields['batch']} must be at least 1")
+    require_int(f"{where}: batch", fields["batch"], ProfileError)
     if fields["space_config"].get("name") != fields["space"]:
         raise ProfileError(f"{where}: space: {fields['space']!r} differs from space_config's name")
     for index, sample in enumerate(fields["measurements"]):

@@ -27,6 +27,7 @@ from vitnas.nn.block import NORM_EPS, BlockPlan, drop_path_rates
 from vitnas.nn.network import NetworkPlan, NetworkWeights, StagePlan, StageWeights, network_forward, network_tokens
 from vitnas.nn.reducers import KeptFraction, get_reducer
 from vitnas.space.reducer_rules import REDUCERS
+from vitnas.util.fields import require_int, require_number
 
 __all__ = ["ViT", "ViTConfig", "StageConfig", "BlockConfig", "NORM_EPS", "network_plan"]
 
@@ -124,10 +125,10 @@ def _fields(data: Any, where: str, kinds: dict[str, str], optional: dict[str, st
         value = data[name]
         if kind == "reducer" and value is not None and value not in REDUCERS:
             raise ExportError(f"{where}.{name}: expected null or one of {', '.join(REDUCERS)}, got {value!r}")
-        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise ExportError(f"{where}.{name}: expected a positive integer, got {value!r}")
-        if kind == "rate" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
-            raise ExportError(f"{where}.{name}: expected a number in (0, 1], got {value!r}")
+        if kind == "int":
+            require_int(f"{where}.{name}", value, ExportError)
+        if kind == "rate":
+            require_number(f"{where}.{name}", value, ExportError, above=0, at_most=1)
         if kind == "list" and (not isinstance(value, (list, tuple)) or not value):
             raise ExportError(f"{where}.{name}: expected a non-empty list, got {value!r}")
     return {name: float(data[name]) if kind == "rate" else data[name] for name, kind in kinds.items()}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vitnas.export.schema import MODEL_FORMATS
+from vitnas.pipeline.stages import DEFAULT_FORMATS
 from vitnas.train.cli import CONVENTION
+from vitnas.util.renamed import RenamedFlag
 
 __all__ = ["register"]
 
@@ -26,8 +29,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     run.add_argument("--latency-ms", type=_floats, default=(), metavar="X,Y",
                      help="latency budgets in ms per batch (default: chosen from the profile)")
-    run.add_argument("--flops", type=_floats, default=(), metavar="G",
+    run.add_argument("--macs", type=_floats, default=(), metavar="G",
                      help="MACs budgets in G per image (default: chosen from the space)")
+    run.add_argument("--flops", type=_floats, dest="macs", action=RenamedFlag, new="--macs",
+                     help=argparse.SUPPRESS)  # the old name of --macs, for one release
     run.add_argument("--backend", choices=("ray", "local"), default="ray", help="search backend (default: ray)")
     run.add_argument("--ray-address", default=None, help="address of a running Ray cluster (ray start --head)")
     run.add_argument("--workers", type=int, default=2, help="Ray actors evaluating candidates (default: 2)")
@@ -35,9 +40,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--population", type=int, default=30, help="archs in the first generation (default: 30)")
     run.add_argument("--profile-samples", type=int, default=40,
                      help="archs measured for the latency profile (default: 40)")
-    run.add_argument("--format", type=_formats, default=("safetensors", "torchscript", "onnx"), metavar="F,G",
-                     help="forms of each export folder, comma-separated, of safetensors, timm, torchscript, onnx "
-                          "(default: safetensors,torchscript,onnx)")
+    run.add_argument("--format", type=_formats, default=DEFAULT_FORMATS, metavar="F,G",
+                     help=f"forms of each export folder, comma-separated, of {', '.join(MODEL_FORMATS)} "
+                          f"(default: {','.join(DEFAULT_FORMATS)})")
     run.add_argument("--latency-batch", type=int, default=32,
                      help="images per timed forward pass of the profile and the checks (default: 32)")
     run.add_argument("--threads", type=int, default=None,
@@ -61,10 +66,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _formats(text: str) -> tuple[str, ...]:
     names = tuple(item.strip() for item in text.split(",") if item.strip())
-    unknown = [name for name in names if name not in ("safetensors", "timm", "torchscript", "onnx")]
+    unknown = [name for name in names if name not in MODEL_FORMATS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{unknown[0] if unknown else text!r}: expected safetensors, timm, "
-                                         f"torchscript or onnx")
+        raise argparse.ArgumentTypeError(f"{unknown[0] if unknown else text!r}: expected "
+                                         f"{', '.join(MODEL_FORMATS[:-1])} or {MODEL_FORMATS[-1]}")
     return names
 
 
@@ -73,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = RunSettings(
         recipe=args.recipe, out=args.out, overrides=tuple(args.overrides), space=args.space, data=args.data,
-        device=args.device, latency_ms=args.latency_ms, flops=args.flops, backend=args.backend,
+        device=args.device, latency_ms=args.latency_ms, macs=args.macs, backend=args.backend,
         ray_address=args.ray_address, workers=args.workers, generations=args.generations,
         population=args.population, profile_samples=args.profile_samples, formats=args.format,
         latency_batch=args.latency_batch, threads=args.threads, fresh=args.fresh,

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from vitnas.errors import RunError
+from vitnas.export.schema import MODEL_FORMATS
+from vitnas.util.fields import require_int, require_positive_numbers
+from vitnas.util.renamed import take_renamed, upgraded
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -41,6 +44,9 @@ STAGES = ("profile", "supernet", "search", "export", "eval")
 SMALL_MODEL_MACS = 50e6  # below this many MACs per image a second torch thread waits more than it works
 LATENCY_FRACTIONS = (0.25, 0.5)  # latency budgets: this far from the smallest arch's latency to the largest's
 MACS_FRACTION = 0.2  # the MACs budget: this far from the smallest arch's MACs to the largest's
+# The forms of each export folder unless asked otherwise: every one-model form but timm's (vitnas.load and
+# deployment need no timm copy of the weights).
+DEFAULT_FORMATS = tuple(name for name in MODEL_FORMATS if name != "timm")
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class RunSettings:
     data: str | None = None  # digits, cifar10:/path, cifar100:/path or an ImageFolder root, replacing the recipe's
     device: str | None = None  # cpu or cuda[:N] for every stage (default: cuda when present)
     latency_ms: tuple[float, ...] = ()  # latency budgets (default: chosen from the profile)
-    flops: tuple[float, ...] = ()  # MACs budgets in G (default: chosen from the space)
+    macs: tuple[float, ...] = ()  # MACs budgets in G per image (default: chosen from the space)
     backend: str = "ray"  # search backend: ray or local
     ray_address: str | None = None  # an existing Ray cluster; default: a local Ray
     workers: int = 2  # Ray actors evaluating candidates
@@ -62,7 +68,7 @@ class RunSettings:
     population: int = 30  # archs in the first generation
     profile_samples: int = 40  # archs measured for the latency profile
     latency_batch: int = 32  # images per timed forward pass (profile, budgets, verification)
-    formats: tuple[str, ...] = ("safetensors", "torchscript", "onnx")  # forms of each export folder
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # forms of each export folder
     threads: int | None = None  # torch CPU threads; None: one for small models, torch's default otherwise
     fresh: bool = False  # delete this run's artefacts and start over
     progress: bool = True  # progress bars
@@ -73,15 +79,10 @@ class RunSettings:
         if self.ray_address is not None and self.backend != "ray":
             raise RunError("--ray-address: needs --backend ray")
         for name in ("workers", "generations", "population", "profile_samples", "latency_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RunError(f"{name}: expected a positive integer, got {value!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
-            raise RunError(f"--threads: expected a positive integer, got {self.threads!r}")
-        for name in ("latency_ms", "flops"):
-            for value in getattr(self, name):
-                if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                    raise RunError(f"--{name.replace('_', '-')}: expected positive numbers, got {value!r}")
+            require_int(name, getattr(self, name), RunError)
+        require_int("--threads", self.threads, RunError, optional=True, what="a positive integer")
+        for name in ("latency_ms", "macs"):
+            require_positive_numbers(f"--{name.replace('_', '-')}", getattr(self, name), RunError)
 
 
 @dataclass(frozen=True)
@@ -145,18 +146,20 @@ def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
     """Runs (or resumes) profile → train → search → export → evaluate; see the module docstring.
 
     Args:
-        settings: a `RunSettings`; or give its fields as keyword arguments.
+        settings: a `RunSettings`; or give its fields as keyword arguments (``flops=``, the old
+            name of ``macs=``, is taken for one release).
 
     Raises:
         RunError, and each stage's one-line errors (RecipeError, DataError, BudgetError, ExportError, ...).
     """
+    take_renamed(options, "flops", "macs", "run", RunError)
     settings = settings or RunSettings(**options)
     paths = _Paths(Path(settings.out))
     recipe = _recipe(settings)
     device = _device(settings.device)
     space = _space_of(recipe)
     _check_data(recipe, space)
-    _check_flops_budgets(space, settings.flops)
+    _check_macs_budgets(space, settings.macs)
     _check_formats_and_backend(settings)
     threads = _choose_threads(settings, space, device)
     clock, resumed = {}, []
@@ -171,10 +174,10 @@ def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
         if settings.fresh:
             _start_over(paths.all()[1:], paths.out)
         _stage("supernet", 2, clock, resumed, lambda: _train_stage(recipe, device, paths))
-        latency_ms, flops, reasons = choose_budgets(profile, space, settings.latency_ms, settings.flops)
+        latency_ms, macs, reasons = choose_budgets(profile, space, settings.latency_ms, settings.macs)
         for line in reasons:
             logger.info("  budget %s", line)
-        _stage("search", 3, clock, resumed, lambda: _search_stage(settings, latency_ms, flops, device, paths))
+        _stage("search", 3, clock, resumed, lambda: _search_stage(settings, latency_ms, macs, device, paths))
         folders = _stage("export", 4, clock, resumed, lambda: _export_stage(settings, paths))
         rows = _stage("eval", 5, clock, resumed, lambda: _eval_stage(folders, profile, device, recipe, paths))
     return RunResult(paths.out, tuple(rows), tuple(reasons), f"{profile.device_type} {profile.dtype}, batch "
@@ -183,7 +186,7 @@ def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
 
 
 def choose_budgets(profile: DeviceProfile, space: SearchSpace, latency_ms: Sequence[float] = (),
-                   flops: Sequence[float] = ()) -> tuple[tuple[float, ...], tuple[float, ...], list[str]]:
+                   macs: Sequence[float] = ()) -> tuple[tuple[float, ...], tuple[float, ...], list[str]]:
     """The run's latency and MACs budgets, and why each (one line per budget).
 
     Budgets not given are placed between the space's cheapest and dearest sub-networks,
@@ -203,14 +206,14 @@ def choose_budgets(profile: DeviceProfile, space: SearchSpace, latency_ms: Seque
         reasons += [f"latency_ms<={value:g}: {f:.0%} of the way from the smallest sub-network's predicted "
                     f"{low:.3g} ms to the largest's {high:.3g} ms ({profile.device_type} {profile.dtype}, batch "
                     f"{profile.batch})" for f, value in zip(LATENCY_FRACTIONS, latency_ms)]
-    if flops:
-        reasons += [f"flops<={value:g}G: given" for value in flops]
+    if macs:
+        reasons += [f"macs<={value:g}G: given" for value in macs]
     else:
         low, high = count_macs(space, space.smallest()) / 1e9, count_macs(space, space.largest()) / 1e9
-        flops = _distinct_round_ups([low + MACS_FRACTION * (high - low)])
-        reasons.append(f"flops<={flops[0]:g}G: {MACS_FRACTION:.0%} of the way from the smallest sub-network's "
+        macs = _distinct_round_ups([low + MACS_FRACTION * (high - low)])
+        reasons.append(f"macs<={macs[0]:g}G: {MACS_FRACTION:.0%} of the way from the smallest sub-network's "
                        f"{low * 1e3:.3g}M MACs to the largest's {high * 1e3:.3g}M")
-    return tuple(latency_ms), tuple(flops), reasons
+    return tuple(latency_ms), tuple(macs), reasons
 
 
 def format_run(result: RunResult) -> str:
@@ -301,14 +304,14 @@ def _check_data(recipe, space: SearchSpace) -> None:
     build_dataset(recipe.data, "val", space.img_size, space.in_chans)
 
 
-def _check_flops_budgets(space: SearchSpace, flops: Sequence[float]) -> None:
+def _check_macs_budgets(space: SearchSpace, macs: Sequence[float]) -> None:
     """A MACs budget below the space's cheapest sub-network fails now, not after training."""
     from vitnas.space.cost import count_macs
 
     cheapest = count_macs(space, space.smallest()) / 1e9
-    for value in flops:
+    for value in macs:
         if value < cheapest:
-            raise RunError(f"--flops {value:g}: no sub-network of {space.name} meets it (the smallest has "
+            raise RunError(f"--macs {value:g}: no sub-network of {space.name} meets it (the smallest has "
                            f"{cheapest:.3g} G MACs); raise the budget")
 
 
@@ -324,9 +327,9 @@ def _check_latency_budgets(settings: RunSettings, space: SearchSpace, profile: D
     from vitnas.search.config import EvolutionConfig
     from vitnas.search.evolution import make_algorithm
 
-    latency_ms, flops, _ = choose_budgets(profile, space, settings.latency_ms, settings.flops)
+    latency_ms, macs, _ = choose_budgets(profile, space, settings.latency_ms, settings.macs)
     config = EvolutionConfig(generations=settings.generations, population=settings.population)
-    budgets = budgets_from_limits(latency_ms=latency_ms, flops=flops)
+    budgets = budgets_from_limits(latency_ms=latency_ms, macs=macs)
     try:
         make_algorithm("evolution", space, budgets, CostModel(space, profile), config).ask()
     except BudgetError as error:
@@ -414,31 +417,31 @@ def _profile_stage(settings: RunSettings, space: SearchSpace, device: str,
     return profile, False
 
 
-def _search_stage(settings: RunSettings, latency_ms: tuple[float, ...], flops: tuple[float, ...], device: str,
+def _search_stage(settings: RunSettings, latency_ms: tuple[float, ...], macs: tuple[float, ...], device: str,
                   paths: _Paths) -> tuple[None, bool]:
     from vitnas.search.driver import search
 
     if (paths.search / "best.json").is_file():
-        _check_search_settings(paths, latency_ms, flops)
+        _check_search_settings(paths, latency_ms, macs)
         logger.info("  finished search found in %s", paths.search)
         return None, True
     workers = settings.workers if settings.backend == "ray" else 1
     gpus = 1.0 / workers if device.startswith("cuda") and settings.backend == "ray" else 0.0
-    search(paths.supernet, paths.search, latency_ms=latency_ms, profile=paths.profile, flops=flops,
+    search(paths.supernet, paths.search, latency_ms=latency_ms, profile=paths.profile, macs=macs,
            backend=settings.backend, workers=workers, gpus_per_worker=gpus, ray_address=settings.ray_address,
            generations=settings.generations, population=settings.population, device=device,
            progress=settings.progress)
     return None, False
 
 
-def _check_search_settings(paths: _Paths, latency_ms: tuple[float, ...], flops: tuple[float, ...]) -> None:
+def _check_search_settings(paths: _Paths, latency_ms: tuple[float, ...], macs: tuple[float, ...]) -> None:
     """A finished search is taken only if it searched under this run's budgets."""
     from vitnas.search.driver import SETTINGS_FILE
     from vitnas.train.rundir import check_same, read_settings
 
-    stored = read_settings(paths.search / SETTINGS_FILE, RunError, "a search")
-    check_same({"latency_ms": list(latency_ms), "flops": list(flops)},
-               {"latency_ms": list(stored.get("latency_ms", ())), "flops": list(stored.get("flops", ()))},
+    stored = upgraded(read_settings(paths.search / SETTINGS_FILE, RunError, "a search"))  # "flops" before the rename
+    check_same({"latency_ms": list(latency_ms), "macs": list(macs)},
+               {"latency_ms": list(stored.get("latency_ms", ())), "macs": list(stored.get("macs", ()))},
                paths.search, RunError)
 
 
@@ -448,7 +451,7 @@ def _export_stage(settings: RunSettings, paths: _Paths) -> tuple[list[tuple[dict
     from vitnas.export.writer import export
 
     best = paths.search / "best.json"
-    records = json.loads(best.read_text())
+    records = [upgraded(record) for record in json.loads(best.read_text())]  # "flops" before the rename
     names = folder_names([_Named(record["name"]) for record in records])
     folders = [(record, paths.export / name) for record, name in zip(records, names)]
     done = all((folder / "config.json").is_file() for _, folder in folders)
@@ -487,7 +490,7 @@ def _eval_stage(folders: list[tuple[dict[str, Any], Path]], profile: DeviceProfi
         rows.append(ExportRow(
             budget=record["name"], arch=str(Arch.from_dict(record["arch"])), search_top1=record["accuracy"],
             val_top1=scores["top1"], predicted_ms=record.get("latency_ms"),
-            measured_ms=_measured_ms(folder, profile, device), params=record["params"], macs=record["flops"],
+            measured_ms=_measured_ms(folder, profile, device), params=record["params"], macs=record["macs"],
             folder=folder))
     text = json.dumps([{**row.__dict__, "folder": str(row.folder)} for row in rows], indent=1) + "\n"
     write_text_atomically(paths.evaluation, text, RunError)

@@ -44,7 +44,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,7 @@ from vitnas.train.checkpoint import MODEL_FILE, load_checkpoint, load_supernet
 from vitnas.train.recipe import Recipe
 from vitnas.train.rundir import check_same, continues, read_settings, start_over
 from vitnas.util.atomic import prepare_directory, write_bytes_atomically, write_text_atomically
+from vitnas.util.fields import is_int, require_int, require_number
 
 __all__ = ["ArchRecord", "RankCheckError", "RankCheckResult", "RankCheckSettings", "RankStatistics",
            "format_rank_check", "macs_bins", "rank_check", "rank_statistics", "stratified_archs"]
@@ -242,11 +242,9 @@ def _check_execution(backend: str, workers: int, gpus: float, cpus: float, devic
     """One line for a bad backend, worker count or share; Ray's presence is checked when it is asked for."""
     if backend not in BACKENDS:
         raise RankCheckError(f"backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise RankCheckError(f"workers: expected a positive integer, got {workers!r}")
-    for name, value, low in (("gpus_per_worker", gpus, 0.0), ("cpus_per_worker", cpus, 1e-9)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
-            raise RankCheckError(f"{name}: expected a number {'>= 0' if low == 0 else '> 0'}, got {value!r}")
+    require_int("workers", workers, RankCheckError)
+    require_number("gpus_per_worker", gpus, RankCheckError, at_least=0)
+    require_number("cpus_per_worker", cpus, RankCheckError, above=0)
     if backend == "ray":
         from vitnas.search.ray_cluster import require_ray
 
@@ -262,12 +260,12 @@ def _prepare(checkpoint: str | Path, archs: int, epochs: int | None, seed: int, 
              overrides: Sequence[str], use_ema: bool, max_draws: int | None,
              seeds: int) -> tuple[RankCheckSettings, Any, SearchSpace, list[Recipe]]:
     """Checks every setting and loads the supernet; returns the settings and each seed's stand-alone recipe."""
-    _check_count("archs", archs, MIN_ARCHS, "a ranking of fewer sub-networks means nothing")
-    _check_count("seeds", seeds, 1, "")
-    _check_count("epochs", epochs, 1, "", optional=True)
-    _check_count("bins", bins, 1, "", optional=True)
-    _check_count("max_draws", max_draws, 1, "", optional=True)
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    require_int("archs", archs, RankCheckError, low=MIN_ARCHS,
+                what=f"an integer >= {MIN_ARCHS} (a ranking of fewer sub-networks means nothing)")
+    require_int("seeds", seeds, RankCheckError)
+    for name, value in (("epochs", epochs), ("bins", bins), ("max_draws", max_draws)):
+        require_int(name, value, RankCheckError, optional=True)
+    if not is_int(seed):
         raise RankCheckError(f"seed: expected an integer, got {seed!r}")
     if split not in SPLITS or split == "train":
         raise RankCheckError(f"split: expected val or minival (held out of training), got {split!r}")
@@ -291,14 +289,6 @@ def _prepare(checkpoint: str | Path, archs: int, epochs: int | None, seed: int, 
     settings = RankCheckSettings(str(Path(checkpoint).resolve()), archs, bins, epochs, seed, split, overrides,
                                  use_ema, 200 * archs if max_draws is None else max_draws, seeds)
     return settings, supernet, space, recipes
-
-
-def _check_count(name: str, value: Any, low: int, why: str, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        reason = f" ({why})" if why else ""
-        raise RankCheckError(f"{name}: expected an integer >= {low}, got {value!r}{reason}")
 
 
 def _check_run_directory(out: Path, settings: RankCheckSettings, resume: bool | None) -> list[Arch] | None:

@@ -8,6 +8,7 @@ from vitnas.errors import RankCheckError
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_macs
 from vitnas.space.space import SearchSpace
+from vitnas.util.fields import require_int
 
 __all__ = ["bin_of", "macs_bins", "stratified_archs"]
 
@@ -23,8 +24,7 @@ def macs_bins(space: SearchSpace, bins: int) -> np.ndarray:
     Raises:
         RankCheckError: `bins` is not a positive integer, or the space has one MACs value and `bins` > 1.
     """
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise RankCheckError(f"bins: expected a positive integer, got {bins!r}")
+    require_int("bins", bins, RankCheckError)
     low, high = count_macs(space, space.smallest()), count_macs(space, space.largest())
     if high <= low and bins > 1:
         raise RankCheckError(f"bins: every arch of space {space.name} has {low} MACs; there is no range to spread "

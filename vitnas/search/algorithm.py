@@ -7,7 +7,7 @@ give the serial run's answer:
 
 * **Order independence.** `tell` only records; every decision (ranking parents,
   choosing the best, writing the state) sorts by a deterministic key: accuracy, then
-  FLOPs, then the arch's JSON; history is kept in proposal order (`Record.index`),
+  MACs, then the arch's JSON; history is kept in proposal order (`Record.index`),
   never arrival order. Results arriving in any order give the same next proposals.
 * **Exact state.** `state_dict` holds the config, budgets, generation, history, pending
   archs and the numpy Generator's bit-generator state, all as JSON; a restored
@@ -79,7 +79,7 @@ class SearchAlgorithm(ABC):
         Args:
             space: the space to search.
             budgets: one or more budgets; a plain `Budget` is named after its limits.
-            costs: ``costs(arch) -> {"flops", "params", "latency_ms"?, ...}`` (e.g. a
+            costs: ``costs(arch) -> {"macs", "params", "latency_ms"?, ...}`` (e.g. a
                 `CostModel`); called once per arch, the result cached.
             config: defaults to `EvolutionConfig()`.
 
@@ -192,7 +192,7 @@ class SearchAlgorithm(ABC):
     @property
     def cost_key(self) -> str:
         """What the Pareto front trades accuracy against: latency when the costs predict it, else MACs."""
-        return "latency_ms" if "latency_ms" in self.costs(self.space.smallest()) else "flops"
+        return "latency_ms" if "latency_ms" in self.costs(self.space.smallest()) else "macs"
 
     def budget(self, name: str) -> NamedBudget:
         """The budget of this name; raises VitnasError listing the names otherwise."""
@@ -203,7 +203,7 @@ class SearchAlgorithm(ABC):
 
     # -- results --------------------------------------------------------------------------------
     def ranked(self, budget: NamedBudget | str) -> list[Record]:
-        """Evaluated archs meeting `budget`, best first: accuracy, then fewer FLOPs, then the arch JSON."""
+        """Evaluated archs meeting `budget`, best first: accuracy, then fewer MACs, then the arch JSON."""
         named = self.budget(budget) if isinstance(budget, str) else budget
         members = [record for record in self._history.values() if self.meets(record.arch, named)]
         return sorted(members, key=self._rank_key)
@@ -354,7 +354,7 @@ class SearchAlgorithm(ABC):
 
     # -- internals ------------------------------------------------------------------------------
     def _rank_key(self, record: Record) -> tuple[float, float, str]:
-        return (-float(record.accuracy), self.costs(record.arch)["flops"], self._json(record.arch))
+        return (-float(record.accuracy), self.costs(record.arch)["macs"], self._json(record.arch))
 
     def _json(self, arch: Arch) -> str:
         text = self._json_cache.get(arch)

@@ -1,16 +1,16 @@
 """Hardware budgets: the limits a searched arch must stay within.
 
-A budget is what the rest of vitnas (search, export reports) asks of an arch. FLOPs and
-parameters are exact closed-form counts; latency and throughput are predicted by a
-device profile, because FLOPs alone mislead on real hardware (token pruning at batch 1
-can be slower than none; GPUs have tail effects). Any combination may be set; an unset
-limit (None) does not constrain.
+A budget is what the rest of vitnas (search, export reports) asks of an arch. MACs
+(multiply-accumulates) and parameters are exact closed-form counts; latency and
+throughput are predicted by a device profile, because MACs alone mislead on real
+hardware (token pruning at batch 1 can be slower than none; GPUs have tail effects).
+Any combination may be set; an unset limit (None) does not constrain.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+import warnings
+from dataclasses import InitVar, dataclass, fields
 from typing import Any
 
 from vitnas.errors import BudgetError
@@ -18,6 +18,7 @@ from vitnas.latency.profile import DeviceProfile
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_macs, count_params
 from vitnas.space.space import SearchSpace
+from vitnas.util.fields import require_int, require_number
 
 __all__ = ["Budget"]
 
@@ -28,21 +29,22 @@ class Budget:
 
     latency_ms: float | None = None  # most milliseconds per forward pass, at the profile's batch size and dtype
     min_throughput: float | None = None  # fewest images per second, at the profile's batch size
-    max_flops: int | None = None  # most multiply-accumulates per image (as `vitnas.count_macs`)
+    max_macs: int | None = None  # most multiply-accumulates per image (as `vitnas.count_macs` counts them)
     max_params: int | None = None  # most parameters (as `vitnas.count_params`)
+    # The old name of max_macs, taken as a keyword for one release (with a DeprecationWarning); not a field.
+    max_flops: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_flops: int | None) -> None:
+        if max_flops is not None:
+            self._take_old_max_flops(max_flops)
         for name in ("latency_ms", "min_throughput"):
-            value = getattr(self, name)
-            if value is not None and (not _is_number(value) or not math.isfinite(value) or value <= 0):
-                raise BudgetError(f"Budget.{name}: expected a positive number or None, got {value!r}")
-        for name in ("max_flops", "max_params"):
+            require_number(f"Budget.{name}", getattr(self, name), BudgetError, above=0, optional=True)
+        for name in ("max_macs", "max_params"):
             value = getattr(self, name)
             if isinstance(value, float) and value.is_integer():
                 object.__setattr__(self, name, int(value))  # 4.6e9 written as a float is still a count
                 value = int(value)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise BudgetError(f"Budget.{name}: expected a positive integer or None, got {value!r}")
+            require_int(f"Budget.{name}", value, BudgetError, optional=True)
 
     @property
     def needs_profile(self) -> bool:
@@ -59,8 +61,8 @@ class Budget:
         """
         self._check_profile(space, profile)
         violations = []
-        if self.max_flops is not None and (flops := count_macs(space, arch)) > self.max_flops:
-            violations.append(f"FLOPs {flops / 1e6:.2f} M MACs > max_flops {self.max_flops / 1e6:.2f} M")
+        if self.max_macs is not None and (macs := count_macs(space, arch)) > self.max_macs:
+            violations.append(f"MACs {macs / 1e6:.2f} M > max_macs {self.max_macs / 1e6:.2f} M")
         if self.max_params is not None and (params := count_params(space, arch)) > self.max_params:
             violations.append(f"params {params / 1e6:.3f} M > max_params {self.max_params / 1e6:.3f} M")
         if profile is not None and self.needs_profile:
@@ -84,6 +86,13 @@ class Budget:
         limits = [f"{name} {value:g}" for name, value in self.to_dict().items() if value is not None]
         return "budget: " + (", ".join(limits) if limits else "unconstrained")
 
+    def _take_old_max_flops(self, value: int) -> None:
+        if self.max_macs is not None:
+            raise BudgetError("Budget.max_flops: the old name of max_macs; give only max_macs")
+        warnings.warn("Budget: max_flops= is now max_macs= (the old name goes in the next release)",
+                      DeprecationWarning, stacklevel=4)
+        object.__setattr__(self, "max_macs", value)
+
     def _check_profile(self, space: SearchSpace, profile: DeviceProfile | None) -> None:
         if not self.needs_profile:
             return
@@ -97,5 +106,12 @@ class Budget:
             raise BudgetError(f"profile: made for space {profile.space.name!r}, asked about space {space.name!r}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _old_max_flops(budget: Budget) -> int | None:
+    """``budget.max_flops``: the old name of `Budget.max_macs`, read for one release."""
+    warnings.warn("Budget.max_flops is now Budget.max_macs (the old name goes in the next release)",
+                  DeprecationWarning, stacklevel=2)
+    return budget.max_macs
+
+
+# After the dataclass is built: its __init__ takes max_flops= (an InitVar), and reading it gives max_macs.
+Budget.max_flops = property(_old_max_flops)  # type: ignore[assignment]

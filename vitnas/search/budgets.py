@@ -14,12 +14,13 @@ so both always agree.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from vitnas.errors import BudgetError
 from vitnas.space.arch import Arch
+from vitnas.util.fields import require_number
+from vitnas.util.renamed import renamed_value, upgraded
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -40,26 +41,26 @@ __all__ = [
 ]
 
 CostFunction = Callable[[Arch], Mapping[str, float]]
-"""``costs(arch) -> {"flops": MACs, "params": count, "latency_ms"?: ms, "throughput"?: images/s}``."""
+"""``costs(arch) -> {"macs": count, "params": count, "latency_ms"?: ms, "throughput"?: images/s}``."""
 
 # (Budget field, cost key, True when the limit is an upper bound)
 _LIMITS = (
     ("latency_ms", "latency_ms", True),
     ("min_throughput", "throughput", False),
-    ("max_flops", "flops", True),
+    ("max_macs", "macs", True),
     ("max_params", "params", True),
 )
 
 
 def budget_name(budget: Budget) -> str:
-    """A short name for `budget`'s limits, such as ``latency_ms<=4`` or ``flops<=1.3G,params<=10M``."""
+    """A short name for `budget`'s limits, such as ``latency_ms<=4`` or ``macs<=1.3G,params<=10M``."""
     parts = []
     if budget.latency_ms is not None:
         parts.append(f"latency_ms<={budget.latency_ms:.4g}")
     if budget.min_throughput is not None:
         parts.append(f"throughput>={budget.min_throughput:.4g}")
-    if budget.max_flops is not None:
-        parts.append(f"flops<={budget.max_flops / 1e9:.4g}G")
+    if budget.max_macs is not None:
+        parts.append(f"macs<={budget.max_macs / 1e9:.4g}G")
     if budget.max_params is not None:
         parts.append(f"params<={budget.max_params / 1e6:.4g}M")
     return ",".join(parts) if parts else "unconstrained"
@@ -93,7 +94,7 @@ class NamedBudget:
         if not isinstance(data, dict) or not isinstance(data.get("budget"), dict):
             raise BudgetError("budget: expected an object with 'name' and a 'budget' object")
         try:
-            budget = Budget(**data["budget"])
+            budget = Budget(**upgraded(data["budget"]))  # max_flops in a state written before the rename
         except TypeError as error:
             raise BudgetError(f"budget {data.get('name', '?')}: {error}") from None
         return cls(budget=budget, name=data.get("name", ""))
@@ -101,22 +102,27 @@ class NamedBudget:
 
 def named_budget(
     latency_ms: float | None = None,
-    flops: float | None = None,
+    macs: float | None = None,
     params: float | None = None,
     min_throughput: float | None = None,
     name: str = "",
+    *,
+    flops: float | None = None,
 ) -> NamedBudget:
     """One budget from CLI-style values: milliseconds, G MACs and millions of parameters.
+
+    ``flops=`` is the old name of ``macs=``, taken for one release.
 
     Raises:
         BudgetError: a value is not positive (naming it).
     """
     from vitnas.search.budget import Budget
 
+    macs = renamed_value(macs, flops, "flops", "macs", "named_budget", BudgetError)
     budget = Budget(
         latency_ms=latency_ms,
         min_throughput=min_throughput,
-        max_flops=None if flops is None else _scaled(flops, 1e9, "flops"),
+        max_macs=None if macs is None else _scaled(macs, 1e9, "macs"),
         max_params=None if params is None else _scaled(params, 1e6, "params"),
     )
     return NamedBudget(budget, name)
@@ -124,15 +130,19 @@ def named_budget(
 
 def budgets_from_limits(
     latency_ms: float | Iterable[float] | None = None,
-    flops: float | Iterable[float] | None = None,
+    macs: float | Iterable[float] | None = None,
     params: float | Iterable[float] | None = None,
+    *,
+    flops: float | Iterable[float] | None = None,
 ) -> list[NamedBudget]:
-    """One budget per value, as ``vitnas search --latency-ms 4,8 --flops 1.3`` asks (three budgets).
+    """One budget per value, as ``vitnas search --latency-ms 4,8 --macs 1.3`` asks (three budgets).
 
-    Each value stands alone: ``--flops 1.3 --params 10`` is two budgets, each with its best arch.
+    Each value stands alone: ``--macs 1.3 --params 10`` is two budgets, each with its best arch.
+    ``flops=`` is the old name of ``macs=``, taken for one release.
     """
+    macs = renamed_value(macs, flops, "flops", "macs", "budgets_from_limits", BudgetError)
     budgets = [named_budget(latency_ms=value) for value in _values(latency_ms)]
-    budgets += [named_budget(flops=value) for value in _values(flops)]
+    budgets += [named_budget(macs=value) for value in _values(macs)]
     budgets += [named_budget(params=value) for value in _values(params)]
     return budgets
 
@@ -163,7 +173,7 @@ def violated_limits(budget: Budget, costs: Mapping[str, float]) -> list[str]:
 
 
 class CostModel:
-    """The `CostFunction` of a space: exact FLOPs and params, and predicted latency with a profile.
+    """The `CostFunction` of a space: exact MACs and params, and predicted latency with a profile.
 
     Attributes:
         space: the space archs are costed in.
@@ -179,12 +189,12 @@ class CostModel:
     @property
     def cost_key(self) -> str:
         """The cost a Pareto front is drawn against: predicted latency with a profile, else MACs."""
-        return "latency_ms" if self.profile is not None else "flops"
+        return "latency_ms" if self.profile is not None else "macs"
 
     def __call__(self, arch: Arch) -> dict[str, float]:
         from vitnas.space.cost import count_macs, count_params
 
-        costs: dict[str, float] = {"flops": count_macs(self.space, arch), "params": count_params(self.space, arch)}
+        costs: dict[str, float] = {"macs": count_macs(self.space, arch), "params": count_params(self.space, arch)}
         if self.profile is not None:
             latency = float(self.profile.predict(arch))
             costs["latency_ms"] = latency
@@ -195,7 +205,7 @@ class CostModel:
 def cheapest_corners(space: SearchSpace) -> list[Arch]:
     """`space.smallest()` at every (img_size, patch_size) the space allows.
 
-    Every other gene at its minimum minimises FLOPs and params; the patch size alone
+    Every other gene at its minimum minimises MACs and params; the patch size alone
     pulls two ways (a coarser patch means fewer tokens but a larger embedding kernel),
     so the cheapest arch in params may sit at another corner.
     """
@@ -220,7 +230,7 @@ def unreachable_message(
         limit = getattr(named.budget, field)
         if limit is None or key not in lowest or ((lowest[key] <= limit) if upper else (lowest[key] >= limit)):
             continue
-        exact = key in ("flops", "params")  # exact minima from `cheapest_corners`; latency is predicted
+        exact = key in ("macs", "params")  # exact minima from `cheapest_corners`; latency is predicted
         word = "reachable" if exact else "found"
         which = "largest" if key == "throughput" else "smallest"
         return (
@@ -234,7 +244,7 @@ def unreachable_message(
 
 
 def _format_cost(key: str, value: float) -> str:
-    if key == "flops":
+    if key == "macs":
         return f"{value / 1e9:.4g} G MACs"
     if key == "params":
         return f"{value / 1e6:.4g} M params"
@@ -244,9 +254,7 @@ def _format_cost(key: str, value: float) -> str:
 
 
 def _scaled(value: float, unit: float, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"{field}: expected a positive number, got {value!r}")
-    return max(1, round(value * unit))
+    return max(1, round(require_number(field, value, BudgetError, above=0) * unit))
 
 
 def _values(value: float | Iterable[float] | None) -> Sequence[float]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vitnas.train.cli import CONVENTION, add_run_flags, resume_flag
+from vitnas.util.renamed import RenamedFlag
 
 __all__ = ["register"]
 
@@ -27,7 +28,9 @@ def register(subparsers: Any) -> None:
     budgets.add_argument("--profile", default=None, metavar="PROFILE.json", help="device profile (vitnas latency profile)")
     budgets.add_argument("--profile-other-device", action="store_true",
                          help="use a profile of a device this machine lacks (latency predicted, not verified)")
-    budgets.add_argument("--flops", type=_numbers, default=(), metavar="G[,G...]", help="G multiply-accumulates per image")
+    budgets.add_argument("--macs", type=_numbers, default=(), metavar="G[,G...]", help="G multiply-accumulates per image")
+    budgets.add_argument("--flops", type=_numbers, dest="macs", action=RenamedFlag, new="--macs",
+                         help=argparse.SUPPRESS)  # the old name of --macs, for one release
     budgets.add_argument("--params", type=_numbers, default=(), metavar="M[,M...]", help="millions of parameters")
     algorithm = parser.add_argument_group("algorithm")
     algorithm.add_argument("--algorithm", default="evolution", help="evolution (default) or random")
@@ -85,7 +88,7 @@ def _search(args: argparse.Namespace) -> int:
     ) if value is not None}
     if args.ema:
         options["use_ema"] = True
-    result = search(args.checkpoint, args.out, latency_ms=args.latency_ms, profile=args.profile, flops=args.flops,
+    result = search(args.checkpoint, args.out, latency_ms=args.latency_ms, profile=args.profile, macs=args.macs,
                     params=args.params, algorithm=args.algorithm, backend=args.backend, workers=args.workers,
                     gpus_per_worker=args.gpus_per_worker, ray_address=args.ray_address,
                     generations=args.generations, population=args.population, seed=args.seed,

@@ -7,11 +7,11 @@ mutations and 25 crossovers per generation, each gene redrawn with probability 0
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from vitnas.errors import VitnasError
+from vitnas.util.fields import require_int, require_number
 
 __all__ = ["EvolutionConfig"]
 
@@ -40,12 +40,8 @@ class EvolutionConfig:
             ("max_tries", 1),
             ("seed", 0),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise VitnasError(f"EvolutionConfig.{name}: expected an integer >= {low}, got {value!r}")
-        prob = self.mutation_prob
-        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not (math.isfinite(prob) and 0 < prob <= 1):
-            raise VitnasError(f"EvolutionConfig.mutation_prob: expected a number in (0, 1], got {prob!r}")
+            require_int(f"EvolutionConfig.{name}", getattr(self, name), VitnasError, low=low)
+        require_number("EvolutionConfig.mutation_prob", self.mutation_prob, VitnasError, above=0, at_most=1)
         if self.mutations + self.crossovers == 0:
             raise VitnasError("EvolutionConfig.mutations: mutations and crossovers are both 0; evolution needs one")
 

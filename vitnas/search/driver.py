@@ -41,6 +41,8 @@ from vitnas.search.results_log import ResultsLog
 from vitnas.space.arch import Arch
 from vitnas.train.rundir import check_same, continues, read_settings, start_over
 from vitnas.util.atomic import prepare_directory, write_text_atomically
+from vitnas.util.fields import is_number, require_positive_numbers
+from vitnas.util.renamed import renamed_value, upgraded
 
 if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
@@ -69,7 +71,7 @@ class SearchSettings:
 
     checkpoint: str  # supernet run or checkpoint directory
     latency_ms: tuple[float, ...] = ()  # one budget per value: milliseconds per pass at the profile's batch and dtype
-    flops: tuple[float, ...] = ()  # one budget per value: G multiply-accumulates per image
+    macs: tuple[float, ...] = ()  # one budget per value: G multiply-accumulates per image
     params: tuple[float, ...] = ()  # one budget per value: millions of parameters
     profile: str | None = None  # device profile JSON predicting latency; needed by latency budgets
     algorithm: str = "evolution"  # evolution | random
@@ -80,26 +82,27 @@ class SearchSettings:
     search_images: int | None = None  # minival size for ImageFolder / CIFAR (default: the recipe's data.search_images)
 
     def __post_init__(self) -> None:
-        for name in ("latency_ms", "flops", "params"):
+        for name in ("latency_ms", "macs", "params"):
             object.__setattr__(self, name, _as_floats(getattr(self, name), name))
         if self.algorithm not in ALGORITHMS:
             raise SearchError(f"algorithm: unknown {self.algorithm!r} (known: {', '.join(ALGORITHMS)})")
-        if not (self.latency_ms or self.flops or self.params):
-            raise SearchError("budgets: give at least one of --latency-ms, --flops, --params")
+        if not (self.latency_ms or self.macs or self.params):
+            raise SearchError("budgets: give at least one of --latency-ms, --macs, --params")
         if self.latency_ms and self.profile is None:
             raise SearchError("--latency-ms needs --profile (build one with vitnas latency profile)")
 
     def budgets(self) -> list[NamedBudget]:
-        return budgets_from_limits(latency_ms=self.latency_ms, flops=self.flops, params=self.params)
+        return budgets_from_limits(latency_ms=self.latency_ms, macs=self.macs, params=self.params)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update({name: list(getattr(self, name)) for name in ("latency_ms", "flops", "params")})
+        data.update({name: list(getattr(self, name)) for name in ("latency_ms", "macs", "params")})
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
-        values = dict(data)
+        """Settings from `to_dict` output; a search.json written before the rename says ``flops`` for ``macs``."""
+        values = upgraded(data)
         values["config"] = EvolutionConfig.from_dict(values["config"])
         return cls(**values)
 
@@ -123,7 +126,7 @@ def search(
     *,
     latency_ms: float | Sequence[float] | None = None,
     profile: str | Path | None = None,
-    flops: float | Sequence[float] | None = None,
+    macs: float | Sequence[float] | None = None,
     params: float | Sequence[float] | None = None,
     algorithm: str = "evolution",
     backend: str = "local",
@@ -146,8 +149,9 @@ def search(
     Args:
         checkpoint: a `vitnas train` run (or one checkpoint folder of it).
         out: the search run directory (``results.jsonl``, ``best.json``, ``pareto.json``, ``pareto.png``).
-        latency_ms, flops, params: limits, one budget each (several values: several budgets);
-            flops in G MACs, params in millions.
+        latency_ms, macs, params: limits, one budget each (several values: several budgets);
+            macs in G multiply-accumulates per image, params in millions. ``flops=``, the old
+            name of ``macs=``, is taken for one release.
         profile: device profile for latency budgets and the latency axis of the Pareto front.
         algorithm: "evolution" or "random".
         backend: "local" (in this process) or "ray" (``workers`` actors, ``gpus_per_worker``
@@ -173,7 +177,8 @@ def search(
         SearchError, BudgetError, CheckpointError, ProfileError: one line naming the problem,
             before anything is written.
     """
-    settings = _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
+    macs = renamed_value(macs, options.pop("flops", None), "flops", "macs", "search", SearchError)
+    settings = _settings(checkpoint, latency_ms, profile, macs, params, algorithm, generations, population, seed,
                          options)
     out = Path(out)
     _stop_leftover_ray(out)
@@ -196,7 +201,7 @@ def search(
     return _finish(out, context, references, device=device, verify=verify, resumed=len(known))
 
 
-def _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generations, population, seed,
+def _settings(checkpoint, latency_ms, profile, macs, params, algorithm, generations, population, seed,
               options: dict[str, Any]) -> SearchSettings:
     run_options = {key: options.pop(key) for key in ("use_ema", "batch_size", "max_images", "search_images")
                    if key in options}
@@ -207,7 +212,7 @@ def _settings(checkpoint, latency_ms, profile, flops, params, algorithm, generat
     chosen = {"generations": generations, "population": population, "seed": seed, **options}
     config = EvolutionConfig(**{key: value for key, value in chosen.items() if value is not None})
     return SearchSettings(checkpoint=str(Path(checkpoint).resolve()), latency_ms=latency_ms or (),
-                          flops=flops or (), params=params or (),
+                          macs=macs or (), params=params or (),
                           profile=None if profile is None else str(Path(profile).resolve()),
                           algorithm=algorithm, config=config, **run_options)
 
@@ -405,11 +410,7 @@ def _evaluate_references(context: RunContext, backend: Backend, log: ResultsLog,
 def _as_floats(value: float | Iterable[float] | None, name: str) -> tuple[float, ...]:
     if value is None:
         return ()
-    values = (value,) if isinstance(value, (int, float)) and not isinstance(value, bool) else tuple(value)
-    for item in values:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or not item > 0:
-            raise SearchError(f"{name}: expected positive numbers, got {item!r}")
-    return tuple(float(item) for item in values)
+    return require_positive_numbers(name, (value,) if is_number(value) else value, SearchError)
 
 
 # -- finishing: each budget's choice scored on val and timed, then written by the report --------------
@@ -439,7 +440,7 @@ def _choice(context: RunContext, name: str, arch: Arch, accuracy: float, val_acc
     costs = context.algorithm.costs(arch)
     limit = named.budget.latency_ms
     meets = None if measured_ms is None or limit is None else measured_ms <= limit
-    return Choice(name, named.budget.to_dict(), arch, accuracy, val_accuracy, int(costs["flops"]),
+    return Choice(name, named.budget.to_dict(), arch, accuracy, val_accuracy, int(costs["macs"]),
                   int(costs["params"]), costs.get("latency_ms"), measured_ms, meets)
 
 

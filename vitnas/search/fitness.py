@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from vitnas.data import SPLITS, DataConfig, build_dataset, parse_data
 from vitnas.errors import FitnessError, VitnasError
+from vitnas.util.fields import require_int
 
 if TYPE_CHECKING:
     from vitnas.space.arch import Arch
@@ -60,10 +61,8 @@ class FitnessSettings:
             raise FitnessError(f"fitness.data: expected a DataConfig, got {type(self.data).__name__}")
         if self.split not in SPLITS:
             raise FitnessError(f"fitness.split: expected one of {', '.join(SPLITS)}, got {self.split!r}")
-        if not _positive_int(self.batch_size):
-            raise FitnessError(f"fitness.batch_size: must be a positive integer, got {self.batch_size!r}")
-        if self.max_images is not None and not _positive_int(self.max_images):
-            raise FitnessError(f"fitness.max_images: must be a positive integer or None, got {self.max_images!r}")
+        require_int("fitness.batch_size", self.batch_size, FitnessError)
+        require_int("fitness.max_images", self.max_images, FitnessError, optional=True)
         if self.device is not None:
             try:
                 torch.device(self.device)
@@ -258,7 +257,3 @@ def _loader_workers() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return min(_MAX_LOADER_WORKERS, max(cores - 1, 0))
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0

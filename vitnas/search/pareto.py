@@ -14,7 +14,7 @@ __all__ = ["pareto_front"]
 Point = TypeVar("Point", bound=Mapping[str, Any])
 
 
-def pareto_front(points: Sequence[Point], cost_key: str = "flops", accuracy_key: str = "accuracy") -> list[Point]:
+def pareto_front(points: Sequence[Point], cost_key: str = "macs", accuracy_key: str = "accuracy") -> list[Point]:
     """The non-dominated points: higher accuracy is better, lower cost is better.
 
     A point is dominated when another is at least as accurate and at most as costly,
@@ -23,7 +23,7 @@ def pareto_front(points: Sequence[Point], cost_key: str = "flops", accuracy_key:
 
     Args:
         points: rows holding at least `accuracy_key` and `cost_key` (e.g. results.jsonl rows).
-        cost_key: ``"latency_ms"`` when a device profile is given, else ``"flops"``.
+        cost_key: ``"latency_ms"`` when a device profile is given, else ``"macs"``.
         accuracy_key: the field to maximise.
 
     Returns:

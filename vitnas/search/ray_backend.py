@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import socket
@@ -47,6 +46,7 @@ from vitnas.errors import BackendError, VitnasError
 from vitnas.search.backend import Backend, Evaluation
 from vitnas.space.arch import Arch
 from vitnas.util.atomic import running_process, write_text_atomically
+from vitnas.util.fields import require_int, require_number
 from vitnas.search.ray_cluster import (RAY_MISSING, check_cluster, connect, describe_resources,  # noqa: F401 (RAY_MISSING)
                                        last_line, require_ray)
 
@@ -379,11 +379,9 @@ def _descendants(processes: list[Any]) -> list[Any]:
 def _check_arguments(workers: int, gpus_per_worker: float, cpus_per_worker: float, restarts: int, tasks: int) -> None:
     """One BackendError line for a malformed constructor argument, before anything starts."""
     for name, value, low in (("workers", workers, 1), ("max_restarts", restarts, -1), ("tasks_per_worker", tasks, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise BackendError(f"backend ray: {name} must be an integer >= {low}, got {value!r}")
+        require_int(f"backend ray: {name}", value, BackendError, low=low)
     for name, value in (("gpus_per_worker", gpus_per_worker), ("cpus_per_worker", cpus_per_worker)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise BackendError(f"backend ray: {name} must be a number >= 0, got {value!r}")
+        require_number(f"backend ray: {name}", value, BackendError, at_least=0)
     if gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker):
         raise BackendError(f"backend ray: gpus_per_worker above 1 must be whole, got {gpus_per_worker!r}")
 

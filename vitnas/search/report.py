@@ -5,9 +5,11 @@ finish step does, `vitnas.search.driver`), so it imports nothing of the driver.
 
 ``best.json`` is the contract the export work reads: a list with one entry per budget,
 each with ``name``, ``budget``, ``arch`` (loadable by `Arch.from_dict`), ``accuracy`` (on
-the search split), ``val_accuracy``, ``flops``, ``params`` and, with a profile, the
+the search split), ``val_accuracy``, ``macs``, ``params`` and, with a profile, the
 predicted latency and (where the profile's device is this machine's) the measured one
-and whether it meets the budget. Every file is written atomically.
+and whether it meets the budget. Every file is written atomically. A best.json written
+before MACs were called ``macs`` says ``flops`` (and ``max_flops``); its readers (the export,
+`vitnas run`) take it through `vitnas.util.renamed.upgraded`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Choice:
     arch: Arch
     accuracy: float  # top-1 on the search split (what the search chose by)
     val_accuracy: float  # top-1 on the report split
-    flops: int  # multiply-accumulates per image
+    macs: int  # multiply-accumulates per image
     params: int
     latency_ms: float | None = None  # predicted by the profile
     measured_latency_ms: float | None = None  # measured here, where the profile's device is this machine's
@@ -58,7 +60,7 @@ class SearchResult:
     out: Path
     choices: tuple[Choice, ...]
     front: tuple[dict[str, Any], ...]  # Pareto-optimal candidates (arch as a dict, accuracy, costs)
-    cost_key: str  # "latency_ms" with a profile, else "flops"
+    cost_key: str  # "latency_ms" with a profile, else "macs"
     evaluations: int  # candidates in the history
     replayed: int  # of those, taken from results.jsonl on resume
     trained_on_search_images: bool
@@ -119,7 +121,7 @@ def _plot(algorithm: SearchAlgorithm, choices: Sequence[Choice], references: dic
         axes.annotate(label, (algorithm.costs(arch)[key] * scale, 100 * accuracy), textcoords="offset points",
                       xytext=(5, -10), fontsize=8, color="tab:green")
     for named in algorithm.budgets:
-        limit = named.budget.latency_ms if key == "latency_ms" else named.budget.max_flops
+        limit = named.budget.latency_ms if key == "latency_ms" else named.budget.max_macs
         if limit is not None:
             axes.axvline(limit * scale, color="tab:red", linestyle=":", linewidth=1, alpha=0.6)
     stars: dict[Arch, tuple[float, list[str]]] = {}
@@ -155,7 +157,7 @@ def format_table(result: SearchResult) -> str:
     for c in result.choices:
         predicted = "-" if c.latency_ms is None else f"{c.latency_ms:.3f}"
         measured = "-" if c.measured_latency_ms is None else f"{c.measured_latency_ms:.3f}"
-        lines.append(f"{c.name:<22} {c.accuracy:>7.1%} {c.val_accuracy:>7.1%} {c.flops / 1e6:>8.1f}M "
+        lines.append(f"{c.name:<22} {c.accuracy:>7.1%} {c.val_accuracy:>7.1%} {c.macs / 1e6:>8.1f}M "
                      f"{c.params / 1e6:>7.3f}M {predicted:>8} {measured:>8}  {c.arch}")
     note = f"{result.evaluations} candidates"
     if result.replayed:

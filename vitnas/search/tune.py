@@ -23,7 +23,7 @@ Example (``supernet`` is a trained `SuperViT`, e.g. from ``vitnas.load_supernet`
 
     space = supernet.space
     config = EvolutionConfig(population=6, parents=3, mutations=2, crossovers=2, generations=2)
-    algorithm = make_algorithm("evolution", space, [named_budget(flops=0.003)], CostModel(space), config)
+    algorithm = make_algorithm("evolution", space, [named_budget(macs=0.003)], CostModel(space), config)
     trainable = fitness_trainable(supernet, FitnessSettings(data="digits", max_images=64, device="cpu"))
     tuner = tune.Tuner(
         trainable,
@@ -53,6 +53,7 @@ from vitnas.errors import BackendError
 from vitnas.search.ray_cluster import RAY_MISSING
 from vitnas.space.arch import Arch
 from vitnas.util.atomic import write_text_atomically
+from vitnas.util.fields import require_int
 
 try:
     from ray import tune
@@ -92,8 +93,7 @@ class VitnasSearcher(Searcher):
         self, algorithm: SearchAlgorithm, metric: str = "accuracy", mode: str = "max", max_failures: int = 3
     ) -> None:
         _check_mode(mode)
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-            raise BackendError(f"VitnasSearcher: max_failures must be a positive integer, got {max_failures!r}")
+        require_int("VitnasSearcher.max_failures", max_failures, BackendError)
         super().__init__(metric=metric, mode=mode)
         self.algorithm = algorithm
         self.max_failures = max_failures

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from vitnas.data import DataConfig
 from vitnas.errors import RecipeError, VitnasError
+from vitnas.util.fields import require_int, require_number
 from vitnas.util.shipped import shipped_files, unknown_name
 from vitnas.util.yamlfile import parse_yaml, read_yaml
 
@@ -88,29 +89,37 @@ class Recipe:
     num_workers: int = 0  # data-loader workers
 
     def __post_init__(self) -> None:
-        _require(self.epochs > 0, "epochs", "must be positive")
-        _require(self.batch_size > 0, "batch_size", "must be positive")
-        _require(0.0 <= self.drop_path < 1.0, "drop_path", "must be in [0, 1)")
+        self._check_counts()
+        require_number("drop_path", self.drop_path, RecipeError, at_least=0, below=1)
         _require(self.sampler.name in SAMPLERS, "sampler.name", f"expected one of {', '.join(SAMPLERS)}")
         _require(self.sampler.variant in ("sliced", "masked"), "sampler.variant", "expected sliced or masked")
-        _require(self.sampler.subnets >= 1, "sampler.subnets", "must be at least 1")
-        _require(self.sampler.num_random >= 0, "sampler.num_random", "must be non-negative")
-        _require(self.sampler.width_warmup_epochs >= 0, "sampler.width_warmup_epochs", "must be non-negative")
-        _require(self.distill_warmup_epochs >= 0, "distill_warmup_epochs", "must be non-negative")
         window = self.sampler.complexity_window
-        _require(window is None or 0.0 < window <= 1.0, "sampler.complexity_window", "must be in (0, 1], or null")
+        require_number("sampler.complexity_window", window, RecipeError, above=0, at_most=1, optional=True,
+                       what="a number in (0, 1], or null")
         _require(window is None or self.sampler.name in ("single", "sandwich"), "sampler.complexity_window",
                  "applies to the single and sandwich samplers (multi and supervit fix the token shape per step)")
-        _require(self.sampler.complexity_period >= 2, "sampler.complexity_period", "must be at least 2 steps")
         _require(not self.gradient_projection or self.sampler.name in ("sandwich", "supervit"), "gradient_projection",
                  "needs the largest sub-network in a pass of its own first: sampler sandwich or supervit")
-        _require(self.keep_ratio_weight >= 0.0, "keep_ratio_weight", "must be non-negative")
+        require_number("keep_ratio_weight", self.keep_ratio_weight, RecipeError, at_least=0)
         _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}")
         _require((self.optimizer.lr is None) != (self.optimizer.lr_per_512 is None), "optimizer.lr",
                  "give exactly one of lr and lr_per_512")
-        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
-        _require(self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "ema_decay", "must be in (0, 1)")
-        _require(self.eval_every > 0 and self.log_every > 0, "eval_every", "eval_every and log_every must be positive")
+        require_number("label_smoothing", self.label_smoothing, RecipeError, at_least=0, below=1)
+        require_number("ema_decay", self.ema_decay, RecipeError, above=0, below=1, optional=True,
+                       what="a number in (0, 1), or null")
+
+    def _check_counts(self) -> None:
+        """The integer fields: epochs, sizes, steps; each a whole number in its range."""
+        for name, value in (("epochs", self.epochs), ("batch_size", self.batch_size),
+                            ("sampler.subnets", self.sampler.subnets), ("eval_every", self.eval_every),
+                            ("log_every", self.log_every)):
+            require_int(name, value, RecipeError)
+        for name, value in (("sampler.num_random", self.sampler.num_random),
+                            ("sampler.width_warmup_epochs", self.sampler.width_warmup_epochs),
+                            ("distill_warmup_epochs", self.distill_warmup_epochs)):
+            require_int(name, value, RecipeError, low=0)
+        require_int("sampler.complexity_period", self.sampler.complexity_period, RecipeError, low=2,
+                    what="an integer >= 2 (steps)")
 
     def learning_rate(self) -> float:
         if self.optimizer.lr is not None:

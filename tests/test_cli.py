@@ -69,11 +69,12 @@ def test_a_run_of_other_settings_is_refused_in_one_line_naming_the_field_before_
     (run / "latest").write_text("ckpt-0000001\n")
     search = tmp_path / "search"
     search.mkdir()
+    # written before MACs were called macs: the old key is read as macs
     (search / "search.json").write_text(json.dumps({"checkpoint": str(run), "flops": [2.0], "config": {}}))
-    searching = ["search", "--checkpoint", str(run), "--out", str(search), "--flops", "1"]
+    searching = ["search", "--checkpoint", str(run), "--out", str(search), "--macs", "1"]
     for argv, out, field in ((["train", "tiny32_digits", "--out", str(run)], run, "optimizer.lr 0.5, not 0.003"),
-                             (searching, search, "flops [2.0], not [1.0]"),
-                             ([*searching, "--resume"], search, "flops [2.0], not [1.0]")):
+                             (searching, search, "macs [2.0], not [1.0]"),
+                             ([*searching, "--resume"], search, "macs [2.0], not [1.0]")):
         assert main(argv) == 2
         assert capsys.readouterr().err == (f"vitnas: error: {out}: was started with {field}; give the same "
                                            "settings to continue it, --fresh to start over, or another --out\n")

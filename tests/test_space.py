@@ -192,7 +192,7 @@ def test_unreadable_or_missing_space_files(tmp_path):
         vitnas.load_space(broken)
     with pytest.raises(vitnas.SpaceError, match=r"no such file, and not a shipped space \(shipped: deit"):
         vitnas.load_space(tmp_path / "missing.yaml")
-    shipped = "deit, resnas, tiny32, tiny32_reducers"
+    shipped = "deit, fmnist28, resnas, tiny32, tiny32_reducers"
     with pytest.raises(vitnas.SpaceError, match=rf"^tiny23: .*\(did you mean tiny32\? shipped: {shipped}\)$"):
         vitnas.load_space("tiny23")
     listed = tmp_path / "list.yaml"

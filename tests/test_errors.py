@@ -117,7 +117,7 @@ def test_a_full_disk_while_writing_a_checkpoint_s_state_is_one_line(tmp_path, mo
 
 
 def test_a_full_disk_while_logging_metrics_is_one_line(tmp_path, monkeypatch):
-    train_module = importlib.import_module("vitnas.train.loop")  # the module of the train verb
+    train_module = importlib.import_module("vitnas.train.metrics")  # the module of the metrics log
     monkeypatch.setattr(train_module, "open", _FullFile, raising=False)  # the module's `open`, not the builtin
     with pytest.raises(VitnasError, match=rf"^disk full while writing {tmp_path}/metrics\.jsonl: {FIX}$"):
         train_module.MetricsLog(tmp_path).write({"epoch": 1, "step": 3, "loss": 2.0})
@@ -271,7 +271,7 @@ def test_ctrl_c_during_a_run_says_to_run_it_again(tmp_path, monkeypatch, capsys)
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("vitnas.train.loop"), "train", _interrupt)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.supernet"), "train", _interrupt)
     assert main(["train", "tiny32_digits", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: no checkpoint in {tmp_path / 'r'} yet: run the same "
                                        f"command again to start over\n")

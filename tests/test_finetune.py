@@ -100,7 +100,8 @@ def test_stopping_after_epoch_one_and_resuming_gives_identical_weights(source, t
 
 def test_distillation_loss_is_the_kl_divergence_to_the_teacher(source, teacher_run):
     """One step's loss is KL(teacher || student), and differs from the label loss: the teacher is really used."""
-    from vitnas.train.loop import _train_step, build_context
+    from vitnas.train.context import build_context
+    from vitnas.train.step import train_step
 
     supernet, space = vitnas.load_supernet(teacher_run)
     teacher = vitnas.extract(supernet, space.largest()).eval()
@@ -114,7 +115,7 @@ def test_distillation_loss_is_the_kl_divergence_to_the_teacher(source, teacher_r
         distilled = F.kl_div(logits.log_softmax(-1), teacher(images).softmax(-1), reduction="batchmean")
         supervised = F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
     plan = context.trainee.plan(np.random.default_rng(0), 8)
-    loss = _train_step(context, images, labels, plan)
+    loss = train_step(context, images, labels, plan)
     torch.testing.assert_close(loss, distilled, rtol=1e-5, atol=1e-6)
     assert abs(loss.item() - supervised.item()) > 0.1
 

@@ -289,8 +289,8 @@ def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning(
             from vitnas.layers.reducers.evit import EViT
             from vitnas.train import SupernetTrainee, train
         assert EViT is importlib.import_module("vitnas.nn.reducers.evit").EViT
-        assert SupernetTrainee is importlib.import_module("vitnas.train.loop").SupernetTrainee
-        assert train is importlib.import_module("vitnas.train.loop").train
+        assert SupernetTrainee is importlib.import_module("vitnas.train.supernet").SupernetTrainee
+        assert train is importlib.import_module("vitnas.train.supernet").train
         import vitnas.train.recipe as recipe, vitnas.finetune.tune as tune  # the packages, not the verbs
         assert callable(vitnas.train) and callable(vitnas.finetune) and recipe.load_recipe and tune.finetune
         assert Budget is importlib.import_module("vitnas.search.budget").Budget
@@ -316,6 +316,6 @@ def test_old_module_paths_import_the_new_modules_for_one_release_with_a_warning(
         "vitnas.export.elastic.write_bundle moved to vitnas.export.bundle.write_bundle; the old path works until the "
         "next release",
         "vitnas.latency.Budget moved to vitnas.search.budget.Budget; the old path works until the next release",
-        "vitnas.train.SupernetTrainee moved to vitnas.train.loop.SupernetTrainee; the old path works until the next "
+        "vitnas.train.SupernetTrainee moved to vitnas.train.supernet.SupernetTrainee; the old path works until the next "
         "release",
     ]

@@ -62,7 +62,7 @@ def test_second_call_resumes_every_stage_and_writes_nothing(finished, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("a finished supernet was retrained")
 
-    monkeypatch.setattr(importlib.import_module("vitnas.train.loop"), "train", no_training)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.supernet"), "train", no_training)
     files = {path: path.stat().st_mtime_ns for path in finished.out.rglob("*")}
     again = run(RunSettings(out=str(finished.out), **SMALL))
     assert again.resumed == STAGES and again.rows == finished.rows
@@ -210,7 +210,7 @@ def test_a_package_the_run_needs_is_asked_for_before_training(absent, flags, mes
     def no_training(*args, **kwargs):
         raise AssertionError(f"training started before {absent} was asked for")
 
-    monkeypatch.setattr(importlib.import_module("vitnas.train.loop"), "train", no_training)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.supernet"), "train", no_training)
     monkeypatch.setitem(sys.modules, absent, None)  # as if not installed: find_spec and import both fail
     assert main(["run", "--out", str(tmp_path / "r"), *flags]) == 2
     assert capsys.readouterr().err == f"vitnas: error: {message}\n"

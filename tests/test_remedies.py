@@ -11,7 +11,7 @@ from torch import nn
 
 from vitnas.space.cost import count_flops
 from vitnas.train.gradient_projection import ConflictProjection
-from vitnas.train.loop import train
+from vitnas.train.supernet import train
 from vitnas.train.recipe import RecipeError, SamplerConfig, load_recipe
 from vitnas.train.samplers import ComplexityWindow, build_sampler, step_rng
 

@@ -20,7 +20,7 @@ from vitnas.search.fitness import FitnessError, FitnessEvaluator, FitnessSetting
 from vitnas.space.arch import Arch
 from vitnas.space.space import load_space
 from vitnas.supernet.supernet import SuperViT
-from vitnas.train.loop import train
+from vitnas.train.supernet import train
 
 DIGITS = DataConfig(name="digits", holdout=True)
 

@@ -20,7 +20,7 @@ import vitnas
 from vitnas.cli import main
 from vitnas.data import DataConfig
 from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_checkpoint
-from vitnas.train.loop import train
+from vitnas.train.supernet import train
 from vitnas.train.recipe import RecipeError, load_recipe
 
 TINY = {
@@ -198,7 +198,7 @@ def test_bad_recipe_input_is_one_line_before_any_work(tmp_path, capsys, monkeypa
 
     space_file = tmp_path / "resize3.yaml"
     space_file.write_text(yaml.safe_dump(RESIZE3))
-    monkeypatch.setattr(sys.modules["vitnas.train.loop"], "SuperViT", lambda *a, **k: pytest.fail("a supernet was built"))
+    monkeypatch.setattr(sys.modules["vitnas.train.supernet"], "SuperViT", lambda *a, **k: pytest.fail("a supernet was built"))
     argv = [item.replace("SPACE", str(space_file)) for item in argv]
     assert main(["train", "tiny32_digits", "--out", str(tmp_path / "run"), *argv]) == 2
     err = capsys.readouterr().err
@@ -206,7 +206,7 @@ def test_bad_recipe_input_is_one_line_before_any_work(tmp_path, capsys, monkeypa
 
 
 def test_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sys.modules["vitnas.train.loop"], "_build", lambda recipe: pytest.fail("training started"))
+    monkeypatch.setattr(sys.modules["vitnas.train.supernet"], "build_supernet_context", lambda *args: pytest.fail("training started"))
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     assert main(["train", "tiny32_digits", "--out", str(taken)]) == 2
@@ -232,14 +232,15 @@ def test_existing_run_is_never_overwritten(tmp_path):
 @pytest.mark.parametrize("name", ["tiny32_digits", "tiny32_reducers_digits", "deit_small_supervit", "resnas_tiny"])
 def test_shipped_recipes_validate_and_take_steps(tmp_path, name):
     """Each shipped recipe loads and trains two steps on tiny synthetic data (no checkpoint: deit's is 2 GB)."""
-    from vitnas.train.loop import _build, _train_epoch
+    from vitnas.train.loop import train_epoch
+    from vitnas.train.supernet import build_supernet_context
 
     classes = vitnas.load_space(load_recipe(name).space).num_classes
     overrides = ["batch_size=2", "num_workers=0", f"data={{name: synthetic, synthetic_size: 4, num_classes: {classes}}}"]
     recipe = load_recipe(name, overrides)
-    context = _build(recipe)
+    context = build_supernet_context(recipe)
     before = {k: v.clone() for k, v in context.model.state_dict().items()}
-    assert _train_epoch(context, 0, 0, tmp_path) == 2
+    assert train_epoch(context, 0, 0, tmp_path) == 2
     assert any(not torch.equal(before[k], v) for k, v in context.model.state_dict().items())
 
 
@@ -247,13 +248,15 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     as_torchrun_rank(rank, world, port)
     import torch.distributed as dist
 
-    from vitnas.train.loop import _build, _train_epoch, _validate
+    from vitnas.train.loop import train_epoch
+    from vitnas.train.metrics import validate
+    from vitnas.train.supernet import build_supernet_context
 
     recipe = load_recipe(dict(TINY, sampler={"name": "multi", "subnets": 3}, batch_size=12))
-    context = _build(recipe)
-    _train_epoch(context, 0, 0, Path(out))
+    context = build_supernet_context(recipe)
+    train_epoch(context, 0, 0, Path(out))
     torch.save(context.model.state_dict(), Path(out) / f"rank{rank}.pt")
-    metrics = _validate(context, 0, 1)
+    metrics = validate(context, 0, 1)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(metrics))
     dist.barrier()
     dist.destroy_process_group()
@@ -338,7 +341,8 @@ def test_fp16_loss_scaling_step_order_on_cpu():
     weights after one step equal those of the same step without a scaler. Clipping the
     still-scaled gradients (no `unscale_` before clipping) would shrink the SGD update 1024-fold.
     """
-    from vitnas.train.loop import _build, _train_step
+    from vitnas.train.step import train_step
+    from vitnas.train.supernet import build_supernet_context
     from vitnas.train.samplers import Pass, Piece
 
     recipe = load_recipe(dict(TINY, optimizer={"name": "sgd", "lr": 0.1, "lr_per_512": None, "grad_clip": 0.5},
@@ -346,7 +350,7 @@ def test_fp16_loss_scaling_step_order_on_cpu():
     images, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
     after = []
     for scaler in (torch.amp.GradScaler("cpu", init_scale=1024.0), None):
-        context = _build(recipe)
+        context = build_supernet_context(recipe)
         context.scaler = scaler
         space = context.model.space
         plan = [Pass((Piece(space.largest(), 0, 8, "supervised", teacher=True),)),
@@ -356,7 +360,7 @@ def test_fp16_loss_scaling_step_order_on_cpu():
         original_clip = torch.nn.utils.clip_grad_norm_
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, c: norm.append(original_clip(p, c)) or norm[-1])
-            loss = _train_step(context, images, labels, plan)
+            loss = train_step(context, images, labels, plan)
         assert torch.isfinite(loss) and norm[0] > recipe.optimizer.grad_clip  # the clip really acts
         after.append({k: v.clone() for k, v in context.model.state_dict().items()})
         if scaler is not None:

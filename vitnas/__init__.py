@@ -78,5 +78,5 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.space.space import SearchSpace, load_space, shipped_spaces
     from vitnas.supernet.supernet import SuperViT
     from vitnas.train.checkpoint import load_supernet
-    from vitnas.train.loop import train  # (the package vitnas.train, called, calls this function; so does finetune)
+    from vitnas.train.supernet import train  # (the package vitnas.train, called, calls this function; so does finetune)
     from vitnas.train.standalone import train_standalone

@@ -91,6 +91,14 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
     **{("vitnas.export.elastic", name): "vitnas.export.bundle"
        for name in ("bundle_targets", "check_bundle_request", "write_bundle", "envelope_summary", "size_report")},
     ("vitnas.export.writer", "write_json"): "vitnas.export.schema",
+    # vitnas/train.py, cut by concern into the train package's modules (fit and run_recipe stay in loop.py)
+    ("vitnas.train", "Trainee"): "vitnas.train.trainee",
+    ("vitnas.train", "SupernetTrainee"): "vitnas.train.supernet",
+    ("vitnas.train", "Context"): "vitnas.train.context",
+    ("vitnas.train", "build_context"): "vitnas.train.context",
+    ("vitnas.train", "distributed_setup"): "vitnas.train.distributed",
+    ("vitnas.train", "MetricsLog"): "vitnas.train.metrics",
+    ("vitnas.train", "seed_run"): "vitnas.util.seeding",
 }
 
 

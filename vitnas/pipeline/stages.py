@@ -383,7 +383,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 def _train_stage(recipe, device: str, paths: _Paths) -> tuple[None, bool]:
     from vitnas.train.checkpoint import finished_epochs
-    from vitnas.train.loop import train
+    from vitnas.train.supernet import train
 
     stored = _stored_recipe(paths.supernet)
     if stored is not None and stored != recipe.to_dict():

@@ -1,4 +1,4 @@
-"""`vitnas train`: argument parsing and printing only; the work is `vitnas.train.loop.train`.
+"""`vitnas train`: argument parsing and printing only; the work is `vitnas.train.supernet.train`.
 
 Importing this module costs no torch: ``vitnas --help`` builds every verb's parser.
 """
@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vitnas.train.loop import train
+    from vitnas.train.supernet import train
 
     metrics = train(args.recipe, args.out, resume=args.resume, overrides=args.overrides)
     print(json.dumps(metrics))

@@ -20,7 +20,7 @@ import vitnas
 from vitnas.cli import main
 from vitnas.data import DataConfig
 from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_checkpoint
-from vitnas.train.supernet import train
+from vitnas.train.supernet import train_supernet
 from vitnas.train.recipe import RecipeError, load_recipe
 
 TINY = {
@@ -47,7 +47,7 @@ def test_each_step_takes_exactly_one_optimizer_step(tmp_path, monkeypatch, sampl
     original = torch.optim.AdamW.step
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
     recipe = dict(TINY, epochs=1, sampler={"name": sampler})
-    train(recipe, tmp_path / "run")
+    train_supernet(recipe, tmp_path / "run")
     assert len(steps) == 48 // 16
     assert load_checkpoint(tmp_path / "run")["meta"]["step"] == 3
 
@@ -66,32 +66,32 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path, data, image_folder
     """
     recipe = {"synthetic": TINY, "images": on_images(image_folder),
               "images in 2 workers": on_images(image_folder, num_workers=2)}[data]
-    train(recipe, tmp_path / "straight")
+    train_supernet(recipe, tmp_path / "straight")
     resumed_run = tmp_path / "resumed"
-    train(recipe, resumed_run)
+    train_supernet(recipe, resumed_run)
     # What a kill during epoch 2 leaves behind: the epoch-1 checkpoint is the latest one.
     first = sorted(p.name for p in resumed_run.glob("ckpt-*"))[0]
     (resumed_run / "latest").write_text(first + "\n")
     for later in resumed_run.glob("ckpt-*"):
         if later.name != first:
             shutil.rmtree(later)
-    train(recipe, resumed_run, resume=True)
+    train_supernet(recipe, resumed_run, resume=True)
     assert_bitwise_equal(weights(tmp_path / "resumed"), weights(tmp_path / "straight"))
 
 
 def test_a_checkpoint_without_python_or_loader_rng_still_resumes_with_a_note(tmp_path, caplog):
-    train(TINY, tmp_path / "run")
+    train_supernet(TINY, tmp_path / "run")
     state_file = tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "state.pt"
     state = torch.load(state_file, weights_only=True)
     torch.save({k: v for k, v in state.items() if k not in ("python_rng", "loader_rng")}, state_file)
     with caplog.at_level("WARNING", logger="vitnas.util.seeding"):
-        assert train(TINY, tmp_path / "run", resume=True, overrides=["epochs=3"])["epoch"] == 3
+        assert train_supernet(TINY, tmp_path / "run", resume=True, overrides=["epochs=3"])["epoch"] == 3
     assert ("this checkpoint predates saving python_rng and loader_rng: they restart from the run's seed, so random "
             "augmentation after this resume differs from an uninterrupted run's") in caplog.text
 
 
 def test_metrics_log_and_checkpoint_layout(tmp_path):
-    train(dict(TINY, epochs=1), tmp_path / "run")
+    train_supernet(dict(TINY, epochs=1), tmp_path / "run")
     run = tmp_path / "run"
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert any('"val_top1_largest"' in line for line in lines) and any('"images_per_s"' in line for line in lines)
@@ -108,7 +108,7 @@ def test_metrics_log_and_checkpoint_layout(tmp_path):
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
     run = tmp_path / "run"
-    train(dict(TINY, epochs=1), run)
+    train_supernet(dict(TINY, epochs=1), run)
     folder = run / (run / "latest").read_text().strip()
     model = folder / "model.safetensors"
     model.write_bytes(model.read_bytes()[:100])
@@ -140,7 +140,7 @@ def test_finished_epochs_reads_the_count_meta_json_keeps(tmp_path, meta, message
 
 def test_state_file_with_code_is_refused(tmp_path):
     run = tmp_path / "run"
-    train(dict(TINY, epochs=1), run)
+    train_supernet(dict(TINY, epochs=1), run)
     folder = run / (run / "latest").read_text().strip()
     torch.save({"evil": os.system}, folder / "state.pt")  # a pickle that would import a function
     with pytest.raises(CheckpointError, match=r"state\.pt|cannot be read"):
@@ -157,7 +157,7 @@ def test_exponent_overrides_read_as_numbers():
 def test_a_train_split_smaller_than_one_batch_is_one_line(tmp_path):
     with pytest.raises(RecipeError, match=r"^batch_size: synthetic's train split holds 8 images, not one full "
                                           r"batch of 32; lower batch_size or add images$"):
-        train(dict(TINY, batch_size=32, data={"name": "synthetic", "synthetic_size": 8}), tmp_path / "run")
+        train_supernet(dict(TINY, batch_size=32, data={"name": "synthetic", "synthetic_size": 8}), tmp_path / "run")
 
 
 def test_recipe_errors_name_the_field(tmp_path):
@@ -174,12 +174,12 @@ def test_recipe_errors_name_the_field(tmp_path):
     with pytest.raises(RecipeError, match=r"^tiny32_digit: .*did you mean tiny32_digits or tiny32_reducers_digits\?"):
         load_recipe("tiny32_digit")
     with pytest.raises(vitnas.VitnasError, match=r"cifar10: .* not found"):
-        train(dict(TINY, data={"name": "cifar10", "root": str(tmp_path)}), tmp_path / "run")
+        train_supernet(dict(TINY, data={"name": "cifar10", "root": str(tmp_path)}), tmp_path / "run")
     if not torch.cuda.is_available():
         with pytest.raises(RecipeError, match=r"precision: fp16 training needs a GPU"):
-            train(dict(TINY, precision="fp16"), tmp_path / "run")
+            train_supernet(dict(TINY, precision="fp16"), tmp_path / "run")
     with pytest.raises(RecipeError, match=r"data: synthetic has 3 classes but space tiny32 has 10"):
-        train(dict(TINY, data={"name": "synthetic", "num_classes": 3}), tmp_path / "run")
+        train_supernet(dict(TINY, data={"name": "synthetic", "num_classes": 3}), tmp_path / "run")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -223,10 +223,10 @@ def test_duplicate_keys_in_a_recipe_file_are_refused(tmp_path):
 
 
 def test_existing_run_is_never_overwritten(tmp_path):
-    train(dict(TINY, epochs=1), tmp_path / "run")
+    train_supernet(dict(TINY, epochs=1), tmp_path / "run")
     with pytest.raises(RecipeError, match=r"already holds a run: pass --resume"):
-        train(dict(TINY, epochs=1), tmp_path / "run")
-    assert train(dict(TINY, epochs=1), tmp_path / "run", resume=True)["epoch"] == 1  # finished: nothing to do
+        train_supernet(dict(TINY, epochs=1), tmp_path / "run")
+    assert train_supernet(dict(TINY, epochs=1), tmp_path / "run", resume=True)["epoch"] == 1  # finished: nothing to do
 
 
 @pytest.mark.parametrize("name", ["tiny32_digits", "tiny32_reducers_digits", "deit_small_supervit", "resnas_tiny"])
@@ -287,7 +287,7 @@ def test_ema_weights_are_saved_and_loadable(tmp_path, monkeypatch):
     original = ModelEmaV3.update
     monkeypatch.setattr(ModelEmaV3, "update", lambda self, model, step=None: seen.append(
         {k: v.detach().clone() for k, v in model.named_parameters()}) or original(self, model, step=step))
-    train(dict(TINY, epochs=1, ema_decay=decay), tmp_path / "run")
+    train_supernet(dict(TINY, epochs=1, ema_decay=decay), tmp_path / "run")
     raw, _ = vitnas.load_supernet(tmp_path / "run")
     ema, _ = vitnas.load_supernet(tmp_path / "run", use_ema=True)
     torch.manual_seed(TINY.get("seed", 0))
@@ -305,7 +305,7 @@ def test_ema_weights_are_saved_and_loadable(tmp_path, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("sampler, precision", [("sandwich", "bf16"), ("multi", "bf16"), ("sandwich", "fp16")])
 def test_cuda_amp_training_runs_and_checkpoints(tmp_path, sampler, precision):
-    metrics = train(dict(TINY, sampler={"name": sampler}, precision=precision), tmp_path / "run")
+    metrics = train_supernet(dict(TINY, sampler={"name": sampler}, precision=precision), tmp_path / "run")
     supernet, space = vitnas.load_supernet(tmp_path / "run", map_location="cuda")
     assert next(supernet.parameters()).is_cuda
     data = DataConfig(name="synthetic", synthetic_size=TINY["data"]["synthetic_size"])

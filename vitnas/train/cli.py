@@ -1,4 +1,4 @@
-"""`vitnas train`: argument parsing and printing only; the work is `vitnas.train.supernet.train`.
+"""`vitnas train`: argument parsing and printing only; the work is `vitnas.train.supernet.train_supernet`.
 
 Importing this module costs no torch: ``vitnas --help`` builds every verb's parser.
 """
@@ -24,9 +24,9 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vitnas.train.supernet import train
+    from vitnas.train.supernet import train_supernet
 
-    metrics = train(args.recipe, args.out, resume=args.resume, overrides=args.overrides)
+    metrics = train_supernet(args.recipe, args.out, resume=args.resume, overrides=args.overrides)
     print(json.dumps(metrics))
     return 0
 

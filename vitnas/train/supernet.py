@@ -33,11 +33,11 @@ from vitnas.train.trainee import Trainee
 from vitnas.util.atomic import prepare_directory
 from vitnas.util.seeding import seed_run
 
-__all__ = ["SupernetTrainee", "build_supernet_context", "train"]
+__all__ = ["SupernetTrainee", "build_supernet_context", "train_supernet"]
 
 
-def train(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = (),
-          device: str | None = None) -> dict:
+def train_supernet(recipe: str | Path | dict, out: str | Path, resume: bool = False, overrides: Sequence[str] = (),
+                   device: str | None = None) -> dict:
     """Trains a supernet; returns the final metrics (validation top-1 of largest and smallest).
 
     Args:

@@ -98,5 +98,5 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from vitnas.space.space import SearchSpace, load_space, shipped_spaces
     from vitnas.supernet.supernet import SuperViT
     from vitnas.train.checkpoint import load_supernet
-    from vitnas.train.supernet import train_supernet
     from vitnas.train.standalone import train_standalone
+    from vitnas.train.supernet import train_supernet

@@ -2,16 +2,18 @@
 
 `recipe` reads a recipe YAML into dataclasses; `samplers` choose which sub-networks each
 step trains (single, sandwich, multi, supervit); `supernet` holds `train_supernet`, the
-`vitnas train` verb (a supernet's trainee, built from the recipe's space); `standalone` trains one fixed ViT
-through the same loop; `checkpoint` writes and reads run directories (weights, recipe,
-RNG state, ``latest``).
+`vitnas train` verb (a supernet's trainee, built from the recipe's space); `standalone`
+trains one fixed ViT through the same loop; `checkpoint` writes and reads run directories
+(weights, recipe, RNG state, ``latest``).
 
 The loop is cut by concern: `trainee` (what the loop trains: the interface a supernet and
 a standalone ViT implement), `context` (setting a run up: optimizer, schedule, data,
 Mixup, EMA, precision), `loop` (epochs, checkpoints, resume), `step` (one optimizer step
 and its losses), `metrics` (validation and the metrics log), `distributed` (DDP plumbing).
-The verb is a function, ``vitnas.train_supernet(recipe, out, ...)``; the package is only a
-package (calling ``vitnas.train(...)`` as vitnas 0.1 did still works for one release, with a warning).
+
+The verb is a function, ``vitnas.train_supernet(recipe, out, ...)``, and this package only
+a package; calling ``vitnas.train(...)`` as vitnas 0.1 did still works for one release,
+with a warning.
 """
 
 from __future__ import annotations
@@ -34,6 +36,6 @@ export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
     from vitnas.train.checkpoint import load_supernet, latest_checkpoint
-    from vitnas.train.supernet import train_supernet
     from vitnas.train.recipe import Recipe, load_recipe
     from vitnas.train.standalone import train_standalone
+    from vitnas.train.supernet import train_supernet

@@ -49,7 +49,7 @@ def main() -> None:
 
 def _train_supernet(recipe: str, out: Path) -> Path:
     """Trains (or finishes training) the recipe's supernet into `out`."""
-    vitnas.train(recipe, out, resume=(out / "latest").is_file())
+    vitnas.train_supernet(recipe, out, resume=(out / "latest").is_file())
     return out
 
 

@@ -72,7 +72,7 @@ def main() -> None:
 def _supernet(out: Path, overrides: list[str]) -> tuple[Path, float]:
     """Trains (or finishes) the variant's supernet; (its run directory, seconds this call trained)."""
     started = time.perf_counter()
-    vitnas.train("tiny32_digits", out, resume=(out / "latest").is_file(), overrides=overrides)
+    vitnas.train_supernet("tiny32_digits", out, resume=(out / "latest").is_file(), overrides=overrides)
     return out, time.perf_counter() - started
 
 

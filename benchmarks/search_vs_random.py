@@ -2,7 +2,7 @@
 
 Issue 8 asks whether the evolutionary search earns its keep: on the trained ``tiny32``
 digits supernet, under one MACs budget halfway between the smallest and the largest
-sub-network, both algorithms run through `vitnas.search` (the real tool, in-process
+sub-network, both algorithms run through `vitnas.search_supernet` (the real tool, in-process
 backend) with the same population, generations and evaluation count, for each seed.
 The table gives each one's best search-split (minival) top-1, that arch's val top-1, and
 after how many evaluations each search first reached its final best ("found at",
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import vitnas
-from vitnas.search.driver import search
+from vitnas.search.driver import search_supernet
 
 
 def main() -> None:
@@ -43,8 +43,8 @@ def main() -> None:
         for seed in range(args.seeds):
             scores = {}
             for algorithm in ("evolution", "random"):
-                result = search(args.checkpoint, Path(scratch) / f"{algorithm}-{seed}", macs=budget_g,
-                                algorithm=algorithm, seed=seed, progress=False, verify=False, **config)
+                result = search_supernet(args.checkpoint, Path(scratch) / f"{algorithm}-{seed}", macs=budget_g,
+                                         algorithm=algorithm, seed=seed, progress=False, verify=False, **config)
                 (choice,) = result.choices
                 scores[algorithm] = (choice.accuracy, choice.val_accuracy, _found_at(result.out, choice.accuracy))
             ahead = scores["evolution"][0] > scores["random"][0]

@@ -66,8 +66,8 @@ def main() -> None:
 def _search(args: argparse.Namespace) -> Arch:
     """Evolution's choice under the MACs budget (resumed from OUT/search when there)."""
     out = args.out / "search"
-    result = vitnas.search(args.checkpoint, out, macs=args.flops, seed=args.seed, verify=False, progress=False,
-                           resume=(out / "results.jsonl").is_file())
+    result = vitnas.search_supernet(args.checkpoint, out, macs=args.flops, seed=args.seed, verify=False,
+                                    progress=False, resume=(out / "results.jsonl").is_file())
     return result.choices[0].arch
 
 

@@ -22,7 +22,7 @@ import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
 import vitnas
 started = time.perf_counter()
-vitnas.train("tiny32_digits", sys.argv[2], overrides=[f"epochs={sys.argv[3]}", "eval_every=1000"])
+vitnas.train_supernet("tiny32_digits", sys.argv[2], overrides=[f"epochs={sys.argv[3]}", "eval_every=1000"])
 print(time.perf_counter() - started)
 """
 

@@ -2,7 +2,7 @@
 
 Issue 21: one supernet training stands in for training every sub-network; it is worth it
 if it costs at most twice training the largest sub-network alone for the same epochs.
-Both rows time the trainer's own optimizer step (`vitnas.train.loop._train_step`) on the
+Both rows time the trainer's own optimizer step (`vitnas.train.step.train_step`) on the
 same batches of the recipe's training data, alternating one supernet step and one
 stand-alone step so that load and clock drift hit both alike:
 
@@ -30,17 +30,20 @@ import vitnas
 from vitnas.nn.vit import ViT
 from vitnas.nn.vit_config import vit_config
 from vitnas.rank.runs import standalone_recipe
-from vitnas.train.loop import _build, _train_step, _validate, build_context
+from vitnas.train.context import build_context
+from vitnas.train.metrics import validate
 from vitnas.train.recipe import load_recipe
 from vitnas.train.samplers import step_rng
 from vitnas.train.standalone import StandaloneTrainee, init_weights
+from vitnas.train.step import train_step
+from vitnas.train.supernet import build_supernet_context
 
 
 def main() -> None:
     args = _arguments()
     torch.set_num_threads(args.threads)  # a benchmark's own choice; library code never sets it
     recipe = load_recipe(args.recipe, args.overrides)
-    supernet = _build(recipe, "cpu")
+    supernet = build_supernet_context(recipe, "cpu")
     space = supernet.trainee.space
     largest = space.largest()
     alone = build_context(standalone_recipe(recipe, recipe.epochs), StandaloneTrainee(init_weights(ViT(
@@ -52,11 +55,11 @@ def main() -> None:
     for index, (images, labels) in enumerate(batches):
         step = first + index
         plan = supernet.trainee.plan(step_rng(recipe.seed, step, None), images.shape[0], step)
-        super_times.append(_timed(lambda: _train_step(supernet, images, labels, plan)))
+        super_times.append(_timed(lambda: train_step(supernet, images, labels, plan)))
         plan = alone.trainee.plan(step_rng(recipe.seed, step, None), images.shape[0], step)
-        alone_times.append(_timed(lambda: _train_step(alone, images, labels, plan)))
+        alone_times.append(_timed(lambda: train_step(alone, images, labels, plan)))
     super_step, alone_step = (statistics.median(times[2:]) for times in (super_times, alone_times))
-    super_val, alone_val = _timed(lambda: _validate(supernet, 0, 0)), _timed(lambda: _validate(alone, 0, 0))
+    super_val, alone_val = _timed(lambda: validate(supernet, 0, 0)), _timed(lambda: validate(alone, 0, 0))
     steps = len(supernet.loader)
     super_epoch = steps * (loader_seconds + super_step) + super_val
     alone_epoch = steps * (loader_seconds + alone_step) + alone_val

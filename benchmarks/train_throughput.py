@@ -1,6 +1,6 @@
 """Supernet training throughput per sampler, side by side in one run, plus the slicing overhead vs timm.
 
-Every row times the trainer's own optimizer step (`vitnas.train.loop._train_step`) on one
+Every row times the trainer's own optimizer step (`vitnas.train.step.train_step`) on one
 synthetic batch: `single`, `sandwich`, `multi` with sliced weights and `multi` with
 channel masks, all with in-place distillation as the recipe would run them. The last
 rows train one timm-expressible arch through the supernet and timm's own
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 import vitnas
-from vitnas.train.loop import _build, _train_step
+from vitnas.train.step import train_step
+from vitnas.train.supernet import build_supernet_context
 from vitnas.train.recipe import SamplerConfig, load_recipe
 from vitnas.train.samplers import Pass, Piece, build_sampler, step_rng
 
@@ -49,7 +50,7 @@ def main() -> None:
         "space": args.space, "batch_size": args.batch, "precision": args.dtype, "drop_path": 0.0,
         "data": {"name": "synthetic", "synthetic_size": args.batch, "num_classes": space.num_classes},
     })
-    context = _build(recipe)
+    context = build_supernet_context(recipe)
     context.model.to(args.device)
     context.device = torch.device(args.device)
     images = torch.randn(args.batch, space.in_chans, space.img_size, space.img_size, device=args.device)
@@ -60,7 +61,7 @@ def main() -> None:
     for name, config in SAMPLERS.items():
         sampler = build_sampler(space, config, distill=True)
         plans = [sampler.plan(step_rng(0, step), args.batch) for step in range(args.steps + 2)]
-        seconds = _time(lambda plan: _train_step(context, images, labels, plan), plans, args.device)
+        seconds = _time(lambda plan: train_step(context, images, labels, plan), plans, args.device)
         subnets = statistics.mean(sum(p.role != "teacher" for s in plan for p in s.pieces) for plan in plans)
         base = base or seconds
         print(f"{name:<16}{seconds * 1e3:>10.1f}{args.batch / seconds:>11.0f}{subnets / seconds:>11.1f}"
@@ -74,7 +75,7 @@ def _compare_with_timm(space, context, images, labels, args) -> None:
         print("no timm-expressible arch in this space: slicing overhead not measured")
         return
     sampler_plan = [[Pass((Piece(arch, 0, args.batch, "supervised"),))]]
-    supernet_seconds = _time(lambda plan: _train_step(context, images, labels, plan), sampler_plan * (args.steps + 2),
+    supernet_seconds = _time(lambda plan: train_step(context, images, labels, plan), sampler_plan * (args.steps + 2),
                              args.device)
     kwargs, state = vitnas.timm_state_dict(vitnas.extract(context.model, arch))
     timm_model = VisionTransformer(**kwargs).to(args.device).train()

@@ -58,7 +58,7 @@ def test_the_predictor_travels_through_the_export_folder_and_the_elastic_envelop
     supernet = vitnas.SuperViT(space).eval()
     arch = counted_arch(space)
     x = torch.randn(2, 3, 32, 32)
-    (folder,) = vitnas.export(supernet, arch, tmp_path / "out", latency_batches=())
+    (folder,) = vitnas.export_model(supernet, arch, tmp_path / "out", latency_batches=())
     assert "by `dynamicvit`" in (folder / "README.md").read_text()
     with torch.no_grad():
         torch.testing.assert_close(vitnas.load(folder)(x), supernet(x, arch), rtol=0, atol=1e-5)
@@ -149,7 +149,7 @@ def test_masked_passes_refuse_dynamicvit_in_one_line(space, tmp_path):
     with pytest.raises(RecipeError, match=r"^sampler\.variant: masked: stages\[0\] of space choice may reduce tokens "
                                           r"with dynamicvit, which the masked pass cannot run .*use sampler\.variant: "
                                           r"sliced$"):
-        vitnas.train(recipe, tmp_path / "run")
+        vitnas.train_supernet(recipe, tmp_path / "run")
     supernet = vitnas.SuperViT(space)
     with pytest.raises(vitnas.ArchError, match=r"^archs\[1\]: reducer dynamicvit cannot run in a masked pass"):
         masked_forward(supernet, torch.randn(4, 3, 32, 32), [space.largest(), counted_arch(space)], [2, 2])
@@ -174,7 +174,7 @@ def test_a_reducer_choice_with_dynamicvit_trains_its_predictor_with_the_ratio_lo
     losses = {}
     for weight in (0.0, 2.0):
         run = tmp_path / f"run{weight:g}"
-        vitnas.train({**recipe, "keep_ratio_weight": weight}, run)
+        vitnas.train_supernet({**recipe, "keep_ratio_weight": weight}, run)
         losses[weight] = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
                           if "loss" in json.loads(line)]
     assert len(losses[2.0]) == 2 and losses[2.0][0] > losses[0.0][0]  # same draws, plus 2x the ratio loss

@@ -117,7 +117,7 @@ def test_a_full_disk_while_writing_a_checkpoint_s_state_is_one_line(tmp_path, mo
 
 
 def test_a_full_disk_while_logging_metrics_is_one_line(tmp_path, monkeypatch):
-    train_module = importlib.import_module("vitnas.train.loop")  # the module of the train verb
+    train_module = importlib.import_module("vitnas.train.metrics")  # the module of the metrics log
     monkeypatch.setattr(train_module, "open", _FullFile, raising=False)  # the module's `open`, not the builtin
     with pytest.raises(VitnasError, match=rf"^disk full while writing {tmp_path}/metrics\.jsonl: {FIX}$"):
         train_module.MetricsLog(tmp_path).write({"epoch": 1, "step": 3, "loss": 2.0})
@@ -145,7 +145,7 @@ def test_a_full_disk_while_exporting_is_one_line_and_leaves_nothing(tmp_path, mo
     else:
         monkeypatch.setattr(os, "fsync", _no_space)  # the staged folder is synced before it is renamed into place
     with pytest.raises(ExportError, match=rf"^disk full while writing {tmp_path}/out: {FIX}$"):
-        vitnas.export(supernet, space.smallest(), tmp_path / "out", formats=["safetensors"], latency_batches=())
+        vitnas.export_model(supernet, space.smallest(), tmp_path / "out", formats=["safetensors"], latency_batches=())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -163,8 +163,8 @@ def test_a_full_disk_while_writing_torchscript_is_one_line_and_leaves_nothing(tm
     _disk_full_for(monkeypatch, "model.ts")
     space = vitnas.load_space("tiny32")
     with pytest.raises(ExportError, match=rf"^disk full while writing {tmp_path}/out: {FIX}$"):
-        vitnas.export(vitnas.SuperViT(space), space.smallest(), tmp_path / "out", formats=["torchscript"],
-                      latency_batches=())
+        vitnas.export_model(vitnas.SuperViT(space), space.smallest(), tmp_path / "out", formats=["torchscript"],
+                            latency_batches=())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -174,7 +174,7 @@ def test_a_full_disk_while_writing_torchscript_is_one_line_and_leaves_nothing(tm
 def export_folder(tmp_path_factory) -> Path:
     space = vitnas.load_space("tiny32")
     folder = tmp_path_factory.mktemp("export") / "tiny"
-    vitnas.export(vitnas.SuperViT(space), space.smallest(), folder, formats=["safetensors"], latency_batches=())
+    vitnas.export_model(vitnas.SuperViT(space), space.smallest(), folder, formats=["safetensors"], latency_batches=())
     return folder
 
 
@@ -256,7 +256,7 @@ def test_ctrl_c_during_a_search_counts_the_kept_results_and_says_to_run_it_again
 
     out = tmp_path / "search"
     out.mkdir()
-    monkeypatch.setattr(importlib.import_module("vitnas.search.driver"), "search",
+    monkeypatch.setattr(importlib.import_module("vitnas.search.driver"), "search_supernet",
                         lambda checkpoint, out, **kwargs: search_then_interrupt(checkpoint, Path(out)))
     assert main(["search", "--checkpoint", str(tmp_path), "--out", str(out), "--macs", "1"]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: 2 evaluations are kept in {out}/results.jsonl: "
@@ -264,14 +264,14 @@ def test_ctrl_c_during_a_search_counts_the_kept_results_and_says_to_run_it_again
 
 
 def test_ctrl_c_during_a_run_says_to_run_it_again(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("vitnas.pipeline.stages"), "run", _interrupt)
+    monkeypatch.setattr(importlib.import_module("vitnas.pipeline.stages"), "run_pipeline", _interrupt)
     assert main(["run", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: finished stages, and the training or search under "
                                        f"way, are kept in {tmp_path / 'r'}: run the same command again to continue\n")
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("vitnas.train.loop"), "train", _interrupt)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.supernet"), "train_supernet", _interrupt)
     assert main(["train", "tiny32_digits", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == (f"vitnas: interrupted: no checkpoint in {tmp_path / 'r'} yet: run the same "
                                        f"command again to start over\n")

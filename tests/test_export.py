@@ -51,7 +51,7 @@ def plain_folder(tmp_path_factory, spaces, supernets) -> Path:
     """One exported tiny32 folder with token reduction, to damage in copies."""
     out = tmp_path_factory.mktemp("plain") / "model"
     arch = spaces["tiny32"].arch(embed_dim=64, num_heads=4, depth=3, keep_rate=0.5)
-    vitnas.export(supernets["tiny32"], arch, out, data="digits", **QUIET)
+    vitnas.export_model(supernets["tiny32"], arch, out, data="digits", **QUIET)
     return out
 
 
@@ -68,7 +68,7 @@ ROUND_TRIP = {
 def test_export_then_load_gives_the_same_outputs(tmp_path, spaces, supernets, name):
     space, supernet = spaces[name], supernets[name]
     arch = space.arch(**ROUND_TRIP[name])
-    [folder] = vitnas.export(supernet, arch, tmp_path / name, **QUIET)
+    [folder] = vitnas.export_model(supernet, arch, tmp_path / name, **QUIET)
     assert folder == tmp_path / name and sorted(p.name for p in folder.iterdir()) == \
         ["README.md", "config.json", "model.safetensors"]
     loaded = vitnas.load(folder)
@@ -93,8 +93,8 @@ FORMS = [("tiny32", dict(embed_dim=64, num_heads=4, keep_rate=0.5)), ("resize3",
 @pytest.mark.parametrize("name, arch_kwargs", FORMS, ids=[name for name, _ in FORMS])
 def test_torchscript_round_trip_at_batch_1_and_5(tmp_path, spaces, supernets, name, arch_kwargs):
     space = spaces[name]
-    [folder] = vitnas.export(supernets[name], space.arch(**arch_kwargs), tmp_path / "m", formats=["torchscript"],
-                             **QUIET)
+    [folder] = vitnas.export_model(supernets[name], space.arch(**arch_kwargs), tmp_path / "m", formats=["torchscript"],
+                                   **QUIET)
     entry = json.loads((folder / "config.json").read_text())["formats"]["torchscript"]
     assert entry["check"]["batches"] == [1, 5] and entry["check"]["max_abs_diff"] <= 1e-4
     assert entry["sha256"] == sha256_hex((folder / "model.ts").read_bytes())
@@ -113,7 +113,8 @@ def test_onnx_round_trip_at_batch_1_and_5(tmp_path, spaces, supernets, name, arc
     import onnxruntime
 
     space = spaces[name]
-    [folder] = vitnas.export(supernets[name], space.arch(**arch_kwargs), tmp_path / "m", formats=["onnx"], **QUIET)
+    [folder] = vitnas.export_model(supernets[name], space.arch(**arch_kwargs), tmp_path / "m", formats=["onnx"],
+                                   **QUIET)
     entry = json.loads((folder / "config.json").read_text())["formats"]["onnx"]
     assert entry["opset"] == {o.domain: o.version for o in onnx.load(str(folder / "model.onnx")).opset_import}[""]
     assert entry["check"]["batches"] == [1, 5] and entry["check"]["max_abs_diff"] <= 1e-4
@@ -132,7 +133,7 @@ def test_timm_form_loads_with_the_recorded_call(tmp_path, spaces, supernets):
 
     space = spaces["tiny32"]
     arch = space.arch(depth=3, embed_dim=64, num_heads=4, mlp_ratio=3.0, patch_size=8)
-    [folder] = vitnas.export(supernets["tiny32"], arch, tmp_path / "m", formats=["timm"], data="digits", **QUIET)
+    [folder] = vitnas.export_model(supernets["tiny32"], arch, tmp_path / "m", formats=["timm"], data="digits", **QUIET)
     entry = json.loads((folder / "config.json").read_text())["formats"]["timm"]
     assert entry["check"]["max_abs_diff"] <= 1e-4 and entry["file"] == "timm_model.safetensors"
     model = eval(entry["call"], {"timm": timm, "DIR": str(folder)})  # the call exactly as recorded
@@ -161,7 +162,7 @@ def test_arch_timm_cannot_express_is_refused_and_nothing_is_left(tmp_path, space
                                                                  message):
     out = tmp_path / "m"
     with pytest.raises(vitnas.ExportError, match=message) as error:
-        vitnas.export(supernets[name], spaces[name].arch(**arch_kwargs), out, formats=["timm"], **QUIET)
+        vitnas.export_model(supernets[name], spaces[name].arch(**arch_kwargs), out, formats=["timm"], **QUIET)
     assert "\n" not in str(error.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -313,9 +314,9 @@ def test_cli_all_budgets_writes_one_checked_folder_each(tmp_path, tiny_run, spac
 
 def test_budget_picks_one_record_and_a_missing_one_is_named(tmp_path, tiny_run, spaces, capsys):
     records, best = _best_json(tmp_path / "best.json", spaces["tiny32"])
-    [folder] = vitnas.export(tiny_run, best, tmp_path / "second", budget=records[1]["name"], **QUIET)
+    [folder] = vitnas.export_model(tiny_run, best, tmp_path / "second", budget=records[1]["name"], **QUIET)
     assert json.loads((folder / "config.json").read_text())["arch"] == records[1]["arch"]
-    [folder] = vitnas.export(tiny_run, best, tmp_path / "first", **QUIET)
+    [folder] = vitnas.export_model(tiny_run, best, tmp_path / "first", **QUIET)
     assert json.loads((folder / "config.json").read_text())["name"] == records[0]["name"]
     argv = ["export", "--checkpoint", str(tiny_run), "--arch", str(best), "--out", str(tmp_path / "x")]
     assert main([*argv, "--budget", "nope"]) == 2
@@ -343,9 +344,9 @@ def test_existing_folder_is_refused_and_replaced_only_when_asked(tmp_path, space
     (out / "keep.txt").write_text("mine")
     arch = spaces["tiny32"].smallest()
     with pytest.raises(vitnas.ExportError, match="already exists"):
-        vitnas.export(supernets["tiny32"], arch, out, **QUIET)
+        vitnas.export_model(supernets["tiny32"], arch, out, **QUIET)
     assert (out / "keep.txt").read_text() == "mine"
-    vitnas.export(supernets["tiny32"], arch, out, overwrite=True, **QUIET)
+    vitnas.export_model(supernets["tiny32"], arch, out, overwrite=True, **QUIET)
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     assert siblings(out) == ["m"]  # no staging or set-aside folder left behind
 
@@ -361,7 +362,7 @@ def stall(folder, umask):  # in place of the final fsync: the folder is written,
 vitnas.util.atomic._sync_tree = stall
 torch.manual_seed(0)
 space = vitnas.load_space("tiny32")
-vitnas.export(vitnas.SuperViT(space).eval(), space.smallest(), sys.argv[1], latency_batches=())
+vitnas.export_model(vitnas.SuperViT(space).eval(), space.smallest(), sys.argv[1], latency_batches=())
 """
 
 
@@ -381,7 +382,7 @@ def test_a_killed_exports_staging_folder_goes_with_the_next_export_there_and_a_l
     assert (tmp_path / killed / "model.safetensors").is_file()  # what a kill leaves: a full folder, never published
     live = Path(tempfile.mkdtemp(prefix=atomic._leftover_prefix(out), suffix=".staging", dir=tmp_path))  # this process's
     caplog.set_level("INFO", logger="vitnas.util.atomic")
-    vitnas.export(supernets["tiny32"], spaces["tiny32"].smallest(), out, **QUIET)
+    vitnas.export_model(supernets["tiny32"], spaces["tiny32"].smallest(), out, **QUIET)
     assert siblings(out) == sorted(["m", live.name])  # the killed export's folder is gone, the live one kept
     assert f"removed 1 folder a killed export left beside {out}" in caplog.text
 
@@ -403,8 +404,8 @@ def test_a_failed_check_fails_the_export_with_the_number_and_keeps_the_old_folde
     (out / "keep.txt").write_text("mine")
     with pytest.raises(vitnas.ExportError, match=r"^torchscript: model\.ts differs from the PyTorch model by "
                                                  r"0\.003 \(tolerance 0\.0001\); nothing was written$"):
-        vitnas.export(supernets["tiny32"], spaces["tiny32"].smallest(), out, formats=["torchscript"],
-                      overwrite=True, **QUIET)
+        vitnas.export_model(supernets["tiny32"], spaces["tiny32"].smallest(), out, formats=["torchscript"],
+                            overwrite=True, **QUIET)
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and siblings(out) == ["m"]
 
 

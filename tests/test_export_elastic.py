@@ -68,12 +68,12 @@ def elastic_supernets(spaces) -> dict[str, vitnas.SuperViT]:
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, spaces, elastic_supernets) -> dict[str, Path]:
-    """One bundle per space, written from a best.json through `vitnas.export(..., formats=["elastic"])`."""
+    """One bundle per space, written from a best.json through `vitnas.export_model(..., formats=["elastic"])`."""
     root = tmp_path_factory.mktemp("bundles")
     written = {}
     for name, points in POINTS.items():
         best = write_best_json(root / f"{name}-best.json", spaces[name], points)
-        [written[name]] = vitnas.export(elastic_supernets[name], best, root / name, formats=["elastic"], **QUIET)
+        [written[name]] = vitnas.export_model(elastic_supernets[name], best, root / name, formats=["elastic"], **QUIET)
     return written
 
 
@@ -111,7 +111,8 @@ def test_a_point_loads_as_its_separate_export_and_the_size_report_counts_those_f
     size = read_config(folder)["size"]
     x = images(space, 2, seed=3)
     for index, point in enumerate(POINTS["tiny32"]):
-        [separate] = vitnas.export(elastic_supernets["tiny32"], best, tmp_path / f"p{index}", budget=point, **QUIET)
+        [separate] = vitnas.export_model(elastic_supernets["tiny32"], best, tmp_path / f"p{index}", budget=point,
+                                         **QUIET)
         ours, theirs = vitnas.load(folder, point=point), vitnas.load(separate)
         assert ours.state_dict().keys() == theirs.state_dict().keys()
         assert all(torch.equal(ours.state_dict()[k], theirs.state_dict()[k]) for k in theirs.state_dict())
@@ -134,7 +135,7 @@ def test_the_envelope_is_the_largest_point_plus_only_what_another_patch_size_der
     inside = dict(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=4, keep_rate=0.5)
     other_patch = dict(embed_dim=48, depth=3, num_heads=2, mlp_ratio=2.0, patch_size=8)
     best = write_best_json(tmp_path / "best.json", space, {"big": big, "inside": inside})
-    [folder] = vitnas.export(elastic_supernets["tiny32"], best, tmp_path / "nested", formats=["elastic"], **QUIET)
+    [folder] = vitnas.export_model(elastic_supernets["tiny32"], best, tmp_path / "nested", formats=["elastic"], **QUIET)
     config = read_config(folder)
     big_params = vitnas.count_params(space, space.arch(**big))
     assert config["envelope"]["params"] == config["size"]["envelope_params"] == big_params  # nothing added
@@ -142,8 +143,8 @@ def test_the_envelope_is_the_largest_point_plus_only_what_another_patch_size_der
     assert config["envelope"]["stages"][0]["depth"] == 4 and config["envelope"]["patch_sizes"] == [4]
 
     best = write_best_json(tmp_path / "best2.json", space, {"big": big, "other patch": other_patch})
-    [folder] = vitnas.export(elastic_supernets["tiny32"], best, tmp_path / "two-patches", formats=["elastic"],
-                             **QUIET)
+    [folder] = vitnas.export_model(elastic_supernets["tiny32"], best, tmp_path / "two-patches", formats=["elastic"],
+                                   **QUIET)
     grid = space.img_size // 8
     derived = 48 * 3 * 8 * 8 + (1 + grid * grid) * 48  # its own 8x8 kernel and 4x4-grid position table
     assert read_config(folder)["envelope"]["params"] == big_params + derived
@@ -247,7 +248,7 @@ def test_bad_requests_are_refused_in_one_line_before_anything_is_written(tmp_pat
     for kwargs, message in cases:
         kwargs = {"formats": ["elastic"], **kwargs}
         with pytest.raises(vitnas.ExportError, match=message) as error:
-            vitnas.export(supernet, kwargs.pop("arch"), out, **kwargs, **QUIET)
+            vitnas.export_model(supernet, kwargs.pop("arch"), out, **kwargs, **QUIET)
         assert "\n" not in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.json", "best.json", "one.json"]
 
@@ -260,7 +261,7 @@ def test_a_failed_check_fails_the_export_and_leaves_nothing(tmp_path, spaces, el
     message = (r"^elastic: point 'latency_ms<=8' loaded plain differs from its extracted model by 0\.5 "
                r"\(tolerance 0\.0001\); nothing was written$")
     with pytest.raises(vitnas.ExportError, match=message):
-        vitnas.export(elastic_supernets["tiny32"], best, tmp_path / "out", formats=["elastic"], **QUIET)
+        vitnas.export_model(elastic_supernets["tiny32"], best, tmp_path / "out", formats=["elastic"], **QUIET)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json"]
 
 
@@ -276,7 +277,7 @@ def test_a_full_disk_fails_the_export_in_one_line_and_leaves_nothing(tmp_path, s
     best = write_best_json(tmp_path / "best.json", spaces["tiny32"], POINTS["tiny32"])
     message = rf"^disk full while writing {tmp_path}/out: free some space, or write to another disk$"
     with pytest.raises(vitnas.ExportError, match=message):
-        vitnas.export(elastic_supernets["tiny32"], best, tmp_path / "out", formats=["elastic"], **QUIET)
+        vitnas.export_model(elastic_supernets["tiny32"], best, tmp_path / "out", formats=["elastic"], **QUIET)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json"]
 
 
@@ -287,7 +288,7 @@ def test_unknown_points_are_named_with_the_known_ones(bundles, tmp_path, spaces,
         vitnas.load(bundles["tiny32"], point="fast")
     with pytest.raises(vitnas.ExportError, match=rf"^no operating point 'fast'; the bundle holds {known}$"):
         vitnas.load(bundles["tiny32"]).use("fast")
-    [plain] = vitnas.export(elastic_supernets["tiny32"], spaces["tiny32"].smallest(), tmp_path / "plain", **QUIET)
+    [plain] = vitnas.export_model(elastic_supernets["tiny32"], spaces["tiny32"].smallest(), tmp_path / "plain", **QUIET)
     with pytest.raises(vitnas.ExportError, match=r"holds one model, not an elastic bundle: drop point='fast'$"):
         vitnas.load(plain, point="fast")
 

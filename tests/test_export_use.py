@@ -19,7 +19,7 @@ def exported(tmp_path_factory):
     space = vitnas.load_space("tiny32")
     supernet = vitnas.SuperViT(space)
     folder = tmp_path_factory.mktemp("export") / "tiny"
-    vitnas.export(supernet, space.smallest(), folder, latency_batches=())
+    vitnas.export_model(supernet, space.smallest(), folder, latency_batches=())
     return folder
 
 

@@ -34,7 +34,7 @@ def source(tmp_path_factory, spaces, supernets) -> Path:
     root = tmp_path_factory.mktemp("source")
     save_checkpoint(root / "run", 1, supernets["tiny32"].state_dict(), spaces["tiny32"], load_recipe("tiny32_digits"),
                     {}, {"epoch": 1, "step": 1})
-    [folder] = vitnas.export(root / "run", "smallest", root / "export", **QUIET)
+    [folder] = vitnas.export_model(root / "run", "smallest", root / "export", **QUIET)
     return folder
 
 
@@ -58,7 +58,7 @@ def config_of(folder: Path) -> dict:
 def test_finetune_learns_and_exports_exactly_the_trained_weights(source, tmp_path):
     before = vitnas.evaluate(vitnas.load(source), data="digits")
     out = tmp_path / "ft"
-    metrics = vitnas.finetune(source, out, overrides=["epochs=2", "schedule.warmup_epochs=0"], **QUIET)
+    metrics = vitnas.finetune_model(source, out, overrides=["epochs=2", "schedule.warmup_epochs=0"], **QUIET)
     assert metrics["epoch"] == 2 and metrics["export"] == str(out / "export")
     assert metrics["val_top1"] > before + 0.05, (before, metrics)  # digits, with the recipe of the source supernet
     trained, exported, original = state(out), vitnas.load(out / "export"), state(source)
@@ -80,16 +80,16 @@ def test_finetune_learns_and_exports_exactly_the_trained_weights(source, tmp_pat
 
 def test_stopping_after_epoch_one_and_resuming_gives_identical_weights(source, tmp_path):
     settings = [*SYNTHETIC, "ema_decay=0.9", "mixup=0.5"]  # EMA and Mixup's numpy RNG must resume exactly too
-    vitnas.finetune(source, tmp_path / "straight", overrides=settings, **QUIET)
+    vitnas.finetune_model(source, tmp_path / "straight", overrides=settings, **QUIET)
     run = tmp_path / "resumed"
-    vitnas.finetune(source, run, overrides=settings, **QUIET)
+    vitnas.finetune_model(source, run, overrides=settings, **QUIET)
     # What a kill during epoch 2 leaves behind: the epoch-1 checkpoint is the latest one, no export yet.
     first = sorted(p.name for p in run.glob("ckpt-*"))[0]
     (run / "latest").write_text(first + "\n")
     shutil.rmtree(run / sorted(p.name for p in run.glob("ckpt-*"))[-1])
     shutil.rmtree(run / "export")
     assert load_checkpoint(run)["meta"]["epoch"] == 1
-    vitnas.finetune(source, run, overrides=settings, **QUIET)  # the same call again continues the run
+    vitnas.finetune_model(source, run, overrides=settings, **QUIET)  # the same call again continues the run
     for part in ("model", "ema"):
         straight, resumed = load_checkpoint(tmp_path / "straight")[part], load_checkpoint(run)[part]
         assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -100,7 +100,8 @@ def test_stopping_after_epoch_one_and_resuming_gives_identical_weights(source, t
 
 def test_distillation_loss_is_the_kl_divergence_to_the_teacher(source, teacher_run):
     """One step's loss is KL(teacher || student), and differs from the label loss: the teacher is really used."""
-    from vitnas.train.loop import _train_step, build_context
+    from vitnas.train.context import build_context
+    from vitnas.train.step import train_step
 
     supernet, space = vitnas.load_supernet(teacher_run)
     teacher = vitnas.extract(supernet, space.largest()).eval()
@@ -114,15 +115,15 @@ def test_distillation_loss_is_the_kl_divergence_to_the_teacher(source, teacher_r
         distilled = F.kl_div(logits.log_softmax(-1), teacher(images).softmax(-1), reduction="batchmean")
         supervised = F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
     plan = context.trainee.plan(np.random.default_rng(0), 8)
-    loss = _train_step(context, images, labels, plan)
+    loss = train_step(context, images, labels, plan)
     torch.testing.assert_close(loss, distilled, rtol=1e-5, atol=1e-6)
     assert abs(loss.item() - supervised.item()) > 0.1
 
 
 def test_finetune_with_a_teacher_trains_differently_and_records_it(source, teacher_run, tmp_path):
     overrides = [*SYNTHETIC, "epochs=1"]
-    vitnas.finetune(source, tmp_path / "labels", overrides=overrides, **QUIET)
-    vitnas.finetune(source, tmp_path / "taught", overrides=overrides, teacher=teacher_run, **QUIET)
+    vitnas.finetune_model(source, tmp_path / "labels", overrides=overrides, **QUIET)
+    vitnas.finetune_model(source, tmp_path / "taught", overrides=overrides, teacher=teacher_run, **QUIET)
     labels, taught = state(tmp_path / "labels"), state(tmp_path / "taught")
     assert any(not torch.equal(labels[k], taught[k]) for k in labels)
     record = config_of(tmp_path / "taught" / "export")["finetune"]
@@ -132,7 +133,7 @@ def test_finetune_with_a_teacher_trains_differently_and_records_it(source, teach
 
 def test_from_scratch_reinitialises_every_random_tensor(source, tmp_path):
     out = tmp_path / "scratch"
-    vitnas.finetune(source, out, from_scratch=True, overrides=[*SYNTHETIC, "epochs=1", *FROZEN], **QUIET)
+    vitnas.finetune_model(source, out, from_scratch=True, overrides=[*SYNTHETIC, "epochs=1", *FROZEN], **QUIET)
     trained, original = state(out), state(source)
     torch.manual_seed(0)  # the recipe's seed
     expected = init_weights(vitnas.ViT(vitnas.load(source).config)).state_dict()
@@ -145,7 +146,7 @@ def test_from_scratch_reinitialises_every_random_tensor(source, tmp_path):
 def test_new_head_for_data_with_other_classes(source, tmp_path):
     out = tmp_path / "three"
     overrides = ["data={name: synthetic, synthetic_size: 48, num_classes: 3}", "batch_size=16", "epochs=1", *FROZEN]
-    vitnas.finetune(source, out, num_classes=3, overrides=overrides, **QUIET)
+    vitnas.finetune_model(source, out, num_classes=3, overrides=overrides, **QUIET)
     trained, original = state(out / "export"), state(source)
     assert trained["head.weight"].shape[0] == 3
     assert all(torch.equal(original[k], trained[k]) for k in original if not k.startswith("head."))
@@ -179,7 +180,7 @@ def test_cli_finetunes_continues_refuses_other_settings_and_starts_over(source, 
 def recipeless(tmp_path_factory, supernets, spaces) -> Path:
     """An export of an in-memory supernet: it names no checkpoint, so no recipe to reuse."""
     folder = tmp_path_factory.mktemp("recipeless") / "model"
-    vitnas.export(supernets["tiny32"], spaces["tiny32"].smallest(), folder, data="digits", **QUIET)
+    vitnas.export_model(supernets["tiny32"], spaces["tiny32"].smallest(), folder, data="digits", **QUIET)
     return folder
 
 
@@ -217,9 +218,9 @@ def test_bad_input_is_one_line(source, teacher_run, recipeless, tmp_path, capsys
 
 def test_export_settings_are_checked_before_training(source, tmp_path):
     with pytest.raises(vitnas.ExportError, match=r"format 'elastic': bundles several sub-networks"):
-        vitnas.finetune(source, tmp_path / "out", formats=["elastic"])
+        vitnas.finetune_model(source, tmp_path / "out", formats=["elastic"])
     with pytest.raises(vitnas.ExportError, match=r"latency batch: expected a positive integer, got 0"):
-        vitnas.finetune(source, tmp_path / "out", latency_batches=[0])
+        vitnas.finetune_model(source, tmp_path / "out", latency_batches=[0])
     assert not (tmp_path / "out").exists()
 
 

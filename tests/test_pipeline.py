@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import vitnas
 from vitnas.cli import main
 from vitnas.errors import ExportError
-from vitnas.pipeline.stages import STAGES, RunError, RunSettings, choose_budgets, format_run, run
+from vitnas.pipeline.stages import STAGES, RunError, RunSettings, choose_budgets, format_run, run_pipeline
 from vitnas.train.checkpoint import finished_epochs, latest_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -31,7 +31,7 @@ SMALL_FLAGS = ["--backend", "local", "--generations", "2", "--population", "6", 
 def finished(tmp_path_factory):
     """One `vitnas run` never interrupted: the reference of the resume tests."""
     out = tmp_path_factory.mktemp("run") / "run"
-    return run(RunSettings(out=str(out), **SMALL))
+    return run_pipeline(RunSettings(out=str(out), **SMALL))
 
 
 def test_run_writes_every_artefact_and_they_load(finished):
@@ -62,9 +62,9 @@ def test_second_call_resumes_every_stage_and_writes_nothing(finished, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("a finished supernet was retrained")
 
-    monkeypatch.setattr(importlib.import_module("vitnas.train.loop"), "train", no_training)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.supernet"), "train_supernet", no_training)
     files = {path: path.stat().st_mtime_ns for path in finished.out.rglob("*")}
-    again = run(RunSettings(out=str(finished.out), **SMALL))
+    again = run_pipeline(RunSettings(out=str(finished.out), **SMALL))
     assert again.resumed == STAGES and again.rows == finished.rows
     assert {path: path.stat().st_mtime_ns for path in finished.out.rglob("*")} == files
 
@@ -96,7 +96,7 @@ def test_run_killed_while_training_resumes_to_the_uninterrupted_result(finished,
     kill_when(process, lambda: (out / "supernet" / "latest").is_file(), "first checkpoint", log)
     assert finished_epochs(out / "supernet") == 1  # of 2: the stage is not finished
     shutil.copy(finished.out / "profile.json", out / "profile.json")  # timings vary; the budgets come from it
-    resumed = run(RunSettings(out=str(out), **SMALL))
+    resumed = run_pipeline(RunSettings(out=str(out), **SMALL))
     assert resumed.resumed == ("profile",) and finished_epochs(out / "supernet") == 2  # the last epoch was trained
     assert_bitwise_equal(_supernet_weights(out / "supernet"), _supernet_weights(finished.out / "supernet"))
     _assert_same_outcome(resumed, finished)
@@ -111,7 +111,7 @@ def test_run_killed_while_searching_resumes_to_the_uninterrupted_result(finished
     process = start_vitnas(["run", "--out", str(out), *SMALL_FLAGS], log)
     kill_when(process, lambda: results.is_file() and results.read_text().count("\n") >= 1, "search result", log)
     assert not (out / "search" / "best.json").exists()  # killed mid-search
-    resumed = run(RunSettings(out=str(out), **SMALL))
+    resumed = run_pipeline(RunSettings(out=str(out), **SMALL))
     assert resumed.resumed == ("profile", "supernet")
     _assert_same_outcome(resumed, finished)
 
@@ -121,7 +121,7 @@ def test_fresh_starts_over(finished, tmp_path):
     shutil.copytree(finished.out, out)
     (out / "notes.txt").write_text("mine")
     before = (out / "supernet" / "latest").stat().st_mtime_ns
-    again = run(RunSettings(out=str(out), fresh=True, **SMALL))
+    again = run_pipeline(RunSettings(out=str(out), fresh=True, **SMALL))
     assert again.resumed == () and set(again.seconds) == set(STAGES)
     assert (out / "supernet" / "latest").stat().st_mtime_ns != before
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own artefacts are deleted
@@ -130,9 +130,9 @@ def test_fresh_starts_over(finished, tmp_path):
 def test_other_recipe_or_budgets_on_a_finished_run_are_refused(finished, capsys):
     with pytest.raises(RunError, match=r"supernet: was started with epochs 2, not 3; give the same settings to "
                                        r"continue it, --fresh to start over, or another --out$"):
-        run(RunSettings(out=str(finished.out), **{**SMALL, "overrides": ("epochs=3", "sampler.name=single")}))
+        run_pipeline(RunSettings(out=str(finished.out), **{**SMALL, "overrides": ("epochs=3", "sampler.name=single")}))
     with pytest.raises(RunError, match=r"search: was started with latency_ms \[.*\], not \[123\.0\]; .* --fresh"):
-        run(RunSettings(out=str(finished.out), latency_ms=(123.0,), **SMALL))
+        run_pipeline(RunSettings(out=str(finished.out), latency_ms=(123.0,), **SMALL))
 
 
 def test_an_export_that_scores_differently_from_the_supernet_fails_the_run(finished, tmp_path, monkeypatch):
@@ -155,7 +155,7 @@ def test_an_export_that_scores_differently_from_the_supernet_fails_the_run(finis
 
     monkeypatch.setattr(writer, "extract", biased)
     with pytest.raises(ExportError, match=r"scores .* on val, but its arch scored .* inside the supernet"):
-        run(RunSettings(out=str(out), **SMALL))
+        run_pipeline(RunSettings(out=str(out), **SMALL))
 
 
 def test_budgets_chosen_from_the_profile_bind_and_are_feasible(finished):
@@ -211,7 +211,7 @@ def test_a_package_the_run_needs_is_asked_for_before_training(absent, flags, mes
     def no_training(*args, **kwargs):
         raise AssertionError(f"training started before {absent} was asked for")
 
-    monkeypatch.setattr(importlib.import_module("vitnas.train.loop"), "train", no_training)
+    monkeypatch.setattr(importlib.import_module("vitnas.train.supernet"), "train_supernet", no_training)
     monkeypatch.setitem(sys.modules, absent, None)  # as if not installed: find_spec and import both fail
     assert main(["run", "--out", str(tmp_path / "r"), *flags]) == 2
     assert capsys.readouterr().err == f"vitnas: error: {message}\n"

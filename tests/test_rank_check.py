@@ -41,7 +41,7 @@ ARCHS, EPOCHS = 4, 2
 def supernet_run(tmp_path_factory) -> Path:
     """The tiny32 supernet trained one epoch on digits with the default recipe (batch 64)."""
     out = tmp_path_factory.mktemp("supernet") / "run"
-    vitnas.train("tiny32_digits", out, overrides=SUPERNET)
+    vitnas.train_supernet("tiny32_digits", out, overrides=SUPERNET)
     return out
 
 

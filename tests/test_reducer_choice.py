@@ -232,7 +232,7 @@ def test_export_writes_the_chosen_reducer_into_config_and_card(space, tmp_path):
     torch.manual_seed(0)
     supernet = vitnas.SuperViT(space).eval()
     arch = with_reducer(space, "tome")
-    (folder,) = vitnas.export(supernet, arch, tmp_path / "out", latency_batches=())
+    (folder,) = vitnas.export_model(supernet, arch, tmp_path / "out", latency_batches=())
     config = json.loads((folder / "config.json").read_text())
     assert config["arch"]["stages"][0]["reducer"] == "tome"
     assert [b["reducer"] for b in config["model"]["stages"][0]["blocks"]] == ["tome", None, "tome"]
@@ -285,7 +285,7 @@ def test_training_with_a_reducer_choice_then_every_reducer_extracts_exactly(tmp_
               "batch_size": 16, "optimizer": {"lr": 1e-3, "lr_per_512": None}, "schedule": {"warmup_epochs": 1},
               "sampler": {"name": "multi", "subnets": 4, "variant": "masked", "shared_token_shape": False},
               "log_every": 1}
-    vitnas.train(recipe, tmp_path / "run")
+    vitnas.train_supernet(recipe, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run")["meta"]["step"] == 2
     supernet, space = vitnas.load_supernet(tmp_path / "run")
     assert supernet.space.stages[0].reducer_choices == tuple(CHOICE)

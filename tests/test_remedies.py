@@ -11,7 +11,7 @@ from torch import nn
 
 from vitnas.space.cost import count_macs
 from vitnas.train.gradient_projection import ConflictProjection
-from vitnas.train.loop import train
+from vitnas.train.supernet import train_supernet
 from vitnas.train.recipe import RecipeError, SamplerConfig, load_recipe
 from vitnas.train.samplers import ComplexityWindow, build_sampler, step_rng
 
@@ -86,7 +86,7 @@ def test_a_conflicting_pass_loses_its_conflicting_component_only():
 
 def test_training_with_both_remedies_takes_steps_and_logs_the_conflicts(tmp_path):
     overrides = ["gradient_projection=true", "sampler.complexity_window=0.3", "sampler.complexity_period=4"]
-    metrics = train(TINY, tmp_path / "run", overrides=overrides)
+    metrics = train_supernet(TINY, tmp_path / "run", overrides=overrides)
     assert metrics["epoch"] == 1
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     shares = [row["gradient_conflicts"] for row in logged if "gradient_conflicts" in row]

@@ -20,7 +20,7 @@ import torch
 import vitnas
 from vitnas.cli import main
 from vitnas.errors import VitnasError
-from vitnas.search.driver import SearchError, search
+from vitnas.search.driver import SearchError, search_supernet
 from vitnas.search.fitness import FitnessEvaluator
 from vitnas.space.arch import Arch
 
@@ -41,14 +41,14 @@ MACS = (0.002, 0.006)  # G MACs: tiny32 spans 0.4 to 15 M
 def checkpoint(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("supernet") / "run"
-    vitnas.train(RECIPE, out)
+    vitnas.train_supernet(RECIPE, out)
     return out
 
 
 @pytest.fixture(scope="module")
 def finished(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("search") / "run"
-    return search(checkpoint, out, macs=MACS, params=0.06, progress=False, **SMALL)
+    return search_supernet(checkpoint, out, macs=MACS, params=0.06, progress=False, **SMALL)
 
 
 def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, checkpoint):
@@ -78,10 +78,10 @@ def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, 
 
 
 def test_same_seed_same_choices_and_resume_of_a_finished_run_evaluates_nothing(finished, checkpoint, tmp_path):
-    again = vitnas.search(checkpoint, tmp_path / "again", macs=MACS, params=0.06, progress=False, **SMALL)
+    again = vitnas.search_supernet(checkpoint, tmp_path / "again", macs=MACS, params=0.06, progress=False, **SMALL)
     assert [c.to_dict() for c in again.choices] == [c.to_dict() for c in finished.choices]
     lines = (tmp_path / "again" / "results.jsonl").read_text()
-    resumed = search(checkpoint, tmp_path / "again", macs=MACS, params=0.06, progress=False, **SMALL)  # again
+    resumed = search_supernet(checkpoint, tmp_path / "again", macs=MACS, params=0.06, progress=False, **SMALL)  # again
     assert (tmp_path / "again" / "results.jsonl").read_text() == lines  # everything replayed from the log
     assert resumed.replayed == len(lines.splitlines()) and resumed.choices == again.choices
 
@@ -111,7 +111,7 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpo
 def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(finished, checkpoint, tmp_path):
     shutil.copytree(checkpoint, tmp_path / "before" / "supernet")
     before = tmp_path / "before" / "search"
-    search(tmp_path / "before" / "supernet", before, macs=MACS, params=0.06, progress=False, **SMALL)
+    search_supernet(tmp_path / "before" / "supernet", before, macs=MACS, params=0.06, progress=False, **SMALL)
     stored = json.loads((before / "search.json").read_text())
     assert stored["checkpoint"] == str(Path("..") / "supernet") and stored["profile"] is None
     lines = (before / "results.jsonl").read_text().splitlines(keepends=True)
@@ -121,19 +121,19 @@ def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(fini
     (tmp_path / "before").rename(tmp_path / "after")  # the old place is gone: only relative paths can resume
 
     after = tmp_path / "after" / "search"
-    resumed = search(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
+    resumed = search_supernet(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
                      **SMALL)
     assert resumed.replayed == 10 and resumed.choices == finished.choices
     assert json.loads((after / "search.json").read_text()) == stored
 
     stored["checkpoint"] = str((tmp_path / "after" / "supernet").resolve())  # as search.json was written before
     (after / "search.json").write_text(json.dumps(stored))
-    again = search(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
+    again = search_supernet(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
                    **SMALL)
     assert again.replayed == 8 + 2 * 8 + 2 and again.choices == finished.choices  # candidates and the references
     with pytest.raises(SearchError, match=r"search: was started with checkpoint '.*/after/supernet', not "
                                           r"'.*/before/supernet'; give the same settings"):
-        search(tmp_path / "before" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
+        search_supernet(tmp_path / "before" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
                **SMALL)
 
 
@@ -159,7 +159,7 @@ def test_bad_search_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, c
     out = tmp_path / "run"
     arguments = dict(checkpoint=checkpoint, macs=0.004, progress=False, **SMALL) | change
     with pytest.raises(VitnasError, match=message) as error:
-        search(arguments.pop("checkpoint"), out, **arguments)
+        search_supernet(arguments.pop("checkpoint"), out, **arguments)
     assert "\n" not in str(error.value) and not (out / "results.jsonl").exists() and not (out / "search.json").exists()
 
 
@@ -168,18 +168,18 @@ def test_a_finished_search_refuses_other_settings_and_fresh_starts_over(finished
     with pytest.raises(SearchError, match=rf"^{finished.out}: was started with macs \[0\.002, 0\.006\], not "
                                           r"\[0\.003\]; give the same settings to continue it, --fresh to start "
                                           r"over, or another --out$"):
-        search(checkpoint, finished.out, macs=0.003, params=0.06, progress=False, **SMALL)
+        search_supernet(checkpoint, finished.out, macs=0.003, params=0.06, progress=False, **SMALL)
     with pytest.raises(SearchError, match=r"was started with config\.generations 3, not 4"):
-        search(checkpoint, finished.out, macs=MACS, params=0.06, progress=False, **{**SMALL, "generations": 4})
+        search_supernet(checkpoint, finished.out, macs=MACS, params=0.06, progress=False, **{**SMALL, "generations": 4})
     with pytest.raises(SearchError, match=r"already holds a search: leave resume unset to continue it"):
-        search(checkpoint, finished.out, macs=MACS, params=0.06, progress=False, resume=False, **SMALL)
+        search_supernet(checkpoint, finished.out, macs=MACS, params=0.06, progress=False, resume=False, **SMALL)
     out = tmp_path / "run"
     shutil.copytree(finished.out, out)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(VitnasError, match=r"no sub-network meets it"):  # found late, it still costs nothing
-        search(checkpoint, out, macs=0.0001, progress=False, fresh=True, **SMALL)
+        search_supernet(checkpoint, out, macs=0.0001, progress=False, fresh=True, **SMALL)
     assert (out / "best.json").read_text() == (finished.out / "best.json").read_text()
-    again = search(checkpoint, out, macs=0.003, params=0.06, progress=False, fresh=True, **SMALL)
+    again = search_supernet(checkpoint, out, macs=0.003, params=0.06, progress=False, fresh=True, **SMALL)
     assert again.replayed == 0 and json.loads((out / "search.json").read_text())["macs"] == [0.003]
     assert (out / "notes.txt").read_text() == "mine"  # --fresh deletes the search's own files only
 
@@ -187,7 +187,7 @@ def test_a_finished_search_refuses_other_settings_and_fresh_starts_over(finished
 def test_ray_backend_without_ray_is_one_line(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(VitnasError, match=r"^backend ray: Ray is not installed") as error:
-        search(checkpoint, tmp_path / "run", macs=0.004, backend="ray", progress=False, **SMALL)
+        search_supernet(checkpoint, tmp_path / "run", macs=0.004, backend="ray", progress=False, **SMALL)
     assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
 
 
@@ -207,7 +207,7 @@ def test_profile_of_another_space_is_refused(checkpoint, profile_file, tmp_path)
     other = tmp_path / "other.json"
     other.write_text(json.dumps(data))
     with pytest.raises(SearchError, match=r"other\.json: a profile of space 'tiny32' as it was then") as error:
-        search(checkpoint, tmp_path / "run", latency_ms=1.0, profile=other, progress=False, **SMALL)
+        search_supernet(checkpoint, tmp_path / "run", latency_ms=1.0, profile=other, progress=False, **SMALL)
     assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
 
 
@@ -215,7 +215,8 @@ def test_latency_budget_predicts_and_verifies_on_this_device(checkpoint, profile
     space = vitnas.load_space("tiny32")
     profile = vitnas.load_profile(profile_file)
     middle = round((profile.predict(space.smallest()) + profile.predict(space.largest())) / 2, 2)
-    result = search(checkpoint, tmp_path / "run", latency_ms=middle, profile=profile_file, progress=False, **SMALL)
+    result = search_supernet(checkpoint, tmp_path / "run", latency_ms=middle, profile=profile_file, progress=False,
+                             **SMALL)
     (choice,) = json.loads((tmp_path / "run" / "best.json").read_text())
     assert choice["name"] == f"latency_ms<={middle:g}" and choice["latency_ms"] <= middle
     assert choice["latency_ms"] == pytest.approx(profile.predict(Arch.from_dict(choice["arch"])))
@@ -317,9 +318,9 @@ def test_profile_of_a_device_this_machine_lacks_needs_asking_for(checkpoint, pro
     elsewhere.write_text(json.dumps(data))
     with pytest.raises(VitnasError, match=r"h100\.json: measured on cuda 'NVIDIA H100 80GB HBM3'.*"
                                           r"pass --profile-other-device") as error:
-        search(checkpoint, tmp_path / "run", latency_ms=5.0, profile=elsewhere, progress=False, **SMALL)
+        search_supernet(checkpoint, tmp_path / "run", latency_ms=5.0, profile=elsewhere, progress=False, **SMALL)
     assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
-    search(checkpoint, tmp_path / "run", latency_ms=5.0, profile=elsewhere, profile_other_device=True,
-           progress=False, **SMALL)
+    search_supernet(checkpoint, tmp_path / "run", latency_ms=5.0, profile=elsewhere, profile_other_device=True,
+                    progress=False, **SMALL)
     (choice,) = json.loads((tmp_path / "run" / "best.json").read_text())
     assert choice["latency_ms"] <= 5.0 and choice["measured_latency_ms"] is None  # predicted for the H100 only

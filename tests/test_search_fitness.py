@@ -20,7 +20,7 @@ from vitnas.search.fitness import FitnessError, FitnessEvaluator, FitnessSetting
 from vitnas.space.arch import Arch
 from vitnas.space.space import load_space
 from vitnas.supernet.supernet import SuperViT
-from vitnas.train.loop import train
+from vitnas.train.supernet import train_supernet
 
 DIGITS = DataConfig(name="digits", holdout=True)
 
@@ -110,7 +110,7 @@ def test_from_checkpoint_uses_the_recipe_data_and_its_weights(tmp_path):
         "sampler": {"name": "single"},
         "log_every": 1,
     }
-    train(recipe, tmp_path / "run")
+    train_supernet(recipe, tmp_path / "run")
     trained, space = vitnas.load_supernet(tmp_path / "run")
     data = DataConfig(name="synthetic", synthetic_size=24, holdout=True, search_images=8)
     search = FitnessEvaluator.from_checkpoint(tmp_path / "run", device="cpu")

@@ -126,7 +126,7 @@ def test_a_space_choosing_stvit_samples_trains_two_steps_and_extracts(tmp_path, 
               "batch_size": 16, "optimizer": {"lr": 1e-3, "lr_per_512": None}, "schedule": {"warmup_epochs": 1},
               "sampler": {"name": "multi", "subnets": 4, "variant": "masked", "shared_token_shape": False},
               "log_every": 1}
-    vitnas.train(recipe, tmp_path / "run")
+    vitnas.train_supernet(recipe, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run")["meta"]["step"] == 2
     supernet, space = vitnas.load_supernet(tmp_path / "run")
     # no parameters of their own: no block holds reducer weights, and the costs count none

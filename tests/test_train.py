@@ -20,7 +20,7 @@ import vitnas
 from vitnas.cli import main
 from vitnas.data import DataConfig
 from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_checkpoint
-from vitnas.train.loop import train
+from vitnas.train.supernet import train_supernet
 from vitnas.train.recipe import RecipeError, load_recipe
 
 TINY = {
@@ -47,7 +47,7 @@ def test_each_step_takes_exactly_one_optimizer_step(tmp_path, monkeypatch, sampl
     original = torch.optim.AdamW.step
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
     recipe = dict(TINY, epochs=1, sampler={"name": sampler})
-    train(recipe, tmp_path / "run")
+    train_supernet(recipe, tmp_path / "run")
     assert len(steps) == 48 // 16
     assert load_checkpoint(tmp_path / "run")["meta"]["step"] == 3
 
@@ -66,32 +66,32 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path, data, image_folder
     """
     recipe = {"synthetic": TINY, "images": on_images(image_folder),
               "images in 2 workers": on_images(image_folder, num_workers=2)}[data]
-    train(recipe, tmp_path / "straight")
+    train_supernet(recipe, tmp_path / "straight")
     resumed_run = tmp_path / "resumed"
-    train(recipe, resumed_run)
+    train_supernet(recipe, resumed_run)
     # What a kill during epoch 2 leaves behind: the epoch-1 checkpoint is the latest one.
     first = sorted(p.name for p in resumed_run.glob("ckpt-*"))[0]
     (resumed_run / "latest").write_text(first + "\n")
     for later in resumed_run.glob("ckpt-*"):
         if later.name != first:
             shutil.rmtree(later)
-    train(recipe, resumed_run, resume=True)
+    train_supernet(recipe, resumed_run, resume=True)
     assert_bitwise_equal(weights(tmp_path / "resumed"), weights(tmp_path / "straight"))
 
 
 def test_a_checkpoint_without_python_or_loader_rng_still_resumes_with_a_note(tmp_path, caplog):
-    train(TINY, tmp_path / "run")
+    train_supernet(TINY, tmp_path / "run")
     state_file = tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "state.pt"
     state = torch.load(state_file, weights_only=True)
     torch.save({k: v for k, v in state.items() if k not in ("python_rng", "loader_rng")}, state_file)
     with caplog.at_level("WARNING", logger="vitnas.util.seeding"):
-        assert train(TINY, tmp_path / "run", resume=True, overrides=["epochs=3"])["epoch"] == 3
+        assert train_supernet(TINY, tmp_path / "run", resume=True, overrides=["epochs=3"])["epoch"] == 3
     assert ("this checkpoint predates saving python_rng and loader_rng: they restart from the run's seed, so random "
             "augmentation after this resume differs from an uninterrupted run's") in caplog.text
 
 
 def test_metrics_log_and_checkpoint_layout(tmp_path):
-    train(dict(TINY, epochs=1), tmp_path / "run")
+    train_supernet(dict(TINY, epochs=1), tmp_path / "run")
     run = tmp_path / "run"
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert any('"val_top1_largest"' in line for line in lines) and any('"images_per_s"' in line for line in lines)
@@ -108,7 +108,7 @@ def test_metrics_log_and_checkpoint_layout(tmp_path):
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
     run = tmp_path / "run"
-    train(dict(TINY, epochs=1), run)
+    train_supernet(dict(TINY, epochs=1), run)
     folder = run / (run / "latest").read_text().strip()
     model = folder / "model.safetensors"
     model.write_bytes(model.read_bytes()[:100])
@@ -140,7 +140,7 @@ def test_finished_epochs_reads_the_count_meta_json_keeps(tmp_path, meta, message
 
 def test_state_file_with_code_is_refused(tmp_path):
     run = tmp_path / "run"
-    train(dict(TINY, epochs=1), run)
+    train_supernet(dict(TINY, epochs=1), run)
     folder = run / (run / "latest").read_text().strip()
     torch.save({"evil": os.system}, folder / "state.pt")  # a pickle that would import a function
     with pytest.raises(CheckpointError, match=r"state\.pt|cannot be read"):
@@ -157,7 +157,7 @@ def test_exponent_overrides_read_as_numbers():
 def test_a_train_split_smaller_than_one_batch_is_one_line(tmp_path):
     with pytest.raises(RecipeError, match=r"^batch_size: synthetic's train split holds 8 images, not one full "
                                           r"batch of 32; lower batch_size or add images$"):
-        train(dict(TINY, batch_size=32, data={"name": "synthetic", "synthetic_size": 8}), tmp_path / "run")
+        train_supernet(dict(TINY, batch_size=32, data={"name": "synthetic", "synthetic_size": 8}), tmp_path / "run")
 
 
 def test_recipe_errors_name_the_field(tmp_path):
@@ -183,12 +183,12 @@ def test_recipe_errors_name_the_field(tmp_path):
     with pytest.raises(RecipeError, match=r"^tiny32_digit: .*did you mean tiny32_digits or tiny32_reducers_digits\?"):
         load_recipe("tiny32_digit")
     with pytest.raises(vitnas.VitnasError, match=r"cifar10: .* not found"):
-        train(dict(TINY, data={"name": "cifar10", "root": str(tmp_path)}), tmp_path / "run")
+        train_supernet(dict(TINY, data={"name": "cifar10", "root": str(tmp_path)}), tmp_path / "run")
     if not torch.cuda.is_available():
         with pytest.raises(RecipeError, match=r"precision: fp16 training needs a GPU"):
-            train(dict(TINY, precision="fp16"), tmp_path / "run")
+            train_supernet(dict(TINY, precision="fp16"), tmp_path / "run")
     with pytest.raises(RecipeError, match=r"data: synthetic has 3 classes but space tiny32 has 10"):
-        train(dict(TINY, data={"name": "synthetic", "num_classes": 3}), tmp_path / "run")
+        train_supernet(dict(TINY, data={"name": "synthetic", "num_classes": 3}), tmp_path / "run")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -207,7 +207,7 @@ def test_bad_recipe_input_is_one_line_before_any_work(tmp_path, capsys, monkeypa
 
     space_file = tmp_path / "resize3.yaml"
     space_file.write_text(yaml.safe_dump(RESIZE3))
-    monkeypatch.setattr(sys.modules["vitnas.train.loop"], "SuperViT", lambda *a, **k: pytest.fail("a supernet was built"))
+    monkeypatch.setattr(sys.modules["vitnas.train.supernet"], "SuperViT", lambda *a, **k: pytest.fail("a supernet was built"))
     argv = [item.replace("SPACE", str(space_file)) for item in argv]
     assert main(["train", "tiny32_digits", "--out", str(tmp_path / "run"), *argv]) == 2
     err = capsys.readouterr().err
@@ -215,7 +215,7 @@ def test_bad_recipe_input_is_one_line_before_any_work(tmp_path, capsys, monkeypa
 
 
 def test_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sys.modules["vitnas.train.loop"], "_build", lambda recipe: pytest.fail("training started"))
+    monkeypatch.setattr(sys.modules["vitnas.train.supernet"], "build_supernet_context", lambda *args: pytest.fail("training started"))
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     assert main(["train", "tiny32_digits", "--out", str(taken)]) == 2
@@ -234,37 +234,38 @@ def test_duplicate_keys_in_a_recipe_file_are_refused(tmp_path):
 def test_the_same_call_continues_another_recipe_is_refused_and_fresh_starts_over(tmp_path):
     """The run-directory convention (`vitnas.train.rundir`): a run is never overwritten by accident."""
     run, one_epoch = tmp_path / "run", dict(TINY, epochs=1)
-    train(one_epoch, run)
+    train_supernet(one_epoch, run)
     finished = load_checkpoint(run)["folder"]
-    assert train(one_epoch, run)["epoch"] == 1 and load_checkpoint(run)["folder"] == finished  # nothing trains again
+    assert train_supernet(one_epoch, run)["epoch"] == 1 and load_checkpoint(run)["folder"] == finished  # nothing trains again
     other = dict(one_epoch, optimizer={"lr": 2e-3, "lr_per_512": None})
     with pytest.raises(RecipeError, match=rf"^{run}: was started with optimizer\.lr 0\.001, not 0\.002; give the "
                                           r"same settings to continue it, --fresh to start over, or another --out$"):
-        train(other, run)
+        train_supernet(other, run)
     with pytest.raises(RecipeError, match=r"already holds a run: leave resume unset to continue it"):
-        train(one_epoch, run, resume=False)  # what the default was before
-    assert train(one_epoch, run, overrides=["epochs=2"])["epoch"] == 2  # an override applies to the stored recipe
+        train_supernet(one_epoch, run, resume=False)  # what the default was before
+    assert train_supernet(one_epoch, run, overrides=["epochs=2"])["epoch"] == 2  # an override applies to the stored recipe
     (run / "notes.txt").write_text("mine")
-    assert train(other, run, fresh=True)["epoch"] == 1  # starts over with the other recipe
+    assert train_supernet(other, run, fresh=True)["epoch"] == 1  # starts over with the other recipe
     assert finished_epochs(run) == 1 and load_checkpoint(run)["recipe"].optimizer.lr == 2e-3
     assert (run / "notes.txt").read_text() == "mine"  # --fresh deletes the run's own files only
     assert '"epoch": 2' not in (run / "metrics.jsonl").read_text()  # the extended run's log went with it
     with pytest.raises(RecipeError, match=rf"^--resume: nothing to resume in {tmp_path / 'none'} \(no latest\)"):
-        train(one_epoch, tmp_path / "none", resume=True)
+        train_supernet(one_epoch, tmp_path / "none", resume=True)
 
 
 @pytest.mark.parametrize("name", ["tiny32_digits", "tiny32_reducers_digits", "fmnist28_fmnist", "deit_small_supervit",
                                   "resnas_tiny"])
 def test_shipped_recipes_validate_and_take_steps(tmp_path, name):
     """Each shipped recipe loads and trains two steps on tiny synthetic data (no checkpoint: deit's is 2 GB)."""
-    from vitnas.train.loop import _build, _train_epoch
+    from vitnas.train.loop import train_epoch
+    from vitnas.train.supernet import build_supernet_context
 
     classes = vitnas.load_space(load_recipe(name).space).num_classes
     overrides = ["batch_size=2", "num_workers=0", f"data={{name: synthetic, synthetic_size: 4, num_classes: {classes}}}"]
     recipe = load_recipe(name, overrides)
-    context = _build(recipe)
+    context = build_supernet_context(recipe)
     before = {k: v.clone() for k, v in context.model.state_dict().items()}
-    assert _train_epoch(context, 0, 0, tmp_path) == 2
+    assert train_epoch(context, 0, 0, tmp_path) == 2
     assert any(not torch.equal(before[k], v) for k, v in context.model.state_dict().items())
 
 
@@ -272,13 +273,15 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     as_torchrun_rank(rank, world, port)
     import torch.distributed as dist
 
-    from vitnas.train.loop import _build, _train_epoch, _validate
+    from vitnas.train.loop import train_epoch
+    from vitnas.train.metrics import validate
+    from vitnas.train.supernet import build_supernet_context
 
     recipe = load_recipe(dict(TINY, sampler={"name": "multi", "subnets": 3}, batch_size=12))
-    context = _build(recipe)
-    _train_epoch(context, 0, 0, Path(out))
+    context = build_supernet_context(recipe)
+    train_epoch(context, 0, 0, Path(out))
     torch.save(context.model.state_dict(), Path(out) / f"rank{rank}.pt")
-    metrics = _validate(context, 0, 1)
+    metrics = validate(context, 0, 1)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(metrics))
     dist.barrier()
     dist.destroy_process_group()
@@ -309,7 +312,7 @@ def test_ema_weights_are_saved_and_loadable(tmp_path, monkeypatch):
     original = ModelEmaV3.update
     monkeypatch.setattr(ModelEmaV3, "update", lambda self, model, step=None: seen.append(
         {k: v.detach().clone() for k, v in model.named_parameters()}) or original(self, model, step=step))
-    train(dict(TINY, epochs=1, ema_decay=decay), tmp_path / "run")
+    train_supernet(dict(TINY, epochs=1, ema_decay=decay), tmp_path / "run")
     raw, _ = vitnas.load_supernet(tmp_path / "run")
     ema, _ = vitnas.load_supernet(tmp_path / "run", use_ema=True)
     torch.manual_seed(TINY.get("seed", 0))
@@ -327,7 +330,7 @@ def test_ema_weights_are_saved_and_loadable(tmp_path, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("sampler, precision", [("sandwich", "bf16"), ("multi", "bf16"), ("sandwich", "fp16")])
 def test_cuda_amp_training_runs_and_checkpoints(tmp_path, sampler, precision):
-    metrics = train(dict(TINY, sampler={"name": sampler}, precision=precision), tmp_path / "run")
+    metrics = train_supernet(dict(TINY, sampler={"name": sampler}, precision=precision), tmp_path / "run")
     supernet, space = vitnas.load_supernet(tmp_path / "run", map_location="cuda")
     assert next(supernet.parameters()).is_cuda
     data = DataConfig(name="synthetic", synthetic_size=TINY["data"]["synthetic_size"])
@@ -363,7 +366,8 @@ def test_fp16_loss_scaling_step_order_on_cpu():
     weights after one step equal those of the same step without a scaler. Clipping the
     still-scaled gradients (no `unscale_` before clipping) would shrink the SGD update 1024-fold.
     """
-    from vitnas.train.loop import _build, _train_step
+    from vitnas.train.step import train_step
+    from vitnas.train.supernet import build_supernet_context
     from vitnas.train.samplers import Pass, Piece
 
     recipe = load_recipe(dict(TINY, optimizer={"name": "sgd", "lr": 0.1, "lr_per_512": None, "grad_clip": 0.5},
@@ -371,7 +375,7 @@ def test_fp16_loss_scaling_step_order_on_cpu():
     images, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
     after = []
     for scaler in (torch.amp.GradScaler("cpu", init_scale=1024.0), None):
-        context = _build(recipe)
+        context = build_supernet_context(recipe)
         context.scaler = scaler
         space = context.model.space
         plan = [Pass((Piece(space.largest(), 0, 8, "supervised", teacher=True),)),
@@ -381,7 +385,7 @@ def test_fp16_loss_scaling_step_order_on_cpu():
         original_clip = torch.nn.utils.clip_grad_norm_
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, c: norm.append(original_clip(p, c)) or norm[-1])
-            loss = _train_step(context, images, labels, plan)
+            loss = train_step(context, images, labels, plan)
         assert torch.isfinite(loss) and norm[0] > recipe.optimizer.grad_clip  # the clip really acts
         after.append({k: v.clone() for k, v in context.model.state_dict().items()})
         if scaler is not None:

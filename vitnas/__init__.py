@@ -3,6 +3,22 @@
 Train one weight-shared supernet, search it under hardware budgets, export the chosen
 sub-networks as standalone ViTs.
 
+Each verb of the ``vitnas`` command is a function here, named for what it does and what it
+acts on, so that no function shares its name with a package::
+
+    vitnas train       train_supernet(recipe, out, ...)          (package vitnas.train)
+    vitnas search      search_supernet(checkpoint, out, ...)     (package vitnas.search)
+    vitnas export      export_model(checkpoint, arch, out, ...)  (package vitnas.export)
+    vitnas finetune    finetune_model(folder, out, ...)          (package vitnas.finetune)
+    vitnas rank-check  rank_check(checkpoint, out, ...)          (package vitnas.rank)
+    vitnas run         run_pipeline(...)                         (package vitnas.pipeline)
+
+``vitnas.train`` is therefore always the package (``import vitnas.train.recipe`` and
+``vitnas.train.recipe`` agree, and static checkers see what runs). vitnas 0.1 let one call
+``vitnas.train``, ``vitnas.search``, ``vitnas.export`` and ``vitnas.finetune`` as their
+verbs, and named ``vitnas.run``; those forms still work for one release, with a
+`DeprecationWarning` naming the new function (`vitnas._moved`).
+
 Names are loaded on first use (PEP 562), so ``import vitnas`` and ``vitnas --help``
 cost no torch, timm, nni or scikit-learn import; ``vitnas.SuperViT`` pulls in what the
 supernet needs when it is first touched. The core never imports ray.
@@ -37,7 +53,11 @@ _LAZY = {
     "DeviceProfile": "vitnas.latency.profile",
     "load_profile": "vitnas.latency.profile",
     "rank_check": "vitnas.rank.check",
-    "run": "vitnas.pipeline.stages",
+    "run_pipeline": "vitnas.pipeline.stages",
+    "train_supernet": "vitnas.train.supernet",
+    "search_supernet": "vitnas.search.driver",
+    "export_model": "vitnas.export.writer",
+    "finetune_model": "vitnas.finetune.tune",
     "SearchSpace": "vitnas.space.space",
     "load_space": "vitnas.space.space",
     "shipped_spaces": "vitnas.space.space",
@@ -47,36 +67,36 @@ _LAZY = {
     "ViTConfig": "vitnas.nn.vit",
 }
 
-# Subpackages loaded on first use, each also callable as its verb: vitnas.train(recipe, out, ...),
-# vitnas.search(checkpoint, out, ...), vitnas.export(checkpoint, arch, out, ...), vitnas.finetune(folder, out, ...).
-# Callable packages rather than functions, so that `import vitnas.train.recipe as r` finds the package.
+# Subpackages reachable as attributes before anything imported them: vitnas 0.1 called these as their verbs
+# (vitnas.train(recipe, out)), which still works for one release with a warning. Packages, not verbs: not in __all__.
 _SUBMODULES = ("export", "finetune", "search", "train")
 
 _ERRORS = ("ArchError", "BudgetError", "CheckpointError", "ExportError", "LatencyError", "ProfileError", "SpaceError",
            "VitnasError")
-__all__ = sorted([*_LAZY, *_SUBMODULES, *_ERRORS])
+__all__ = sorted([*_LAZY, *_ERRORS])
 
 export_lazily(__name__, _LAZY, submodules=_SUBMODULES)
 _moved.install()  # the module paths of vitnas 0.1 (vitnas.arch, vitnas.layers, ...) for one release
 
 if TYPE_CHECKING:  # what static checkers and IDEs see
-    from vitnas import export
-    from vitnas import search
+    from vitnas import export, finetune, search, train  # the packages
     from vitnas.evaluate import evaluate
     from vitnas.export.elastic import ElasticViT
     from vitnas.export.extract import extract, timm_state_dict
     from vitnas.export.load import load
-    from vitnas.finetune.tune import finetune
+    from vitnas.export.writer import export_model
+    from vitnas.finetune.tune import finetune_model
     from vitnas.latency.profile import DeviceProfile, load_profile
     from vitnas.nn.vit import ViT, ViTConfig
     from vitnas.nn.vit_config import vit_config
-    from vitnas.pipeline.stages import run
+    from vitnas.pipeline.stages import run_pipeline
     from vitnas.rank.check import rank_check
     from vitnas.search.budget import Budget
+    from vitnas.search.driver import search_supernet
     from vitnas.space.arch import Arch, StageArch
     from vitnas.space.cost import block_shapes, count_macs, count_params
     from vitnas.space.space import SearchSpace, load_space, shipped_spaces
     from vitnas.supernet.supernet import SuperViT
     from vitnas.train.checkpoint import load_supernet
-    from vitnas.train.loop import train  # (the package vitnas.train, called, calls this function; so does finetune)
     from vitnas.train.standalone import train_standalone
+    from vitnas.train.supernet import train_supernet

@@ -9,9 +9,10 @@ Some public functions share their module's name (`vitnas.evaluate` the function 
 system binds a submodule onto its package when the submodule is first imported, which
 would replace the function by the module. The package's class therefore ignores that
 binding for exported names, so `vitnas.evaluate` is always the function, as it was when
-these names were imported eagerly. Where a verb shares its name with a package
-(`vitnas.train`, `vitnas.search`, `vitnas.export`, `vitnas.finetune`), the package is
-callable instead (`call`), so ``import vitnas.train.recipe`` still finds the package.
+these names were imported eagerly. No verb's function shares its name with a package
+(``vitnas.train_supernet`` beside the package ``vitnas.train``), so ``import
+vitnas.train.recipe`` always finds the package; the four packages vitnas 0.1 let one call
+as their verb still run it, with a warning, for one release (`vitnas._moved.call_package`).
 
 A name a package does not export may be one that used to live there (a module that
 became this package, or a name that moved to another package): `vitnas._moved` serves
@@ -25,19 +26,16 @@ import sys
 import types
 from typing import Any, Mapping
 
-from vitnas._moved import moved_attribute
+from vitnas._moved import CALLED_PACKAGES, call_package, moved_attribute
 
 __all__ = ["export_lazily"]
 
 
-def export_lazily(package: str, exports: Mapping[str, str], submodules: tuple[str, ...] = (),
-                  call: str | None = None) -> None:
+def export_lazily(package: str, exports: Mapping[str, str], submodules: tuple[str, ...] = ()) -> None:
     """Makes each ``name`` of `exports` resolve to ``getattr(import_module(module), name)`` on first access.
 
-    Each name in `submodules` resolves to the subpackage ``package.name`` itself. With
-    `call`, the package itself is callable and calls its export `call`: the
-    ``vitnas.search`` package is also the ``vitnas.search(...)`` verb, so both
-    ``import vitnas.search.tune`` and ``vitnas.search(checkpoint, out, ...)`` work.
+    Each name in `submodules` resolves to the subpackage ``package.name`` itself. A package
+    of `vitnas._moved.CALLED_PACKAGES` stays callable as its old verb (deprecated).
     """
 
     class LazyPackage(types.ModuleType):
@@ -59,8 +57,8 @@ def export_lazily(package: str, exports: Mapping[str, str], submodules: tuple[st
         def __dir__(self) -> list[str]:
             return sorted(set(self.__dict__) | set(exports) | set(submodules))
 
-        if call is not None:
+        if package in CALLED_PACKAGES:
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
-                return getattr(self, call)(*args, **kwargs)
+                return call_package(package, *args, **kwargs)
 
     sys.modules[package].__class__ = LazyPackage

@@ -12,6 +12,12 @@ Five old modules now share their name with the package that replaced them
 ``vitnas.pipeline``). Their names that the package does not export itself are served
 from the module that holds them now (`moved_attribute`), with the same warning.
 
+The verbs' functions were renamed so that none shares its name with a package
+(``vitnas.train`` is the package, ``vitnas.train_supernet`` the function; see the
+docstring of ``vitnas``). `RENAMED` serves each old name, and calling one of the four
+packages that used to be callable as their verb (`CALLED_PACKAGES`) still runs it, both
+with the same warning, for one release.
+
 Nothing here imports another vitnas module, so the finder costs nothing at ``import vitnas``.
 """
 
@@ -25,7 +31,8 @@ import types
 import warnings
 from typing import Any
 
-__all__ = ["MOVED_MODULES", "MOVED_INTO_PACKAGE", "MOVED_NAMES", "RENAMED", "install", "moved_attribute"]
+__all__ = ["CALLED_PACKAGES", "MOVED_MODULES", "MOVED_INTO_PACKAGE", "MOVED_NAMES", "RENAMED", "call_package",
+           "install", "moved_attribute"]
 
 # old module -> the module that holds its code now
 MOVED_MODULES: dict[str, str] = {
@@ -94,20 +101,60 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
     **{("vitnas.export.elastic", name): "vitnas.export.bundle"
        for name in ("bundle_targets", "check_bundle_request", "write_bundle", "envelope_summary", "size_report")},
     ("vitnas.export.writer", "write_json"): "vitnas.export.schema",
+    # vitnas/train.py, cut by concern into the train package's modules (fit and run_recipe stay in loop.py)
+    ("vitnas.train", "Trainee"): "vitnas.train.trainee",
+    ("vitnas.train", "SupernetTrainee"): "vitnas.train.supernet",
+    ("vitnas.train", "Context"): "vitnas.train.context",
+    ("vitnas.train", "build_context"): "vitnas.train.context",
+    ("vitnas.train", "distributed_setup"): "vitnas.train.distributed",
+    ("vitnas.train", "MetricsLog"): "vitnas.train.metrics",
+    ("vitnas.train", "seed_run"): "vitnas.util.seeding",
 }
 
 
+# The verbs' functions: (module, name) now
+_TRAIN = ("vitnas.train.supernet", "train_supernet")
+_SEARCH = ("vitnas.search.driver", "search_supernet")
+_EXPORT = ("vitnas.export.writer", "export_model")
+_FINETUNE = ("vitnas.finetune.tune", "finetune_model")
+_RUN = ("vitnas.pipeline.stages", "run_pipeline")
+
 # (package or module, old name) -> (module, new name), for a name renamed to say what it is
 RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    ("vitnas.train", "train"): _TRAIN,
+    ("vitnas.search", "search"): _SEARCH,
+    ("vitnas.search.driver", "search"): _SEARCH,
+    ("vitnas.export", "export"): _EXPORT,
+    ("vitnas.export.writer", "export"): _EXPORT,
+    ("vitnas.finetune", "finetune"): _FINETUNE,
+    ("vitnas.finetune.tune", "finetune"): _FINETUNE,
+    ("vitnas", "run"): _RUN,
+    ("vitnas.pipeline", "run"): _RUN,
+    ("vitnas.pipeline.stages", "run"): _RUN,
     # it always counted multiply-accumulates, not FLOPs (torch.utils.flop_counter reports 2 per MAC)
     **{(where, "count_flops"): ("vitnas.space.cost", "count_macs")
        for where in ("vitnas", "vitnas.space", "vitnas.space.cost")},
 }
 
+# package that vitnas 0.1 let one call as its verb -> the verb's function now
+CALLED_PACKAGES: dict[str, tuple[str, str]] = {
+    "vitnas.train": _TRAIN,
+    "vitnas.search": _SEARCH,
+    "vitnas.export": _EXPORT,
+    "vitnas.finetune": _FINETUNE,
+}
 
-def _warn(old: str, new: str, stacklevel: int, change: str = "moved to") -> None:
-    what = "name" if change == "was renamed" else "path"
-    warnings.warn(f"{old} {change} {new}; the old {what} works until the next release",
+
+def call_package(package: str, *args: Any, **kwargs: Any) -> Any:
+    """``vitnas.train(...)`` and the like: runs the verb's function, with a `DeprecationWarning` naming it."""
+    module, name = CALLED_PACKAGES[package]
+    warnings.warn(f"calling {package}(...) is deprecated: call vitnas.{name}(...) ({module}.{name}); "
+                  "the old call works until the next release", DeprecationWarning, stacklevel=3)
+    return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+
+def _warn(old: str, new: str, stacklevel: int) -> None:
+    warnings.warn(f"{old} moved to {new}; the old path works until the next release",
                   DeprecationWarning, stacklevel=stacklevel + 1)
 
 
@@ -115,12 +162,14 @@ def moved_attribute(package: str, name: str) -> Any:
     """``package.name`` for a name that used to be there; raises AttributeError for any other.
 
     Called by a lazy package (`vitnas._lazy`) for a name it does not export itself, and by
-    the module-level ``__getattr__`` of a module that a name left or in which it was renamed.
+    the module-level ``__getattr__`` of a module in which a name was renamed.
     """
     if (package, name) in RENAMED:
-        module, new = RENAMED[package, name]
-        _warn(f"{package}.{name}", f"{module}.{new}", 3, "was renamed")
-        return getattr(importlib.import_module(module), new)
+        module, new_name = RENAMED[package, name]
+        value = getattr(importlib.import_module(module), new_name)
+        warnings.warn(f"{package}.{name} was renamed {module}.{new_name} (vitnas.{new_name}); the old name works "
+                      "until the next release", DeprecationWarning, stacklevel=3)  # the caller of __getattr__
+        return value
     module = MOVED_NAMES.get((package, name)) or MOVED_INTO_PACKAGE.get(package)
     if module is None or name.startswith("__"):
         raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Export: chosen sub-networks as standalone ViTs people can deploy.
 
-`export` (the `vitnas export` verb) writes a folder per chosen sub-network:
+`export_model` (the `vitnas export` verb) writes a folder per chosen sub-network:
 ``config.json``, ``model.safetensors``, a model card, and on request the timm,
 TorchScript and ONNX forms, each checked against PyTorch at export. `load` reads a
 folder back as a plain `vitnas.nn.vit.ViT` without importing the supernet. `extract` and
@@ -9,14 +9,14 @@ elastic``) holds every budget of a search as operating points of one weight enve
 `load` returns it as an `ElasticViT` that switches between them.
 
 The package itself is light (``vitnas export --help`` imports no torch); each name
-loads its module on first use, and the package is callable as its verb:
-``vitnas.export(checkpoint, arch, out, ...)`` is ``vitnas.export.export(...)``.
+loads its module on first use. Calling the package, ``vitnas.export(...)``, as vitnas 0.1
+did still works for one release, with a warning: the verb is ``vitnas.export_model(...)``.
 """
 
 from vitnas._lazy import export_lazily
 
 _LAZY = {
-    "export": "vitnas.export.writer",
+    "export_model": "vitnas.export.writer",
     "FORMATS": "vitnas.export.schema",
     "TOLERANCE": "vitnas.export.writer",
     "extract": "vitnas.export.extract",
@@ -26,6 +26,6 @@ _LAZY = {
     "FORMAT": "vitnas.export.schema",
     "FORMAT_VERSION": "vitnas.export.schema",
 }
-export_lazily(__name__, _LAZY, call="export")  # vitnas.export(...) is vitnas.export.export(...)
+export_lazily(__name__, _LAZY)
 
 __all__ = list(_LAZY)

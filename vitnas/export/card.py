@@ -127,7 +127,7 @@ def _accuracy(config: dict[str, Any]) -> str:
 
 
 def _finetuned(record: dict[str, Any] | None) -> str:
-    """The accuracy of a fine-tuned model (`vitnas.finetune`), and how it was trained; empty if it was not."""
+    """The accuracy of a fine-tuned model (`vitnas.finetune_model`), and how it was trained; empty if it was not."""
     if not record:
         return ""
     how = [f"{record['epochs']} epochs on {record['data']}"]

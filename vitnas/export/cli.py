@@ -1,6 +1,6 @@
 """`vitnas export` and `vitnas eval`: argument parsing and printing only.
 
-The work is `vitnas.export.writer.export`, and for ``eval`` `vitnas.export.evaluate.evaluate_folder`
+The work is `vitnas.export.writer.export_model`, and for ``eval`` `vitnas.export.evaluate.evaluate_folder`
 (an export folder) or `vitnas.evaluate.evaluate_topk` (a supernet run's sub-network, before export).
 
 Importing this module costs no torch: ``vitnas --help`` builds every verb's parser.
@@ -74,12 +74,12 @@ def _register_eval(subparsers: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from vitnas.export.writer import export
+    from vitnas.export.writer import export_model
 
-    folders = export(args.checkpoint, args.arch, args.out, formats=args.formats, budget=args.budget,
-                     all_budgets=args.all_budgets, overwrite=args.overwrite, use_ema=args.ema, data=args.data,
-                     latency_batches=args.latency_batch, device=args.device,
-                     tolerance=args.tolerance)
+    folders = export_model(args.checkpoint, args.arch, args.out, formats=args.formats, budget=args.budget,
+                           all_budgets=args.all_budgets, overwrite=args.overwrite, use_ema=args.ema, data=args.data,
+                           latency_batches=args.latency_batch, device=args.device,
+                           tolerance=args.tolerance)
     for folder in folders:
         print(folder)
     return 0

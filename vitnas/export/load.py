@@ -34,7 +34,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", point: str | No
     """The model of an export folder, in eval mode, with the exported weights.
 
     Args:
-        folder: a folder written by `vitnas.export` (holding ``config.json`` and ``model.safetensors``).
+        folder: a folder written by `vitnas.export_model` (holding ``config.json`` and ``model.safetensors``).
         device: where to put the model.
         point: for an elastic bundle, the operating point (its budget's name) to load as a
             plain `ViT`; without it a bundle loads as an `ElasticViT` holding every point.

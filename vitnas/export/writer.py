@@ -47,7 +47,7 @@ from vitnas.nn.vit import ViT
 from vitnas.space.space import SearchSpace
 from vitnas.supernet.supernet import SuperViT
 
-__all__ = ["FORMATS", "TOLERANCE", "check_settings", "export", "write_model_folder"]
+__all__ = ["FORMATS", "TOLERANCE", "check_settings", "export_model", "write_model_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class _Job:
     tolerance: float
 
 
-def export(
+def export_model(
     checkpoint: str | Path | SuperViT,
     arch: str | Path | Arch,
     out: str | Path,
@@ -223,7 +223,7 @@ def write_model_folder(
 ) -> dict[str, Any]:
     """Writes a standalone model into an existing, empty folder: weights, checked forms, latency, config.json, card.
 
-    `export` writes each chosen sub-network with it, and `vitnas.finetune` its fine-tuned
+    `export_model` writes each chosen sub-network with it, and `vitnas.finetune_model` its fine-tuned
     model, so every export folder has one layout and one set of checks. Callers publish
     the folder atomically (`vitnas.util.atomic.staged_folder`): a failed check leaves nothing.
 
@@ -304,3 +304,9 @@ def _enforce(name: str, entry: dict[str, Any], tolerance: float) -> None:
     if difference is not None and not difference <= tolerance:  # NaN fails too
         raise ExportError(f"{name}: {entry['file']} differs from the PyTorch model by {difference:.3g} "
                           f"(tolerance {tolerance:g}); nothing was written")
+
+
+def __getattr__(name: str) -> Any:  # the verb's old name (export), for one release
+    from vitnas._moved import moved_attribute
+
+    return moved_attribute(__name__, name)

@@ -1,4 +1,4 @@
-"""`vitnas finetune DIR --out OUT`: argument parsing and printing only; the work is `vitnas.finetune.tune.finetune`.
+"""`vitnas finetune DIR --out OUT`: argument parsing and printing only; the work is `vitnas.finetune_model`.
 
 Importing this module costs no torch: ``vitnas --help`` builds every verb's parser.
 """
@@ -47,11 +47,11 @@ def register(subparsers: Any) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from vitnas.finetune.tune import finetune
+    from vitnas.finetune.tune import finetune_model
 
-    metrics = finetune(args.folder, args.out, data=args.data, recipe=args.recipe, overrides=args.overrides,
-                       resume=resume_flag(args), fresh=args.fresh, teacher=args.teacher,
-                       from_scratch=args.from_scratch, num_classes=args.num_classes, formats=args.formats,
-                       latency_batches=args.latency_batch, device=args.device)
+    metrics = finetune_model(args.folder, args.out, data=args.data, recipe=args.recipe, overrides=args.overrides,
+                             resume=resume_flag(args), fresh=args.fresh, teacher=args.teacher,
+                             from_scratch=args.from_scratch, num_classes=args.num_classes, formats=args.formats,
+                             latency_batches=args.latency_batch, device=args.device)
     print(json.dumps(metrics))
     return 0

@@ -1,7 +1,7 @@
 """`vitnas finetune DIR --out OUT`: retrain or fine-tune an exported model, and export the result.
 
 NAS papers retrain the chosen network on its own (ViT-ResNAS retrains 300 epochs):
-the supernet's shared weights are a starting point, not the end. `finetune` trains the
+the supernet's shared weights are a starting point, not the end. `finetune_model` trains the
 model of export folder DIR with `vitnas.train.standalone.train_standalone` (the supernet's
 loop: recipe, AMP, EMA, DDP under ``torchrun``, checkpoints and exact resume), and
 writes the result as an export folder ``OUT/export`` whose ``config.json`` records
@@ -51,7 +51,7 @@ from vitnas.train.standalone import train_standalone
 from vitnas.util.atomic import prepare_directory, staged_folder, write_text_atomically
 from vitnas.util.fields import require_int
 
-__all__ = ["EXPORT_FOLDER", "RECORD_FILE", "finetune"]
+__all__ = ["EXPORT_FOLDER", "RECORD_FILE", "finetune_model"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class _Record:
     num_classes: int  # head size trained (differs from the source's with a new head)
 
 
-def finetune(
+def finetune_model(
     folder: str | Path,
     out: str | Path,
     *,
@@ -295,3 +295,9 @@ def _provenance(out: Path, loaded: dict[str, Any], record: _Record) -> dict[str,
         "from_scratch": record.from_scratch, "ema": loaded["ema"] is not None, "split": SPLIT,
         "val_top1": meta["metrics"].get("val_top1"), "recipe": recipe.to_dict(),
     }
+
+
+def __getattr__(name: str) -> Any:  # the verb's old name (finetune), for one release
+    from vitnas._moved import moved_attribute
+
+    return moved_attribute(__name__, name)

@@ -1,4 +1,4 @@
-"""`vitnas run`: the whole path, profile, train, search, export, check, resumable stage by stage.
+"""`vitnas run` (`run_pipeline`): the whole path, profile, train, search, export, check, resumable stage by stage.
 
 Nothing else in vitnas imports this package: it sits on top of all of them.
 """
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from vitnas._lazy import export_lazily
 
 _MODULES = {
-    "stages": ("run", "RunSettings", "RunResult", "format_run"),
+    "stages": ("run_pipeline", "RunSettings", "RunResult", "format_run"),
 }
 _LAZY = {name: f"vitnas.pipeline.{module}" for module, names in _MODULES.items() for name in names}
 
@@ -19,4 +19,4 @@ __all__ = sorted(_LAZY)
 export_lazily(__name__, _LAZY)
 
 if TYPE_CHECKING:
-    from vitnas.pipeline.stages import RunResult, RunSettings, format_run, run
+    from vitnas.pipeline.stages import RunResult, RunSettings, format_run, run_pipeline

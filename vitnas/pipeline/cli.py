@@ -1,4 +1,4 @@
-"""The `vitnas run` verb: flags for `vitnas.pipeline.stages.run`, and its table printed."""
+"""The `vitnas run` verb: flags for `vitnas.pipeline.stages.run_pipeline`, and its table printed."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vitnas.pipeline.stages import RunSettings, format_run, run
+    from vitnas.pipeline.stages import RunSettings, format_run, run_pipeline
 
     settings = RunSettings(
         recipe=args.recipe, out=args.out, overrides=tuple(args.overrides), space=args.space, data=args.data,
@@ -83,5 +83,5 @@ def _run(args: argparse.Namespace) -> int:
         population=args.population, profile_samples=args.profile_samples, formats=args.format,
         latency_batch=args.latency_batch, threads=args.threads, fresh=args.fresh,
         progress=args.progress)
-    print(format_run(run(settings)))
+    print(format_run(run_pipeline(settings)))
     return 0

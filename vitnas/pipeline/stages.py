@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from vitnas.latency.profile import DeviceProfile
     from vitnas.space.space import SearchSpace
 
-__all__ = ["RunError", "RunSettings", "RunResult", "ExportRow", "run", "format_run"]
+__all__ = ["RunError", "RunSettings", "RunResult", "ExportRow", "run_pipeline", "format_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class _Paths:
         return [self.profile, self.supernet, self.search, self.export, self.evaluation]
 
 
-def run(settings: RunSettings | None = None, **options: Any) -> RunResult:
+def run_pipeline(settings: RunSettings | None = None, **options: Any) -> RunResult:
     """Runs (or resumes) profile → train → search → export → evaluate; see the module docstring.
 
     Args:
@@ -384,16 +384,16 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 def _train_stage(recipe, device: str, paths: _Paths) -> tuple[None, bool]:
     """Trains the supernet, or continues it (`vitnas.train.rundir`: the recipe must be the run's)."""
-    from vitnas.train.loop import train
     from vitnas.train.checkpoint import holds_checkpoint
     from vitnas.train.rundir import check_same, finished_epochs, stored_recipe
+    from vitnas.train.supernet import train_supernet
 
     if holds_checkpoint(paths.supernet):
         check_same(recipe.to_dict(), stored_recipe(paths.supernet).to_dict(), paths.supernet, RunError)
         if finished_epochs(paths.supernet) >= recipe.epochs:
             logger.info("  finished supernet found in %s", paths.supernet)
             return None, True
-    train(recipe.to_dict(), paths.supernet, device=device)
+    train_supernet(recipe.to_dict(), paths.supernet, device=device)
     return None, False
 
 
@@ -419,7 +419,7 @@ def _profile_stage(settings: RunSettings, space: SearchSpace, device: str,
 
 def _search_stage(settings: RunSettings, latency_ms: tuple[float, ...], macs: tuple[float, ...], device: str,
                   paths: _Paths) -> tuple[None, bool]:
-    from vitnas.search.driver import search
+    from vitnas.search.driver import search_supernet
 
     if (paths.search / "best.json").is_file():
         _check_search_settings(paths, latency_ms, macs)
@@ -427,10 +427,10 @@ def _search_stage(settings: RunSettings, latency_ms: tuple[float, ...], macs: tu
         return None, True
     workers = settings.workers if settings.backend == "ray" else 1
     gpus = 1.0 / workers if device.startswith("cuda") and settings.backend == "ray" else 0.0
-    search(paths.supernet, paths.search, latency_ms=latency_ms, profile=paths.profile, macs=macs,
-           backend=settings.backend, workers=workers, gpus_per_worker=gpus, ray_address=settings.ray_address,
-           generations=settings.generations, population=settings.population, device=device,
-           progress=settings.progress)
+    search_supernet(paths.supernet, paths.search, latency_ms=latency_ms, profile=paths.profile, macs=macs,
+                    backend=settings.backend, workers=workers, gpus_per_worker=gpus,
+                    ray_address=settings.ray_address, generations=settings.generations,
+                    population=settings.population, device=device, progress=settings.progress)
     return None, False
 
 
@@ -448,7 +448,7 @@ def _check_search_settings(paths: _Paths, latency_ms: tuple[float, ...], macs: t
 def _export_stage(settings: RunSettings, paths: _Paths) -> tuple[list[tuple[dict[str, Any], Path]], bool]:
     """One export folder per budget of best.json, then the elastic bundle of all of them."""
     from vitnas.export.targets import folder_names
-    from vitnas.export.writer import export
+    from vitnas.export.writer import export_model
 
     best = paths.search / "best.json"
     records = [upgraded(record) for record in json.loads(best.read_text())]  # "flops" before the rename
@@ -459,9 +459,9 @@ def _export_stage(settings: RunSettings, paths: _Paths) -> tuple[list[tuple[dict
     paths.export.mkdir(parents=True, exist_ok=True)
     for record, folder in folders:
         if not (folder / "config.json").is_file():
-            export(paths.supernet, best, folder, formats=settings.formats, budget=record["name"])
+            export_model(paths.supernet, best, folder, formats=settings.formats, budget=record["name"])
     if not (paths.export / "elastic" / "config.json").is_file():
-        export(paths.supernet, best, paths.export / "elastic", formats=("elastic",))
+        export_model(paths.supernet, best, paths.export / "elastic", formats=("elastic",))
     return folders, done
 
 
@@ -534,3 +534,9 @@ def _distinct_round_ups(values: Sequence[float]) -> list[float]:
 def _round_up(value: float, digits: int) -> float:
     scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
     return float(f"{math.ceil(round(value / scale, 9)) * scale:.{digits + 2}g}")
+
+
+def __getattr__(name: str) -> Any:  # the verb's old name (run), for one release
+    from vitnas._moved import moved_attribute
+
+    return moved_attribute(__name__, name)

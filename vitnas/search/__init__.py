@@ -5,8 +5,9 @@ keep the history and save it all as JSON (`state_dict`). Evaluating candidates i
 backends' job, so the same algorithm runs in-process, on Ray workers or under Ray Tune;
 nothing in this package's algorithm modules imports ray or torch.
 
-`search` (the `vitnas search` verb), the fitness evaluator and the backends load on first
-use: they need torch, and the Ray backend and Tune searcher need ray.
+`search_supernet` (the `vitnas search` verb), the fitness evaluator and the backends load
+on first use: they need torch, and the Ray backend and Tune searcher need ray. Calling the
+package, ``vitnas.search(...)``, as vitnas 0.1 did still works for one release, with a warning.
 """
 
 from vitnas._lazy import export_lazily
@@ -28,7 +29,7 @@ from vitnas.search.records import STATE_FORMAT, Record
 
 _LAZY = {
     "Budget": "vitnas.search.budget",
-    "search": "vitnas.search.driver",
+    "search_supernet": "vitnas.search.driver",
     "SearchSettings": "vitnas.search.driver",
     "SearchResult": "vitnas.search.report",
     "Choice": "vitnas.search.report",
@@ -40,7 +41,7 @@ _LAZY = {
     "RayBackend": "vitnas.search.ray_backend",
     "VitnasSearcher": "vitnas.search.tune",
 }
-export_lazily(__name__, _LAZY, call="search")  # vitnas.search(...) is vitnas.search.search(...)
+export_lazily(__name__, _LAZY)
 
 __all__ = [*_LAZY,
     "ALGORITHMS",

@@ -1,4 +1,4 @@
-"""`vitnas search`: argument parsing and printing only; the work is `vitnas.search.driver.search`."""
+"""`vitnas search`: argument parsing and printing only; the work is `vitnas.search.driver.search_supernet`."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _numbers(text: str) -> tuple[float, ...]:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from vitnas.search.driver import search
+    from vitnas.search.driver import search_supernet
     from vitnas.search.report import format_table
 
     options = {key: value for key, value in (
@@ -88,12 +88,11 @@ def _search(args: argparse.Namespace) -> int:
     ) if value is not None}
     if args.ema:
         options["use_ema"] = True
-    result = search(args.checkpoint, args.out, latency_ms=args.latency_ms, profile=args.profile, macs=args.macs,
-                    params=args.params, algorithm=args.algorithm, backend=args.backend, workers=args.workers,
-                    gpus_per_worker=args.gpus_per_worker, ray_address=args.ray_address,
-                    generations=args.generations, population=args.population, seed=args.seed,
-                    resume=resume_flag(args), fresh=args.fresh, device=args.device,
-                    profile_other_device=args.profile_other_device, verify=not args.no_verify,
-                    **options)
+    result = search_supernet(args.checkpoint, args.out, latency_ms=args.latency_ms, profile=args.profile,
+                             macs=args.macs, params=args.params, algorithm=args.algorithm, backend=args.backend,
+                             workers=args.workers, gpus_per_worker=args.gpus_per_worker, ray_address=args.ray_address,
+                             generations=args.generations, population=args.population, seed=args.seed,
+                             resume=resume_flag(args), fresh=args.fresh, device=args.device,
+                             profile_other_device=args.profile_other_device, verify=not args.no_verify, **options)
     print(format_table(result))
     return 0

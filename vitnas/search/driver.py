@@ -1,4 +1,4 @@
-"""`vitnas.search`: search a trained supernet under budgets, resumably, and report the evidence.
+"""`vitnas.search_supernet`: search a trained supernet under budgets, resumably, and report the evidence.
 
 The loop is small: the algorithm asks for a generation, a backend evaluates it (in this
 process or on Ray actors), each result is appended to ``results.jsonl`` as it arrives
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from vitnas.space.space import SearchSpace
     from vitnas.supernet.supernet import SuperViT
 
-__all__ = ["SearchError", "SearchSettings", "search", "BACKENDS"]
+__all__ = ["SearchError", "SearchSettings", "search_supernet", "BACKENDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class RunContext:
     first: list[Arch]  # generation 0, asked before anything is written (an infeasible budget fails here)
 
 
-def search(
+def search_supernet(
     checkpoint: str | Path,
     out: str | Path,
     *,
@@ -143,7 +143,7 @@ def search(
     verify: bool = True,
     progress: bool = True,
     **options: Any,
-):
+) -> SearchResult:
     """Searches the supernet in `checkpoint` under one budget per limit given; writes and returns the evidence.
 
     Args:
@@ -472,3 +472,9 @@ def _measured_latencies(context: RunContext, archs: Sequence[Arch]) -> dict[Arch
         return {}
     results = verify(profile, context.space, list(dict.fromkeys(archs)))
     return {result.arch: result.measured.median_ms for result in results}
+
+
+def __getattr__(name: str) -> Any:  # the verb's old name (search), for one release
+    from vitnas._moved import moved_attribute
+
+    return moved_attribute(__name__, name)

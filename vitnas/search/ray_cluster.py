@@ -64,7 +64,7 @@ def connect(ray: Any, address: str | None, workers: int, gpus_per_worker: float,
             )
     except Exception as failure:
         where = f"the Ray cluster at {address}" if address not in (None, "local") else "a local Ray"
-        raise BackendError(f"backend ray: cannot start or reach {where} ({_last_line(failure)})") from None
+        raise BackendError(f"backend ray: cannot start or reach {where} ({last_line(failure)})") from None
     return True
 
 

@@ -1,4 +1,4 @@
-"""`vitnas train`: argument parsing and printing only; the work is `vitnas.train.loop.train`.
+"""`vitnas train`: argument parsing and printing only; the work is `vitnas.train.supernet.train_supernet`.
 
 Importing this module costs no torch: ``vitnas --help`` builds every verb's parser.
 """
@@ -34,9 +34,10 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vitnas.train.loop import train
+    from vitnas.train.supernet import train_supernet
 
-    metrics = train(args.recipe, args.out, resume=resume_flag(args), overrides=args.overrides, fresh=args.fresh)
+    metrics = train_supernet(args.recipe, args.out, resume=resume_flag(args), overrides=args.overrides,
+                             fresh=args.fresh)
     print(json.dumps(metrics))
     return 0
 

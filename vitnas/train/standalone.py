@@ -8,7 +8,7 @@ step is one pass of one network over the whole batch, and the recipe's ``space``
 
 With a teacher (any module mapping the same images to logits over the same classes,
 e.g. the supernet's largest sub-network), the network learns from the teacher's soft
-labels by the KL divergence of in-place distillation (`vitnas.train.loop`), in place of the
+labels by the KL divergence of in-place distillation (`vitnas.train.step`), in place of the
 hard labels. The recipe's ``distill`` must be on; its ``distill_warmup_epochs`` (which
 waits for a supernet's own teacher to learn) does not apply to a teacher trained before.
 
@@ -33,10 +33,13 @@ from vitnas.nn.reducers import KeptFraction
 from vitnas.nn.vit import ViT, ViTConfig
 from vitnas.space.arch import Arch
 from vitnas.train.checkpoint import MODEL_FILE, CheckpointError
-from vitnas.train.loop import Trainee, build_context, distributed_setup, fit
+from vitnas.train.context import build_context
+from vitnas.train.distributed import distributed_setup
+from vitnas.train.loop import fit
 from vitnas.train.recipe import Recipe, RecipeError
 from vitnas.train.rundir import run_recipe
 from vitnas.train.samplers import Pass, Piece
+from vitnas.train.trainee import Trainee
 from vitnas.util.atomic import prepare_directory
 from vitnas.util.seeding import seed_run
 

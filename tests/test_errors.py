@@ -117,7 +117,7 @@ def test_a_full_disk_while_writing_a_checkpoint_s_state_is_one_line(tmp_path, mo
 
 
 def test_a_full_disk_while_logging_metrics_is_one_line(tmp_path, monkeypatch):
-    train_module = importlib.import_module("vitnas.train.metrics")  # the module of the metrics log
+    train_module = importlib.import_module("vitnas.train.metrics_log")  # the module of the metrics log
     monkeypatch.setattr(train_module, "open", _FullFile, raising=False)  # the module's `open`, not the builtin
     with pytest.raises(VitnasError, match=rf"^disk full while writing {tmp_path}/metrics\.jsonl: {FIX}$"):
         train_module.MetricsLog(tmp_path).write({"epoch": 1, "step": 3, "loss": 2.0})

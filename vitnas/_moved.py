@@ -107,7 +107,7 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
     ("vitnas.train", "Context"): "vitnas.train.context",
     ("vitnas.train", "build_context"): "vitnas.train.context",
     ("vitnas.train", "distributed_setup"): "vitnas.train.distributed",
-    ("vitnas.train", "MetricsLog"): "vitnas.train.metrics",
+    ("vitnas.train", "MetricsLog"): "vitnas.train.metrics_log",
     ("vitnas.train", "seed_run"): "vitnas.util.seeding",
 }
 

@@ -10,7 +10,7 @@ continue or restart the run in ``--out``.
 The loop is cut by concern: `trainee` (what the loop trains: the interface a supernet and
 a standalone ViT implement), `context` (setting a run up: optimizer, schedule, data,
 Mixup, EMA, precision), `loop` (epochs, checkpoints, resume), `step` (one optimizer step
-and its losses), `metrics` (validation and the metrics log), `distributed` (DDP plumbing).
+and its losses), `metrics` (validation and what goes to the log), `metrics_log` (the log itself), `distributed` (DDP plumbing).
 
 The verb is a function, ``vitnas.train_supernet(recipe, out, ...)``, and this package only
 a package; calling ``vitnas.train(...)`` as vitnas 0.1 did still works for one release,

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from vitnas.data import build_dataset, num_classes_of
 from vitnas.train.gradient_projection import ConflictProjection
-from vitnas.train.metrics import MetricsLog
+from vitnas.train.metrics_log import MetricsLog
 from vitnas.train.recipe import Recipe, RecipeError
 from vitnas.train.trainee import Trainee
 from vitnas.util.seeding import loader_generator

@@ -6,7 +6,6 @@ whatever the world size; only rank 0 writes, so the log has one line per event.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +14,12 @@ import torch
 import torch.distributed as dist
 
 from vitnas.evaluate import count_correct
-from vitnas.util.atomic import reporting_disk_full
+from vitnas.train.metrics_log import MetricsLog
 
 if TYPE_CHECKING:
     from vitnas.train.context import Context
 
-__all__ = ["MetricsLog", "log_metrics", "validate"]
+__all__ = ["log_metrics", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -40,38 +39,6 @@ def validate(context: Context, epoch: int, step: int) -> dict[str, Any]:
                   if name.startswith("val_top1")]
         log.info("epoch %d: val top-1 %s", epoch + 1, ", ".join(scores))
     return metrics
-
-
-class MetricsLog:
-    """OUT/metrics.jsonl, plus OUT/tensorboard where TensorBoard (or tensorboardX) is installed."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.writer = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                return
-        self.writer = SummaryWriter(str(out / "tensorboard"))
-
-    def write(self, metrics: dict[str, Any]) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / "metrics.jsonl"
-        with reporting_disk_full(path), open(path, "a") as handle:
-            handle.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}))
-            handle.write("\n")
-        if self.writer is not None:
-            for key, value in metrics.items():
-                if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, metrics["step"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def log_metrics(context: Context, out: Path, metrics: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ from torch import nn
 import vitnas
 from vitnas.errors import ArchError, BudgetError, LatencyError, ProfileError
 from vitnas.latency import (
-    Budget,
     LatencyPredictor,
     build_model,
     build_profile,
@@ -32,6 +31,7 @@ from vitnas.latency import (
     throughput_arch,
     verify,
 )
+from vitnas.search.budget import Budget
 from vitnas.cli import main
 from vitnas.latency.cli import read_archs
 from vitnas.latency.features import FEATURES, feature_row

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vitnas.errors import BudgetError, VitnasError
-from vitnas.latency import Budget
+from vitnas.search.budget import Budget
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_macs, count_params
 from vitnas.search import (

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import torch
 
 import vitnas
 from vitnas.cli import main
@@ -37,9 +36,11 @@ SMALL = dict(generations=3, population=8, mutations=4, crossovers=4, max_images=
 FLOPS = (0.002, 0.006)  # G MACs: tiny32 spans 0.4 to 15 M
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # restored after the module
+
+
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
+def checkpoint(one_torch_thread, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("supernet") / "run"
     vitnas.train(RECIPE, out)
     return out
@@ -179,11 +180,10 @@ def test_ray_backend_without_ray_is_one_line(checkpoint, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def profile_file(tmp_path_factory) -> Path:
+def profile_file(one_torch_thread, tmp_path_factory) -> Path:
     """A real tiny32 profile, measured quickly on this CPU."""
     from vitnas.latency.profile import build_profile
 
-    torch.set_num_threads(1)
     profile = build_profile(vitnas.load_space("tiny32"), device="cpu", batch=4, samples=5, seed=0, warmup=1, repeats=2)
     return profile.save(tmp_path_factory.mktemp("profile") / "tiny32.json")
 

@@ -11,6 +11,10 @@ import torch
 import vitnas
 from vitnas.supernet.masked import masked_forward
 
+# One torch thread, as this module ran before tests/test_search.py stopped leaking its own setting
+# (tiny graphs run faster on one; restored after the module).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 

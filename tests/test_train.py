@@ -23,6 +23,10 @@ from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_check
 from vitnas.train.loop import train
 from vitnas.train.recipe import RecipeError, load_recipe
 
+# One torch thread, as this module ran before tests/test_search.py stopped leaking its own setting
+# (tiny graphs run faster on one; restored after the module).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {
     "space": "tiny32",
     "data": {"name": "synthetic", "synthetic_size": 48},

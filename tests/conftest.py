@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,6 +68,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ddp_ranks(tmp_path_factory) -> Path:
+    """One two-rank gloo spawn for the session: a supernet in ``supernet/``, a standalone model in ``standalone/``.
+
+    tests/test_train.py and tests/test_finetune.py check one half each (see tests/ddp_env.py).
+    """
+    from ddp_env import spawn_ddp_ranks
+
+    out = tmp_path_factory.mktemp("ddp")
+    spawn_ddp_ranks(out)
+    return out
 
 
 @pytest.fixture(scope="session")

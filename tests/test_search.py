@@ -41,15 +41,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # restored after the m
 
 @pytest.fixture(scope="module")
 def checkpoint(one_torch_thread, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("supernet") / "run"
+    """The supernet, in ``supernet/`` of a folder whose ``search/`` holds the `finished` search."""
+    out = tmp_path_factory.mktemp("searched") / "supernet"
     vitnas.train(RECIPE, out)
     return out
 
 
 @pytest.fixture(scope="module")
-def finished(checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("search") / "run"
-    return search(checkpoint, out, flops=FLOPS, params=0.06, progress=False, **SMALL)
+def finished(checkpoint):
+    return search(checkpoint, checkpoint.parent / "search", flops=FLOPS, params=0.06, progress=False, **SMALL)
 
 
 def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, checkpoint):
@@ -110,9 +110,8 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpo
 
 
 def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(finished, checkpoint, tmp_path):
-    shutil.copytree(checkpoint, tmp_path / "before" / "supernet")
+    shutil.copytree(checkpoint.parent, tmp_path / "before")  # the supernet and, beside it, the finished search
     before = tmp_path / "before" / "search"
-    search(tmp_path / "before" / "supernet", before, flops=FLOPS, params=0.06, progress=False, **SMALL)
     stored = json.loads((before / "search.json").read_text())
     assert stored["checkpoint"] == str(Path("..") / "supernet") and stored["profile"] is None
     lines = (before / "results.jsonl").read_text().splitlines(keepends=True)

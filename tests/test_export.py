@@ -113,6 +113,8 @@ def test_onnx_round_trip_at_batch_1_and_5(tmp_path, spaces, supernets, name, arc
     import onnxruntime
 
     space = spaces[name]
+    reducers = {shape.reducer for shape in vitnas.block_shapes(space, space.arch(**arch_kwargs))}
+    assert "evit" in reducers  # this is evit's ONNX round trip (tests/test_reducers.py checks the other reducers)
     [folder] = vitnas.export(supernets[name], space.arch(**arch_kwargs), tmp_path / "m", formats=["onnx"], **QUIET)
     entry = json.loads((folder / "config.json").read_text())["formats"]["onnx"]
     assert entry["opset"] == {o.domain: o.version for o in onnx.load(str(folder / "model.onnx")).opset_import}[""]

@@ -235,33 +235,19 @@ def test_masked_pass_equals_sliced_for_last_stage_reducers(reducer):
     torch.testing.assert_close(masked, sliced, rtol=0, atol=1e-5)
 
 
-# Two reducers per ONNX export (each export takes seconds): a grid-keeping reducer in stage 0, another in the last
-# stage. Together the pairs cover every reducer but stvit, whose ops stvit_r runs all of.
-ONNX_PAIRS = [("evo_vit", "evit"), ("stvit_r", "tome"), ("evo_vit", "dynamicvit")]
-
-
-def two_reducer_space(first: str, last: str) -> vitnas.SearchSpace:
-    """tiny_space with two stages: `first` reduces in stage 0 (it must keep the grid), `last` in stage 1."""
-    stages = [{"depth": [2, 3], "embed_dim": [16, 24], "num_heads": [1, 2], "head_dim": 8, "mlp_ratio": [2.0],
-               "token_reduction": {"reducer": reducer, "blocks": [0, 2], "keep_rates": [0.5, 0.75, 1.0]}}
-              for reducer in (first, last)]
-    return vitnas.load_space({"name": f"{first}_{last}", "img_size": 32, "num_classes": 5,
-                              "patch": {"mode": "flexi", "sizes": [4, 8]}, "stages": stages})
-
-
-def test_onnx_pairs_cover_every_reducer_but_stvit():
-    assert {name for pair in ONNX_PAIRS for name in pair} == set(COUNTS) - {"stvit"}
+# One ONNX export per reducer but two: stvit_r runs all stvit's ops, and evit's round trip is
+# tests/test_export.py's ONNX test (tiny32 and resize3 reduce with evit; it asserts so). Measured: an export of
+# a two-stage model holding two reducers costs as much as two exports, so pairing them saved nothing.
+ONNX_REDUCERS = [name for name in COUNTS if name not in ("stvit", "evit")]
 
 
 @pytest.mark.skipif(not HAS_ONNX, reason="needs onnxruntime and onnxscript")
-@pytest.mark.parametrize("first, last", ONNX_PAIRS, ids=["+".join(pair) for pair in ONNX_PAIRS])
-def test_onnx_runtime_round_trip(first, last, tmp_path):
+@pytest.mark.parametrize("reducer", ONNX_REDUCERS)
+def test_onnx_runtime_round_trip(reducer, tmp_path):
     import onnxruntime
 
-    space = two_reducer_space(first, last)
-    arch = counted_arch(space)
-    assert [s.reducer for s in vitnas.block_shapes(space, arch) if s.reducer] == [first, first, last, last]
-    model = vitnas.extract(vitnas.SuperViT(space).eval(), arch)
+    space = tiny_space(reducer)
+    model = vitnas.extract(vitnas.SuperViT(space).eval(), counted_arch(space))
     x = torch.randn(2, 3, 32, 32)
     torch.onnx.export(model, (x,), str(tmp_path / "model.onnx"), dynamo=True, input_names=["images"],
                       dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)

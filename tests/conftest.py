@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,6 +68,70 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ddp_ranks(tmp_path_factory) -> Path:
+    """One two-rank gloo spawn for the session: a supernet in ``supernet/``, a standalone model in ``standalone/``.
+
+    tests/test_train.py and tests/test_finetune.py check one half each (see tests/ddp_env.py).
+    """
+    from ddp_env import spawn_ddp_ranks
+
+    out = tmp_path_factory.mktemp("ddp")
+    spawn_ddp_ranks(out)
+    return out
+
+
+# One fresh interpreter for the import checks of three files, step after step (sys.modules only grows, so a
+# module a step must not load is caught there or at a later step): loading a plain export folder, then an
+# elastic bundle (tests/test_export.py, tests/test_export_elastic.py: neither imports the supernet, the
+# search space, nni or the export writer), then every public name of vitnas (tests/test_supernet.py: ray stays out).
+IMPORT_PROBE = """
+import json, sys
+import torch, vitnas
+
+NOT_FOR_LOADING = ("vitnas.supernet.supernet", "vitnas.space.space", "nni", "vitnas.export.writer")
+plain, bundle = sys.argv[1:3]
+steps = {}
+vitnas.load(plain)(torch.zeros(1, 3, 32, 32))
+steps["load"] = [m for m in NOT_FOR_LOADING if m in sys.modules]
+model = vitnas.load(bundle)
+for point in model.points:
+    model.use(point)(torch.zeros(1, 3, 32, 32))
+vitnas.load(bundle, point=model.points[-1])(torch.zeros(1, 3, 32, 32))
+steps["load_bundle"] = [m for m in NOT_FOR_LOADING if m in sys.modules]
+[getattr(vitnas, name) for name in vitnas.__all__]
+steps["all_names"] = [m for m in ("ray",) if m in sys.modules]
+print(json.dumps(steps))
+"""
+
+
+@pytest.fixture(scope="session")
+def import_probe(tmp_path_factory, spaces, supernets) -> dict[str, list[str]]:
+    """What each step of IMPORT_PROBE found loaded that it must not load (every list empty when all is well).
+
+    The folders are a tiny32 export with token reduction and a two-point tiny32 bundle of the seeded supernet.
+    """
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("import_probe")
+    space = spaces["tiny32"]
+    plain = root / "plain"
+    vitnas.export_model(supernets["tiny32"], space.arch(embed_dim=64, num_heads=4, depth=3, keep_rate=0.5), plain,
+                        latency_batches=())
+    records = [{"name": name, "arch": space.arch(**kwargs).to_dict()} for name, kwargs in (
+        ("big", dict(embed_dim=64, depth=4, patch_size=4, keep_rate=0.5)),
+        ("small", dict(embed_dim=32, depth=2, num_heads=[[4, 2]], patch_size=8)))]
+    (root / "best.json").write_text(json.dumps(records))
+    [bundle] = vitnas.export_model(supernets["tiny32"], root / "best.json", root / "bundle", formats=["elastic"],
+                                   latency_batches=())
+    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(plain), str(bundle)], capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,16 +34,8 @@ def test_bad_space_is_one_line_error(capsys, tmp_path):
     assert err.count("\n") == 1 and err.startswith(f"vitnas: error: {path}: patch.sizes:")
 
 
-def test_train_verb_takes_overrides_after_options(tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = ["train", "tiny32_digits", "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]
-    assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 1
-    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["epoch"] == 1  # again: continues, nothing to do
-    assert main(argv[:-1]) == 2  # without the data override: another recipe than the run's
-    assert capsys.readouterr().err.endswith(f"vitnas: error: {out}: was started with data.name 'synthetic', not "
-                                            "'digits'; give the same settings to continue it, --fresh to start over, "
-                                            "or another --out\n")
+def _train_argv(out: Path) -> list[str]:
+    return ["train", "tiny32_digits", "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]
 
 
 RUN_VERBS = ("train", "finetune", "search", "rank-check", "run")  # the verbs that write a run directory
@@ -80,10 +75,31 @@ def test_a_run_of_other_settings_is_refused_in_one_line_naming_the_field_before_
                                            "settings to continue it, --fresh to start over, or another --out\n")
 
 
-def test_eval_verb_scores_an_arch_of_a_trained_run(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "tiny32_digits", "--out", str(out), "epochs=1", "data={name: synthetic, synthetic_size: 32}"]) == 0
-    capsys.readouterr()
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, int, str]:
+    """One `vitnas train` with overrides after the options: its run folder, exit code and standard output."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(_train_argv(out))
+    return out, code, printed.getvalue()
+
+
+def test_train_verb_takes_overrides_after_options(trained, capsys):
+    out, code, printed = trained
+    assert code == 0
+    assert json.loads(printed.strip().splitlines()[-1])["epoch"] == 1
+    argv = _train_argv(out)
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["epoch"] == 1  # again: continues, nothing to do
+    assert main(argv[:-1]) == 2  # without the data override: another recipe than the run's
+    assert capsys.readouterr().err.endswith(f"vitnas: error: {out}: was started with data.name 'synthetic', not "
+                                            "'digits'; give the same settings to continue it, --fresh to start over, "
+                                            "or another --out\n")
+
+
+def test_eval_verb_scores_an_arch_of_a_trained_run(trained, tmp_path, capsys):
+    out, code, _ = trained
+    assert code == 0
     space = vitnas.load_space("tiny32")
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(space.arch(embed_dim=32, depth=2).to_json())

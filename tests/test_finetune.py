@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ddp_env import as_torchrun_rank, free_port
+from ddp_env import STANDALONE_OVERRIDES
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -242,28 +241,16 @@ def test_train_standalone_trains_a_config_and_resumes_only_the_same_model(tmp_pa
         train_standalone(config, recipe, tmp_path / "run", resume=False)
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    as_torchrun_rank(rank, world, port)
-    import torch.distributed as dist
-
-    space = vitnas.load_space("tiny32")
-    torch.manual_seed(0)  # the same initial weights on both ranks
-    model = vitnas.ViT(vitnas.vit_config(space, space.smallest()))
-    recipe = load_recipe("tiny32_digits", [*SYNTHETIC, "epochs=1", "batch_size=12"])
-    metrics = train_standalone(model, recipe, Path(out) / "run")  # rank 0 checkpoints
-    torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps(metrics))
-    dist.destroy_process_group()
-
-
 @pytest.mark.slow
-def test_ddp_replicas_of_a_standalone_model_stay_identical(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+def test_ddp_replicas_of_a_standalone_model_stay_identical(ddp_ranks):
+    expected = load_recipe("tiny32_digits", [*SYNTHETIC, "epochs=1", "batch_size=12"])
+    assert load_recipe("tiny32_digits", STANDALONE_OVERRIDES) == expected
+    out = ddp_ranks / "standalone"  # the session's one spawn trained it (tests/ddp_env.py)
+    first, second = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(first[k], second[k]) for k in first)
-    saved = load_file(str(tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "model.safetensors"))
+    saved = load_file(str(out / "run" / (out / "run" / "latest").read_text().strip() / "model.safetensors"))
     assert all(torch.equal(first[k], saved[k]) for k in first)
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0] == reports[1] and reports[0]["step"] == 48 // 12
 
 

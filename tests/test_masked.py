@@ -163,10 +163,9 @@ def test_any_archs_run_grouped_and_come_back_in_batch_order(nets, name):
                                    sliced_logits(supernet, x, archs, sizes), rtol=0, atol=1e-5)
 
 
-def test_resnas_three_stages_in_one_pass():
-    torch.manual_seed(0)
-    space = vitnas.load_space("resnas")
-    supernet = vitnas.SuperViT(space).eval()
+def test_resnas_three_stages_in_one_pass(supernets):
+    supernet = supernets["resnas"]  # the session's seeded one (building a resnas supernet takes seconds)
+    space = supernet.space
     archs = [
         space.arch(patch_size=16, depth=[3, 4, 4], embed_dim=[160, 384, 704], num_heads=[3, 8, 6],
                    mlp_ratio=[1.5, 2.0, 3.0], keep_rate=[1.0, 1.0, 0.5]),

@@ -235,8 +235,14 @@ def test_masked_pass_equals_sliced_for_last_stage_reducers(reducer):
     torch.testing.assert_close(masked, sliced, rtol=0, atol=1e-5)
 
 
+# One ONNX export per reducer but two: stvit_r runs all stvit's ops, and evit's round trip is
+# tests/test_export.py's ONNX test (tiny32 and resize3 reduce with evit; it asserts so). Measured: an export of
+# a two-stage model holding two reducers costs as much as two exports, so pairing them saved nothing.
+ONNX_REDUCERS = [name for name in COUNTS if name not in ("stvit", "evit")]
+
+
 @pytest.mark.skipif(not HAS_ONNX, reason="needs onnxruntime and onnxscript")
-@pytest.mark.parametrize("reducer", [name for name in COUNTS if name != "stvit"])  # stvit_r runs all stvit's ops
+@pytest.mark.parametrize("reducer", ONNX_REDUCERS)
 def test_onnx_runtime_round_trip(reducer, tmp_path):
     import onnxruntime
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import torch
 
 import vitnas
 from vitnas.cli import main
@@ -37,18 +36,20 @@ SMALL = dict(generations=3, population=8, mutations=4, crossovers=4, max_images=
 MACS = (0.002, 0.006)  # G MACs: tiny32 spans 0.4 to 15 M
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # restored after the module
+
+
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("supernet") / "run"
+def checkpoint(one_torch_thread, tmp_path_factory) -> Path:
+    """The supernet, in ``supernet/`` of a folder whose ``search/`` holds the `finished` search."""
+    out = tmp_path_factory.mktemp("searched") / "supernet"
     vitnas.train_supernet(RECIPE, out)
     return out
 
 
 @pytest.fixture(scope="module")
-def finished(checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("search") / "run"
-    return search_supernet(checkpoint, out, macs=MACS, params=0.06, progress=False, **SMALL)
+def finished(checkpoint):
+    return search_supernet(checkpoint, checkpoint.parent / "search", macs=MACS, params=0.06, progress=False, **SMALL)
 
 
 def test_search_writes_its_evidence_and_every_choice_meets_its_budget(finished, checkpoint):
@@ -109,9 +110,8 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_choices(finished, checkpo
 
 
 def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(finished, checkpoint, tmp_path):
-    shutil.copytree(checkpoint, tmp_path / "before" / "supernet")
+    shutil.copytree(checkpoint.parent, tmp_path / "before")  # the supernet and, beside it, the finished search
     before = tmp_path / "before" / "search"
-    search_supernet(tmp_path / "before" / "supernet", before, macs=MACS, params=0.06, progress=False, **SMALL)
     stored = json.loads((before / "search.json").read_text())
     assert stored["checkpoint"] == str(Path("..") / "supernet") and stored["profile"] is None
     lines = (before / "results.jsonl").read_text().splitlines(keepends=True)
@@ -121,27 +121,28 @@ def test_a_half_finished_search_moved_with_its_supernet_resumes_where_it_is(fini
     (tmp_path / "before").rename(tmp_path / "after")  # the old place is gone: only relative paths can resume
 
     after = tmp_path / "after" / "search"
-    resumed = search_supernet(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
-                     **SMALL)
+    resumed = search_supernet(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False,
+                              resume=True, **SMALL)
     assert resumed.replayed == 10 and resumed.choices == finished.choices
     assert json.loads((after / "search.json").read_text()) == stored
 
     stored["checkpoint"] = str((tmp_path / "after" / "supernet").resolve())  # as search.json was written before
     (after / "search.json").write_text(json.dumps(stored))
-    again = search_supernet(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
-                   **SMALL)
+    again = search_supernet(tmp_path / "after" / "supernet", after, macs=MACS, params=0.06, progress=False,
+                            resume=True, **SMALL)
     assert again.replayed == 8 + 2 * 8 + 2 and again.choices == finished.choices  # candidates and the references
     with pytest.raises(SearchError, match=r"search: was started with checkpoint '.*/after/supernet', not "
                                           r"'.*/before/supernet'; give the same settings"):
-        search_supernet(tmp_path / "before" / "supernet", after, macs=MACS, params=0.06, progress=False, resume=True,
-               **SMALL)
+        search_supernet(tmp_path / "before" / "supernet", after, macs=MACS, params=0.06, progress=False,
+                        resume=True, **SMALL)
 
 
 def test_infeasible_budget_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["search", "--checkpoint", str(checkpoint), "--out", str(out), "--macs", "0.0001"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "budget macs<=0.0001G: no sub-network meets it; the smallest reachable is 0.000386 G MACs" in err
+    assert err.count("\n") == 1
+    assert "budget macs<=0.0001G: no sub-network meets it; the smallest reachable is 0.000386 G MACs" in err
     assert not out.exists()
 
 
@@ -192,11 +193,10 @@ def test_ray_backend_without_ray_is_one_line(checkpoint, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def profile_file(tmp_path_factory) -> Path:
+def profile_file(one_torch_thread, tmp_path_factory) -> Path:
     """A real tiny32 profile, measured quickly on this CPU."""
     from vitnas.latency.profile import build_profile
 
-    torch.set_num_threads(1)
     profile = build_profile(vitnas.load_space("tiny32"), device="cpu", batch=4, samples=5, seed=0, warmup=1, repeats=2)
     return profile.save(tmp_path_factory.mktemp("profile") / "tiny32.json")
 

@@ -22,6 +22,10 @@ from vitnas.space.space import load_space
 from vitnas.supernet.supernet import SuperViT
 from vitnas.train.supernet import train_supernet
 
+# One torch thread, as this module ran before tests/test_search.py stopped leaking its own setting
+# (tiny graphs run faster on one; restored after the module).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DIGITS = DataConfig(name="digits", holdout=True)
 
 

@@ -9,6 +9,10 @@ from timm.models.vision_transformer import VisionTransformer
 
 import vitnas
 
+# One torch thread, as this module ran before tests/test_search.py stopped leaking its own setting
+# (tiny graphs run faster on one; restored after the module).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_deit_small_loads_into_timm_strictly_and_matches(spaces, supernets):
     space = spaces["deit"]

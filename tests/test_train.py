@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ddp_env import as_torchrun_rank, free_port
+from ddp_env import SUPERNET_RECIPE
 from killing import assert_bitwise_equal, finish, kill_when, start_vitnas
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import vitnas
@@ -22,6 +21,10 @@ from vitnas.data import DataConfig
 from vitnas.train.checkpoint import CheckpointError, finished_epochs, load_checkpoint
 from vitnas.train.supernet import train_supernet
 from vitnas.train.recipe import RecipeError, load_recipe
+
+# One torch thread, as this module ran before tests/test_search.py stopped leaking its own setting
+# (tiny graphs run faster on one; restored after the module).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {
     "space": "tiny32",
@@ -269,35 +272,18 @@ def test_shipped_recipes_validate_and_take_steps(tmp_path, name):
     assert any(not torch.equal(before[k], v) for k, v in context.model.state_dict().items())
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    as_torchrun_rank(rank, world, port)
-    import torch.distributed as dist
-
-    from vitnas.train.loop import train_epoch
-    from vitnas.train.metrics import validate
-    from vitnas.train.supernet import build_supernet_context
-
-    recipe = load_recipe(dict(TINY, sampler={"name": "multi", "subnets": 3}, batch_size=12))
-    context = build_supernet_context(recipe)
-    train_epoch(context, 0, 0, Path(out))
-    torch.save(context.model.state_dict(), Path(out) / f"rank{rank}.pt")
-    metrics = validate(context, 0, 1)
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps(metrics))
-    dist.barrier()
-    dist.destroy_process_group()
-
-
 @pytest.mark.slow
-def test_ddp_replicas_stay_identical(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    first = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    second = torch.load(tmp_path / "rank1.pt", weights_only=True)
+def test_ddp_replicas_stay_identical(ddp_ranks):
+    assert SUPERNET_RECIPE == dict(TINY, sampler={"name": "multi", "subnets": 3}, batch_size=12)
+    out = ddp_ranks / "supernet"  # the session's one spawn trained it (tests/ddp_env.py)
+    first = torch.load(out / "rank0.pt", weights_only=True)
+    second = torch.load(out / "rank1.pt", weights_only=True)
     initial = vitnas.SuperViT(vitnas.load_space("tiny32"), drop_path_rate=0.1)
     changed = [k for k in first if not torch.equal(first[k], initial.state_dict()[k])]
     assert changed, "training changed nothing"
     assert all(torch.equal(first[k], second[k]) for k in first)
     # Validation is sharded over the ranks and summed: both report the single-process accuracy.
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     initial.load_state_dict(first)
     data = DataConfig(name="synthetic", synthetic_size=TINY["data"]["synthetic_size"])
     expected = vitnas.evaluate(initial.eval(), initial.space.largest(), data=data)

@@ -258,7 +258,9 @@ def test_a_killed_ray_search_leaves_no_ray_behind_and_resumes_quietly_to_the_loc
     if left:
         stopped = re.search(r"ray backend: stopped \d+ process(es)? of the local Ray a killed search left running "
                             r"\(pids ([\d, ]+)\)", resumed.stderr)
-        assert stopped and set(left) <= {int(pid) for pid in stopped.group(2).split(", ")}, resumed.stderr
+        assert stopped, resumed.stderr
+        # only the killed search's Ray; a leftover not named here ended on its own before the resume looked
+        assert {int(pid) for pid in stopped.group(2).split(", ")} <= {pid for pid, _, _ in record["processes"]}
     assert not [p.pid for p in ray_processes if _alive(p)]
     assert not RAY_ERROR_LINE.search(resumed.stderr), resumed.stderr  # nothing failed: no error-level line
     assert not (out / "ray_processes.json").exists()  # the resumed search's Ray is shut down as well

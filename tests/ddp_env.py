@@ -64,14 +64,16 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
 
 def _supernet_replica(rank: int, out: Path) -> None:
     """One epoch of the supernet; each rank saves its weights and its sharded validation report."""
-    from vitnas.train.loop import _build, _train_epoch, _validate
+    from vitnas.train.loop import train_epoch
+    from vitnas.train.metrics import validate
     from vitnas.train.recipe import load_recipe
+    from vitnas.train.supernet import build_supernet_context
 
     out.mkdir(parents=True, exist_ok=True)
-    context = _build(load_recipe(SUPERNET_RECIPE))
-    _train_epoch(context, 0, 0, out)
+    context = build_supernet_context(load_recipe(SUPERNET_RECIPE))
+    train_epoch(context, 0, 0, out)
     torch.save(context.model.state_dict(), out / f"rank{rank}.pt")
-    metrics = _validate(context, 0, 1)
+    metrics = validate(context, 0, 1)
     (out / f"rank{rank}.json").write_text(json.dumps(metrics))
 
 

@@ -134,14 +134,14 @@ def test_the_old_flops_option_still_sets_the_macs_budgets_with_a_note(module, ve
 
 def test_search_and_run_take_the_old_keyword_before_any_work(tmp_path):
     from vitnas.errors import VitnasError
-    from vitnas.pipeline.stages import run
-    from vitnas.search.driver import search
+    from vitnas.pipeline.stages import run_pipeline
+    from vitnas.search.driver import search_supernet
 
     with pytest.warns(DeprecationWarning, match="search: flops= is now macs="), pytest.raises(VitnasError) as error:
-        search(tmp_path / "no-supernet", tmp_path / "out", flops=0.003, progress=False)
+        search_supernet(tmp_path / "no-supernet", tmp_path / "out", flops=0.003, progress=False)
     assert "no-supernet" in str(error.value)  # the settings were built: the missing checkpoint is what failed
     with pytest.raises(SearchError, match="give only macs="):
-        search(tmp_path / "no-supernet", tmp_path / "out", macs=0.003, flops=0.003)
+        search_supernet(tmp_path / "no-supernet", tmp_path / "out", macs=0.003, flops=0.003)
     with pytest.warns(DeprecationWarning, match="run: flops= is now macs="), pytest.raises(VitnasError):
-        run(recipe="no-such-recipe", out=str(tmp_path / "run"), flops=(0.003,))
+        run_pipeline(recipe="no-such-recipe", out=str(tmp_path / "run"), flops=(0.003,))
     assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()

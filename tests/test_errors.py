@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 
 import vitnas
 from vitnas.cli import main
-from vitnas.errors import ExportError, VitnasError
+from vitnas.errors import BackendError, ExportError, VitnasError
 from vitnas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitnas.train.recipe import RecipeError, load_recipe
 
@@ -379,3 +379,22 @@ def test_exporting_a_best_json_arch_outside_the_space_is_one_line(checkpoint, tm
     err = capsys.readouterr().err
     assert err == f"vitnas: error: {best}: budget 'latency_ms<=2': img_size: 224 is not one of [32]\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_that_cannot_start_is_one_line_naming_its_last_error(monkeypatch):
+    """Ray's start-up errors carry a remote traceback: the backend reports only its last line."""
+    from vitnas.search.ray_cluster import connect
+
+    class CannotStart:
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
+        @staticmethod
+        def init(**options) -> None:
+            raise RuntimeError("Traceback (most recent call last):\n  File \"gcs.py\", line 1\nFailed to start the GCS")
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a mode the user chose: nothing to set up before init
+    with pytest.raises(BackendError, match=r"^backend ray: cannot start or reach a local Ray \(Failed to start the "
+                                           r"GCS\)$"):
+        connect(CannotStart, None, workers=2, gpus_per_worker=0.0, cpus_per_worker=1.0)

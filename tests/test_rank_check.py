@@ -96,6 +96,24 @@ def test_top_k_ties_go_to_fewer_macs_and_a_constant_ranking_is_nan():
         rank_statistics([0.1, 0.2], [0.1], [1, 2])
 
 
+def test_taus_within_each_macs_band_follow_the_archs_sorted_by_macs():
+    """Three bands of two archs each (cheapest first); the archs are given out of MACs order."""
+    order = [5, 0, 3, 1, 4, 2]  # position i holds the arch of MACs rank order[i]
+    inherited, standalone, macs = ([values[o] for o in order] for values in (INHERITED, STANDALONE, MACS))
+    seeds = [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.2, 0.1, 0.3, 0.4, 0.6, 0.5]]  # by MACs rank: agree in band 2 only
+    seeds = [[seed[o] for o in order] for seed in seeds]
+    result = rank_statistics(inherited, standalone, macs, seeds=seeds)
+    # by MACs: band 1 (0.50, 0.60) vs (0.55, 0.65); band 2 (0.60, 0.70) vs (0.80, 0.75); band 3 (0.80, 0.90) vs
+    # (0.95, 0.90)
+    assert result.band_tau == pytest.approx((1.0, -1.0, -1.0))
+    assert result.band_seed_tau == pytest.approx((-1.0, 1.0, -1.0))
+    assert result.kendall_tau == pytest.approx(rank_statistics(INHERITED, STANDALONE, MACS).kendall_tau)
+    assert rank_statistics(INHERITED, STANDALONE, MACS).band_seed_tau == ()  # one seed: no ceiling per band
+    assert rank_statistics(INHERITED[:5], STANDALONE[:5], MACS[:5]).band_tau == ()  # under two archs a band
+    flat = rank_statistics([0.5] * 6, STANDALONE, MACS)
+    assert flat.to_dict()["band_tau"] == [None, None, None]  # constant within each band: no tau, null in JSON
+
+
 # -- the draw -----------------------------------------------------------------------------------------
 
 def test_stratified_draw_spreads_over_the_whole_macs_range(spaces):

@@ -418,6 +418,14 @@ def _plot(result: RankCheckResult) -> bytes:
     return buffer.getvalue()
 
 
+def _band_line(stats: RankStatistics) -> str:
+    """Kendall tau within each MACs band (and the seeds' own there): where the ranking holds, where it does not."""
+    taus = ", ".join(f"{tau:.3f}" for tau in stats.band_tau)
+    seeds = f" (between stand-alone seeds: {', '.join(f'{tau:.3f}' for tau in stats.band_seed_tau)})" \
+        if stats.band_seed_tau else ""
+    return f"Kendall tau within each third of the archs by MACs, cheapest first: {taus}{seeds}"
+
+
 def format_rank_check(result: RankCheckResult) -> str:
     """The printable summary: one line per arch (by MACs), then the statistics and the files."""
     stats, settings = result.statistics, result.settings
@@ -434,6 +442,7 @@ def format_rank_check(result: RankCheckResult) -> str:
               f"top-{stats.top_k} overlap {stats.top_k_overlap}/{stats.top_k}",
               *([f"Kendall tau between stand-alone seeds {stats.seed_tau:.3f}: the ceiling of the supernet's tau on "
                  "this ground truth"] if settings.seeds > 1 else []),
+              *([_band_line(stats)] if stats.band_tau else []),
               f"regret of picking by the supernet: {100 * stats.regret:.2f} points mean, {100 * stats.regret_max:.2f} "
               f"max over {len(stats.budgets)} MACs budgets (stand-alone top-1 of the best arch within each budget "
               "minus that of the supernet's pick)",

@@ -18,9 +18,10 @@ import numpy as np
 
 from vitnas.errors import RankCheckError
 
-__all__ = ["TOP_K", "RankStatistics", "rank_statistics"]
+__all__ = ["BANDS", "TOP_K", "RankStatistics", "rank_statistics"]
 
 TOP_K = 5  # the top-k overlap reported
+BANDS = 3  # MACs bands (equal numbers of archs, cheapest first) whose own taus are reported
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,21 @@ class RankStatistics:
     regret_max: float  # worst budget
     budgets: tuple[dict[str, Any], ...]  # per budget: max_macs, candidates, supernet_pick, best, regret
     seed_tau: float = math.nan  # mean Kendall tau between the stand-alone seeds: the ceiling (NaN: one seed)
+    band_tau: tuple[float, ...] = ()  # Kendall tau within each MACs band, cheapest band first
+    band_seed_tau: tuple[float, ...] = ()  # the seeds' tau within each band (empty: one seed)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["budgets"] = list(self.budgets)
-        return {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in data.items()}
+        data["band_tau"], data["band_seed_tau"] = list(self.band_tau), list(self.band_seed_tau)
+        return {key: _none_for_nan(value) for key, value in data.items()}
+
+
+def _none_for_nan(value: Any) -> Any:
+    """JSON has no NaN: a statistic that does not exist (a constant ranking, one seed) is null."""
+    if isinstance(value, list):
+        return [_none_for_nan(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def rank_statistics(
@@ -65,6 +76,11 @@ def rank_statistics(
       is no choice to get wrong), ``regret_max`` the largest.
     - With `seeds` (each seed's stand-alone accuracies, in arch order): ``seed_tau``, the
       mean Kendall tau over pairs of seeds, how well stand-alone training agrees with itself.
+    - ``band_tau`` (and ``band_seed_tau`` with seeds): the same taus within each of `BANDS`
+      bands of the archs sorted by MACs (equal numbers of archs, cheapest band first; none
+      with fewer than two archs a band). The overall tau rewards getting the MACs order
+      right, which the accuracies mostly follow; within a band it shows where the supernet
+      ranks archs of similar cost, the choice a budgeted search actually makes.
 
     Raises:
         RankCheckError: lists of different lengths, or fewer than two archs.
@@ -84,21 +100,36 @@ def rank_statistics(
     per_budget = [row for limit in (budgets if budgets is not None else [macs.max()])
                   if (row := _regret_at(inherited, standalone, macs, float(limit))) is not None]
     regrets = [row["regret"] for row in per_budget]
+    bands = _bands(macs)
     return RankStatistics(tau, rho, top, overlap, float(np.mean(regrets)) if regrets else math.nan,
-                          float(np.max(regrets)) if regrets else math.nan, tuple(per_budget), _seed_tau(seeds))
+                          float(np.max(regrets)) if regrets else math.nan, tuple(per_budget), _seed_tau(seeds),
+                          tuple(_kendall(inherited[band], standalone[band]) for band in bands),
+                          tuple(_seed_tau([np.asarray(seed)[band] for seed in seeds]) for band in bands)
+                          if seeds is not None and len(seeds) > 1 else ())
+
+
+def _bands(macs: np.ndarray) -> list[np.ndarray]:
+    """Positions of the archs in each of `BANDS` MACs bands (ties by position); none under two archs a band."""
+    if len(macs) < 2 * BANDS:
+        return []
+    order = sorted(range(len(macs)), key=lambda i: (macs[i], i))
+    return [np.asarray(band) for band in np.array_split(order, BANDS)]
+
+
+def _kendall(first: Sequence[float], second: Sequence[float]) -> float:
+    """Kendall tau-b (NaN when either list is constant)."""
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.kendalltau(first, second).statistic)
 
 
 def _seed_tau(seeds: Sequence[Sequence[float]] | None) -> float:
     """Mean Kendall tau-b over pairs of seeds' accuracy lists (NaN with fewer than two seeds or constant lists)."""
-    from scipy import stats
-
     if seeds is None or len(seeds) < 2:
         return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        taus = [float(stats.kendalltau(seeds[a], seeds[b]).statistic)
-                for a in range(len(seeds)) for b in range(a + 1, len(seeds))]
-    return float(np.mean(taus))
+    return float(np.mean([_kendall(seeds[a], seeds[b]) for a in range(len(seeds)) for b in range(a + 1, len(seeds))]))
 
 
 def _top_k(accuracy: np.ndarray, macs: np.ndarray, k: int) -> list[int]:

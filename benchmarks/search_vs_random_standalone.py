@@ -8,6 +8,8 @@ inherited (supernet) and stand-alone top-1 on ``val``, the searched arch against
 random archs' mean and best, and what one stand-alone retrain gains over inherited
 weights. Everything is resumable: an interrupted benchmark continues where it stopped,
 and ``--reuse`` takes finished runs of the same archs from earlier benchmarks or rank checks.
+Stand-alone recipe overrides (``key=value``, e.g. ``data.train_images=20000``) and the Ray
+backend (``--backend ray --workers 2``) work as in `vitnas rank-check`.
 
     python benchmarks/search_vs_random_standalone.py --checkpoint runs/digits --flops 0.0034 --threads 1 --out /tmp/svr
 """
@@ -45,13 +47,13 @@ def main() -> None:
     archs = [searched, *_similar_archs(space, searched, args.flops * 1e9, args.random, args.tolerance, args.seed)]
     _write_archs(args.out, archs)
     epochs = args.epochs or base.epochs
-    recipes = [standalone_recipe(base, epochs, seed=k) for k in range(args.seeds)]
+    recipes = [standalone_recipe(base, epochs, args.overrides, seed=k) for k in range(args.seeds)]
     reuse = finished_runs([Path(folder) / "runs" for folder in args.reuse])
     jobs = [standalone_job(args.out / "runs", index, k, arch, space, recipe, reuse)
             for index, arch in enumerate(archs) for k, recipe in enumerate(recipes)]
     standalone: dict[int, dict[int, float]] = {}
     trained = 0.0
-    for job, seconds, _ in run_jobs(jobs):
+    for job, seconds, _ in run_jobs(jobs, backend=args.backend, workers=args.workers, cpus=float(args.threads)):
         trained += seconds
         standalone.setdefault(job.index, {})[job.seed] = load_checkpoint(Path(job.run))["meta"]["metrics"]["val_top1"]
     inherited = [vitnas.evaluate(supernet, arch, data=base.data, split="val") for arch in archs]
@@ -102,6 +104,7 @@ def _summary(rows: list[dict], args: argparse.Namespace, epochs: int, wall: floa
     searched, randoms = rows[0], rows[1:]
     random_top1 = [row["standalone_top1"] for row in randoms]
     return {"checkpoint": str(args.checkpoint), "flops_budget_g": args.flops, "epochs": epochs, "seeds": args.seeds,
+            "overrides": args.overrides,
             "searched_standalone": searched["standalone_top1"], "searched_inherited": searched["inherited_top1"],
             "random_mean": float(np.mean(random_top1)), "random_best": float(np.max(random_top1)),
             "searched_rank": 1 + sum(top1 > searched["standalone_top1"] for top1 in random_top1),
@@ -135,7 +138,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seeds the search and the random draw")
     parser.add_argument("--reuse", action="append", default=[], metavar="DIR",
                         help="an earlier benchmark or rank-check directory whose finished runs may be reused")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (a run's, on the Ray backend)")
+    parser.add_argument("--backend", default="local", choices=("local", "ray"), help="runs in turn, or as Ray tasks")
+    parser.add_argument("--workers", type=int, default=2, help="Ray: runs at once")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="stand-alone recipe overrides, e.g. data.train_images=20000 (as rank-check takes them)")
     return parser.parse_args()
 
 

@@ -30,7 +30,7 @@ import torch
 
 import vitnas
 from vitnas.errors import VitnasError
-from vitnas.rank.runs import finished_runs, run_jobs, standalone_job, standalone_recipe
+from vitnas.rank.runs import standalone_recipe, standalone_top1
 from vitnas.space.arch import Arch
 from vitnas.space.arch_files import read_archs
 from vitnas.space.cost import count_macs, count_params
@@ -46,40 +46,22 @@ def main() -> None:
     supernet, space = load_supernet(args.checkpoint)
     base = load_checkpoint(Path(args.checkpoint))["recipe"]
     archs = list(dict.fromkeys(read_archs(args.archs, space)))  # a budget's pick may repeat another's
-    _write_archs(args.out, archs)
     epochs = args.epochs or base.epochs
     recipes = [standalone_recipe(base, epochs, args.overrides, seed=k) for k in range(args.seeds)]
-    reuse = finished_runs([Path(folder) / "runs" for folder in args.reuse])
-    jobs = [standalone_job(args.out / "runs", index, k, arch, space, recipe, reuse)
-            for index, arch in enumerate(archs) for k, recipe in enumerate(recipes)]
-    standalone: dict[int, dict[int, float]] = {}
-    trained = 0.0
-    for job, seconds, _ in run_jobs(jobs, backend=args.backend, workers=args.workers, cpus=float(args.threads)):
-        trained += seconds
-        standalone.setdefault(job.index, {})[job.seed] = load_checkpoint(Path(job.run))["meta"]["metrics"]["val_top1"]
-    rows = [_row(space, supernet, base, arch, standalone[index], args.seeds) for index, arch in enumerate(archs)]
+    standalone, trained = standalone_top1(archs, space, recipes, args.out, args.reuse, args.backend, args.workers,
+                                          float(args.threads))
+    rows = [_row(space, supernet, base, arch, standalone[index]) for index, arch in enumerate(archs)]
     summary = _summary(rows, args, epochs, time.perf_counter() - started, trained)
     write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=1) + "\n", VitnasError)
     _print(rows, summary, args)
 
 
-def _row(space, supernet, base, arch: Arch, seeds: dict[int, float], count: int) -> dict:
+def _row(space, supernet, base, arch: Arch, seeds: list[float]) -> dict:
     """One arch: its costs, inherited top-1, each seed's stand-alone top-1, their mean and the gap."""
     inherited = vitnas.evaluate(supernet, arch, data=base.data, split="val")
-    mean = float(np.mean([seeds[k] for k in range(count)]))
+    mean = float(np.mean(seeds))
     return {"arch": arch.to_dict(), "macs": count_macs(space, arch), "params": count_params(space, arch),
-            "inherited_top1": inherited, "standalone_seeds": [seeds[k] for k in range(count)],
-            "standalone_top1": mean, "gap": inherited - mean}
-
-
-def _write_archs(out: Path, archs: list[Arch]) -> None:
-    """OUT/runs.json: the archs of OUT/runs/<i>, so later benchmarks and rank checks can reuse the runs."""
-    path = out / "runs.json"
-    stored = {"archs": [arch.to_dict() for arch in archs]}
-    if path.is_file() and json.loads(path.read_text()) != stored:
-        raise SystemExit(f"{path} names other archs: use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(stored, indent=1) + "\n", VitnasError)
+            "inherited_top1": inherited, "standalone_seeds": seeds, "standalone_top1": mean, "gap": inherited - mean}
 
 
 def _summary(rows: list[dict], args: argparse.Namespace, epochs: int, wall: float, trained: float) -> dict:

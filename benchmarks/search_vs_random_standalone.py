@@ -28,7 +28,7 @@ import torch
 
 import vitnas
 from vitnas.errors import VitnasError
-from vitnas.rank.runs import finished_runs, run_jobs, standalone_job, standalone_recipe
+from vitnas.rank.runs import standalone_recipe, standalone_top1
 from vitnas.space.arch import Arch
 from vitnas.space.cost import count_macs
 from vitnas.space.space import SearchSpace
@@ -45,21 +45,14 @@ def main() -> None:
     base = load_checkpoint(Path(args.checkpoint))["recipe"]
     searched = _search(args)
     archs = [searched, *_similar_archs(space, searched, args.flops * 1e9, args.random, args.tolerance, args.seed)]
-    _write_archs(args.out, archs)
     epochs = args.epochs or base.epochs
     recipes = [standalone_recipe(base, epochs, args.overrides, seed=k) for k in range(args.seeds)]
-    reuse = finished_runs([Path(folder) / "runs" for folder in args.reuse])
-    jobs = [standalone_job(args.out / "runs", index, k, arch, space, recipe, reuse)
-            for index, arch in enumerate(archs) for k, recipe in enumerate(recipes)]
-    standalone: dict[int, dict[int, float]] = {}
-    trained = 0.0
-    for job, seconds, _ in run_jobs(jobs, backend=args.backend, workers=args.workers, cpus=float(args.threads)):
-        trained += seconds
-        standalone.setdefault(job.index, {})[job.seed] = load_checkpoint(Path(job.run))["meta"]["metrics"]["val_top1"]
+    standalone, trained = standalone_top1(archs, space, recipes, args.out, args.reuse, args.backend, args.workers,
+                                          float(args.threads))
     inherited = [vitnas.evaluate(supernet, arch, data=base.data, split="val") for arch in archs]
     rows = [{"arch": arch.to_dict(), "role": "searched" if index == 0 else "random", "macs": count_macs(space, arch),
-             "inherited_top1": inherited[index], "standalone_seeds": [standalone[index][k] for k in range(args.seeds)],
-             "standalone_top1": float(np.mean(list(standalone[index].values())))} for index, arch in enumerate(archs)]
+             "inherited_top1": inherited[index], "standalone_seeds": standalone[index],
+             "standalone_top1": float(np.mean(standalone[index]))} for index, arch in enumerate(archs)]
     summary = _summary(rows, args, epochs, time.perf_counter() - started, trained)
     write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=1) + "\n", VitnasError)
     _print(rows, summary, args)
@@ -88,16 +81,6 @@ def _similar_archs(space: SearchSpace, searched: Arch, budget: float, count: int
                 return found
     raise SystemExit(f"only {len(found)} of {count} random archs within {tolerance:.0%} of {target / 1e6:.2f} M MACs "
                      "after 20000 draws: raise --tolerance")
-
-
-def _write_archs(out: Path, archs: list[Arch]) -> None:
-    """OUT/runs.json: the archs of OUT/runs/<i>, so later benchmarks and rank checks can reuse the runs."""
-    path = out / "runs.json"
-    stored = {"archs": [arch.to_dict() for arch in archs]}
-    if path.is_file() and json.loads(path.read_text()) != stored:
-        raise SystemExit(f"{path} names other archs: use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(stored, indent=1) + "\n", VitnasError)
 
 
 def _summary(rows: list[dict], args: argparse.Namespace, epochs: int, wall: float, trained: float) -> dict:

@@ -266,6 +266,23 @@ def test_stand_alone_runs_may_train_on_a_fixed_draw_of_the_images(supernet_run, 
     assert lines(runs[0] / "metrics.jsonl")[-1]["step"] == 256 // stored.batch_size  # one epoch of 256 images
 
 
+def test_standalone_top1_trains_records_and_continues_the_runs_of_given_archs(supernet_run, tmp_path):
+    """What the search-vs-random and Pareto-gap benchmarks share: given archs, trained once per recipe."""
+    space = vitnas.load_space("tiny32")
+    base = load_checkpoint(supernet_run)["recipe"]
+    recipes = [RUNS.standalone_recipe(base, 1, ["data.train_images=64", "batch_size=32"], seed=k) for k in range(2)]
+    archs = [space.smallest(), space.arch(embed_dim=32, depth=3)]
+    top1, trained = RUNS.standalone_top1(archs, space, recipes, tmp_path / "cmp")
+    assert len(top1) == 2 and all(len(seeds) == 2 and all(0 < t <= 1 for t in seeds) for seeds in top1) and trained > 0
+    for index, seed in ((0, 0), (1, 1)):
+        run = RUNS.run_folder(tmp_path / "cmp" / "runs", index, seed)
+        assert load_checkpoint(run)["meta"]["metrics"]["val_top1"] == top1[index][seed]
+    assert RUNS.finished_runs([tmp_path / "cmp" / "runs"])  # runs.json names the archs: reusable elsewhere
+    assert RUNS.standalone_top1(archs, space, recipes, tmp_path / "cmp")[0] == top1  # continued: the same runs
+    with pytest.raises(vitnas.VitnasError, match=r"runs\.json names other archs: use another --out$"):
+        RUNS.record_archs(tmp_path / "cmp", archs[:1])
+
+
 def test_cli_error_is_one_line_and_help_loads_no_torch(tmp_path, capsys):
     assert main(["rank-check", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == f"vitnas: error: {tmp_path / 'none'}: no such directory\n"

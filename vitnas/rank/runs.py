@@ -32,19 +32,21 @@ from vitnas.nn.vit import ViTConfig
 from vitnas.nn.vit_config import vit_config
 from vitnas.space.arch import Arch
 from vitnas.space.space import SearchSpace
-from vitnas.train.checkpoint import holds_checkpoint
+from vitnas.train.checkpoint import holds_checkpoint, load_checkpoint
 from vitnas.train.recipe import Recipe, load_recipe
 from vitnas.train.rundir import finished_epochs, stored_recipe
 from vitnas.train.standalone import train_standalone
+from vitnas.util.atomic import write_text_atomically
 
-__all__ = ["BACKENDS", "StandaloneJob", "finished_runs", "run_folder", "run_jobs", "standalone_job",
-           "standalone_key", "standalone_recipe"]
+__all__ = ["BACKENDS", "RUNS_FILE", "StandaloneJob", "finished_runs", "record_archs", "run_folder", "run_jobs",
+           "standalone_job", "standalone_key", "standalone_recipe", "standalone_top1"]
 
 BACKENDS = ("local", "ray")
 # Recipe fields that change how a supernet trains but not a stand-alone run's weights: a
 # stand-alone run has one network per step and no distillation (see `vitnas.train.standalone`).
 _SUPERNET_ONLY = ("space", "sampler", "distill", "distill_warmup_epochs", "gradient_projection", "eval_every",
                   "log_every", "num_workers")
+RUNS_FILE = "runs.json"  # OUT/runs.json: the archs of OUT/runs/<i>, outside a rank check (`record_archs`)
 _RUN_NAME = re.compile(r"^(\d+)(?:-seed(\d+))?$")
 
 
@@ -113,7 +115,7 @@ def finished_runs(folders: Sequence[Path]) -> dict[tuple[Arch, str], Path]:
 
 
 def _drawn_archs(directory: Path) -> list[Arch]:
-    for name in ("rank_check.json", "runs.json"):
+    for name in ("rank_check.json", RUNS_FILE):
         path = directory / name
         if path.is_file():
             try:
@@ -130,6 +132,40 @@ def _finished_recipe(run: Path) -> Recipe | None:
     except (VitnasError, OSError, ValueError):
         return None
     return recipe if epochs == recipe.epochs else None
+
+
+def record_archs(out: Path, archs: Sequence[Arch]) -> None:
+    """Writes OUT/runs.json, the archs of OUT/runs/<i>, so that later checks can reuse the runs (`finished_runs`).
+
+    Raises:
+        VitnasError: OUT/runs.json names other archs (the folder belongs to another comparison).
+    """
+    path = Path(out) / RUNS_FILE
+    stored = {"archs": [arch.to_dict() for arch in archs]}
+    if path.is_file() and json.loads(path.read_text()) != stored:
+        raise VitnasError(f"{path} names other archs: use another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(stored, indent=1) + "\n", VitnasError)
+
+
+def standalone_top1(archs: Sequence[Arch], space: SearchSpace, recipes: Sequence[Recipe], out: Path,
+                    reuse: Sequence[Path] = (), backend: str = "local", workers: int = 2,
+                    cpus: float = 1.0) -> tuple[list[list[float]], float]:
+    """Each arch trained stand-alone once per recipe (one per seed) in OUT/runs, resuming or reusing finished runs.
+
+    Records the archs first (`record_archs`), so an interrupted comparison continues where it
+    stopped. Returns each arch's val top-1 per recipe, in order, and the seconds spent training.
+    """
+    record_archs(out, archs)
+    found = finished_runs([Path(folder) / "runs" for folder in reuse])
+    jobs = [standalone_job(Path(out) / "runs", index, seed, arch, space, recipe, found)
+            for index, arch in enumerate(archs) for seed, recipe in enumerate(recipes)]
+    top1 = [[0.0] * len(recipes) for _ in archs]
+    trained = 0.0
+    for job, seconds, _ in run_jobs(jobs, backend=backend, workers=workers, cpus=cpus):
+        trained += seconds
+        top1[job.index][job.seed] = load_checkpoint(Path(job.run))["meta"]["metrics"]["val_top1"]
+    return top1, trained
 
 
 def train_job(job: StandaloneJob, threads: int | None = None) -> tuple[float, str]:

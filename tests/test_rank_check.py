@@ -212,6 +212,22 @@ def test_resume_trains_nothing_finished_and_continues_a_half_trained_run(checked
         rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, resume=False, progress=False)
 
 
+def test_a_supernet_that_trained_on_since_the_check_began_is_refused(checked, supernet_run, tmp_path, monkeypatch):
+    """Inherited scores of two checkpoints must not mix: the check records the supernet's step."""
+    out = copy_of(checked, tmp_path)
+    stored = json.loads((out / "rank_check.json").read_text())
+    step = load_checkpoint(supernet_run)["meta"]["step"]
+    assert stored["settings"]["supernet_step"] == step
+    stored["settings"]["supernet_step"] = step - 1  # as if begun on the checkpoint before this one
+    (out / "rank_check.json").write_text(json.dumps(stored))
+    with pytest.raises(RankCheckError, match=rf"^{out}: was started with supernet_step {step - 1}, not {step}; "):
+        rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, progress=False)
+    del stored["settings"]["supernet_step"]  # a check written before the step was recorded continues
+    (out / "rank_check.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(RUNS, "train_standalone", lambda *a, **k: pytest.fail("a finished arch was trained again"))
+    assert rank_check(supernet_run, out, archs=ARCHS, epochs=EPOCHS, progress=False).resumed == ARCHS
+
+
 def test_fresh_starts_the_check_over_once_every_setting_has_passed(checked, supernet_run, tmp_path):
     out = copy_of(checked, tmp_path)
     (out / "notes.txt").write_text("mine")

@@ -97,6 +97,7 @@ class RankCheckSettings:
     use_ema: bool  # score EMA weights (the supernet's and each run's) where kept
     max_draws: int  # bound on the draws that fill the bins
     seeds: int = 1  # stand-alone runs per arch (recipe seed, seed + 1, ...); their mean is the ground truth
+    supernet_step: int | None = None  # the supernet checkpoint's training step: inherited scores are of its weights
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "overrides": list(self.overrides)}
@@ -280,14 +281,16 @@ def _prepare(checkpoint: str | Path, archs: int, epochs: int | None, seed: int, 
             raise RankCheckError(f"overrides: {override!r}: the check sets {key} itself (same data, the epochs= "
                                  "argument, no distillation; data.train_images may be set)")
     supernet, space = load_supernet(checkpoint, use_ema=use_ema)
-    base = load_checkpoint(Path(checkpoint))["recipe"]
+    loaded = load_checkpoint(Path(checkpoint))
+    base = loaded["recipe"]
     epochs = base.epochs if epochs is None else epochs
     recipes = [standalone_recipe(base, epochs, overrides, k) for k in range(seeds)]
     if split == "minival" and not base.data.holdout:
         log.warning("rank-check: data.holdout is off, so both the supernet and the stand-alone runs trained on "
                     "the minival images; val is the fair split")
     settings = RankCheckSettings(str(Path(checkpoint).resolve()), archs, bins, epochs, seed, split, overrides,
-                                 use_ema, 200 * archs if max_draws is None else max_draws, seeds)
+                                 use_ema, 200 * archs if max_draws is None else max_draws, seeds,
+                                 int(loaded["meta"]["step"]))
     return settings, supernet, space, recipes
 
 
@@ -304,7 +307,10 @@ def _check_run_directory(out: Path, settings: RankCheckSettings, resume: bool | 
         theirs, drawn = stored["settings"], [Arch.from_dict(arch) for arch in stored["archs"]]
     except (KeyError, TypeError, ValueError) as error:
         raise RankCheckError(f"{path}: not a rank check's settings ({error})") from None
-    check_same(settings.to_dict(), {"seeds": 1, **theirs}, out, RankCheckError)  # before seeds: one seed each
+    # A supernet that trained on since the check began would mix two sets of inherited scores: refused.
+    # Files from before these fields: one seed each, and the step unknown (taken as unchanged).
+    check_same(settings.to_dict(), {"seeds": 1, "supernet_step": settings.supernet_step, **theirs}, out,
+               RankCheckError)
     return drawn
 
 

@@ -246,9 +246,12 @@ def test_the_same_call_continues_another_recipe_is_refused_and_fresh_starts_over
         train_supernet(other, run)
     with pytest.raises(RecipeError, match=r"already holds a run: leave resume unset to continue it"):
         train_supernet(one_epoch, run, resume=False)  # what the default was before
-    assert train_supernet(one_epoch, run, overrides=["epochs=2"])["epoch"] == 2  # an override applies to the stored recipe
+    assert train_supernet(one_epoch, run, overrides=["epochs=2"])["epoch"] == 2  # overrides apply to the stored recipe
     (run / "notes.txt").write_text("mine")
+    (run / "tensorboard").mkdir(exist_ok=True)
+    (run / "tensorboard" / "events.old").write_text("the first run's curves")
     assert train_supernet(other, run, fresh=True)["epoch"] == 1  # starts over with the other recipe
+    assert not (run / "tensorboard" / "events.old").exists()  # its TensorBoard curves went with the log
     assert finished_epochs(run) == 1 and load_checkpoint(run)["recipe"].optimizer.lr == 2e-3
     assert (run / "notes.txt").read_text() == "mine"  # --fresh deletes the run's own files only
     assert '"epoch": 2' not in (run / "metrics.jsonl").read_text()  # the extended run's log went with it

@@ -39,7 +39,7 @@ __all__ = ["TRAINING_FILES", "check_same", "continues", "finished_epochs", "firs
            "run_recipe", "start_over", "stored_recipe"]
 
 # What a training run (supernet or standalone) writes in its run directory: --fresh deletes these.
-TRAINING_FILES = ("latest", "ckpt-*", ".ckpt-*", "metrics.jsonl")
+TRAINING_FILES = ("latest", "ckpt-*", ".ckpt-*", "metrics.jsonl", "tensorboard")  # the old curves go too
 
 _REMEDY = "give the same settings to continue it, --fresh to start over, or another --out"
 
